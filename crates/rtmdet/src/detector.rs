@@ -1,0 +1,256 @@
+//! The library entry point: load weights of any supported kind, run images through
+//! preprocessing → model → post-processing, get [`Detection`]s in original-image pixels.
+
+use std::path::Path;
+
+use burn::tensor::{Device, Tensor, TensorData};
+
+use crate::config::{ModelConfig, Size};
+use crate::error::{Error, Result};
+use crate::image_io::BgrImage;
+use crate::model::{LevelOutput, RtmDet};
+use crate::postprocess::{DetectParams, Detection, LevelMaps, postprocess};
+use crate::preprocess::{Letterbox, letterbox, normalize_into};
+use crate::weights::{self, TensorMap, VisitWeights};
+
+/// How to interpret a weights file.
+#[derive(Clone, Debug, Default)]
+pub struct LoadOptions {
+    /// Restrict/force the size (otherwise recognised from the tensors).
+    pub size: Option<Size>,
+    /// Override the distance decoding (otherwise from the checkpoint meta or the size).
+    pub exp_on_reg: Option<bool>,
+    /// The burn device to run on (default: the best available).
+    pub device: Option<Device>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WeightsFormat {
+    /// OpenMMLab `.pth` (torch zip).
+    Pth,
+    /// Our safetensors file.
+    SafeTensors,
+    /// BN-folded ONNX export.
+    Onnx,
+}
+
+impl WeightsFormat {
+    /// By content first (a torch checkpoint is a zip), then by extension.
+    pub fn detect(path: &Path) -> Result<Self> {
+        let mut head = [0u8; 4];
+        let n = {
+            use std::io::Read;
+            let mut f = std::fs::File::open(path).map_err(|e| Error::weights(path, e))?;
+            f.read(&mut head).map_err(|e| Error::weights(path, e))?
+        };
+        let ext = path
+            .extension()
+            .and_then(|e| e.to_str())
+            .unwrap_or("")
+            .to_ascii_lowercase();
+        Ok(match ext.as_str() {
+            "onnx" => WeightsFormat::Onnx,
+            "safetensors" | "st" => WeightsFormat::SafeTensors,
+            _ if n == 4 && &head == b"PK\x03\x04" => WeightsFormat::Pth,
+            "pth" | "pt" | "ckpt" => WeightsFormat::Pth,
+            _ => WeightsFormat::SafeTensors,
+        })
+    }
+}
+
+/// A ready-to-run detector.
+pub struct Detector {
+    model: RtmDet,
+    config: ModelConfig,
+    device: Device,
+    /// Post-processing thresholds used by [`Detector::predict`].
+    pub params: DetectParams,
+    /// Network input side (square), `config.input_size` unless changed.
+    pub input_size: usize,
+}
+
+impl Detector {
+    /// Loads weights with everything inferred (format, size, classes, decoding).
+    pub fn from_checkpoint(path: impl AsRef<Path>) -> Result<Self> {
+        Self::load(path.as_ref(), &LoadOptions::default())
+    }
+
+    /// Official weights by model name (`rtmdet-tiny`, ...), downloaded once into the cache.
+    pub fn from_pretrained(name: &str) -> Result<Self> {
+        let official = weights::hub::find(name)?;
+        let path = weights::hub::fetch(&official)?;
+        Self::load(
+            &path,
+            &LoadOptions {
+                size: Some(official.size),
+                ..Default::default()
+            },
+        )
+    }
+
+    pub fn load(path: &Path, opts: &LoadOptions) -> Result<Self> {
+        let (config, map) = read_weights(path, opts)?;
+        let device = opts.device.clone().unwrap_or_default();
+        Self::from_tensors(config, &map, device).map_err(|e| match e {
+            Error::Weights { .. } => e,
+            other => Error::weights(path, other),
+        })
+    }
+
+    /// Builds the model of `config` and loads `map` into it (strict: every tensor must fit).
+    pub fn from_tensors(config: ModelConfig, map: &TensorMap, device: Device) -> Result<Self> {
+        let mut model = RtmDet::new(&config, &device)?;
+        weights::load_into(&mut model, map, &device)?;
+        Ok(Self::new(model, config, device))
+    }
+
+    pub fn new(model: RtmDet, config: ModelConfig, device: Device) -> Self {
+        let input_size = config.input_size;
+        Detector {
+            model,
+            config,
+            device,
+            params: DetectParams::default(),
+            input_size,
+        }
+    }
+
+    pub fn config(&self) -> &ModelConfig {
+        &self.config
+    }
+
+    pub fn model(&self) -> &RtmDet {
+        &self.model
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// Saves in the project's own format (safetensors + config), atomically.
+    pub fn save(&mut self, path: &Path) -> Result<()> {
+        let map = weights::collect(&mut self.model);
+        weights::own::save(path, &self.config, &map)
+    }
+
+    /// Runs the network on normalised inputs `[N, 3, S, S]` given as a flat CHW buffer.
+    pub fn forward(&self, input: Vec<f32>, batch: usize) -> Vec<LevelOutput> {
+        let s = self.input_size;
+        let x = Tensor::<4>::from_data(TensorData::new(input, [batch, 3, s, s]), &self.device);
+        self.model.forward(x)
+    }
+
+    /// Detections for one image, in its pixels, best first.
+    pub fn predict(&self, image: &BgrImage) -> Result<Vec<Detection>> {
+        Ok(self.predict_batch(std::slice::from_ref(image))?.remove(0))
+    }
+
+    /// Several images in one forward pass; identical to calling [`Detector::predict`] on each.
+    pub fn predict_batch(&self, images: &[BgrImage]) -> Result<Vec<Vec<Detection>>> {
+        self.predict_batch_with(images, &self.params)
+    }
+
+    /// [`Detector::predict_batch`] with explicit thresholds.
+    pub fn predict_batch_with(
+        &self,
+        images: &[BgrImage],
+        params: &DetectParams,
+    ) -> Result<Vec<Vec<Detection>>> {
+        if images.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut input = Vec::with_capacity(images.len() * 3 * self.input_size * self.input_size);
+        let mut boxes = Vec::with_capacity(images.len());
+        for img in images {
+            let (padded, lb) = letterbox(img, self.input_size);
+            normalize_into(&padded, &mut input);
+            boxes.push(lb);
+        }
+        let outputs = self.forward(input, images.len());
+        Ok(self.postprocess_batch(&outputs, &boxes, params))
+    }
+
+    /// Post-processing of a batch of head outputs.
+    pub fn postprocess_batch(
+        &self,
+        outputs: &[LevelOutput],
+        letterboxes: &[Letterbox],
+        params: &DetectParams,
+    ) -> Vec<Vec<Detection>> {
+        let host: Vec<(Vec<f32>, Vec<f32>, [usize; 4])> = outputs
+            .iter()
+            .map(|o| {
+                let dims = o.cls.dims();
+                let (cls, reg) = (weights::to_vec(&o.cls), weights::to_vec(&o.reg));
+                (cls, reg, dims)
+            })
+            .collect();
+        letterboxes
+            .iter()
+            .enumerate()
+            .map(|(b, lb)| {
+                let levels: Vec<LevelMaps> = host
+                    .iter()
+                    .zip(outputs)
+                    .map(|((cls, reg, [_, c, h, w]), o)| LevelMaps {
+                        cls: &cls[b * c * h * w..(b + 1) * c * h * w],
+                        reg: &reg[b * 4 * h * w..(b + 1) * 4 * h * w],
+                        height: *h,
+                        width: *w,
+                        stride: o.stride,
+                    })
+                    .collect();
+                postprocess(
+                    &levels,
+                    params,
+                    (self.input_size, self.input_size),
+                    Some(lb),
+                )
+            })
+            .collect()
+    }
+}
+
+/// Reads any supported weights file into a configuration and a tensor map.
+pub fn read_weights(path: &Path, opts: &LoadOptions) -> Result<(ModelConfig, TensorMap)> {
+    if !path.is_file() {
+        return Err(Error::weights(path, "no such file"));
+    }
+    match WeightsFormat::detect(path)? {
+        WeightsFormat::Pth => {
+            let map = weights::pth::read_state_dict(path)?;
+            let meta = weights::pth::read_meta(path);
+            let mut cfg =
+                weights::infer::infer_config(&map, opts.size, opts.exp_on_reg.or(meta.exp_on_reg))?;
+            if let Some(classes) = meta.classes.filter(|c| c.len() == cfg.num_classes) {
+                cfg.class_names = classes;
+            }
+            Ok((cfg, map))
+        }
+        WeightsFormat::SafeTensors => {
+            let (cfg, map) = weights::own::load(path)?;
+            let mut cfg = match cfg {
+                Some(c) => c,
+                None => weights::infer::infer_config(&map, opts.size, None)?,
+            };
+            if let Some(e) = opts.exp_on_reg {
+                cfg.exp_on_reg = e;
+            }
+            Ok((cfg, map))
+        }
+        WeightsFormat::Onnx => {
+            let (mut cfg, map) = weights::onnx::import(path, opts.size)?;
+            if let Some(e) = opts.exp_on_reg {
+                cfg.exp_on_reg = e;
+            }
+            Ok((cfg, map))
+        }
+    }
+}
+
+/// Lets tests and tools walk the loaded model's tensors.
+impl VisitWeights for Detector {
+    fn visit_weights<V: weights::ParamVisitor>(&mut self, prefix: &str, v: &mut V) -> Result<()> {
+        self.model.visit_weights(prefix, v)
+    }
+}

@@ -1,0 +1,137 @@
+//! Class-aware NMS with mmcv's `batched_nms` semantics (spec §8.2, reference quirk 8).
+
+/// Boxes below this count share one NMS through per-class coordinate offsets; above it,
+/// NMS runs per class (mmcv's `split_thr`).
+pub const SPLIT_THR: usize = 10_000;
+
+/// IoU without the +1 pixel convention, in float32 as mmcv's CPU kernel computes it.
+#[inline]
+pub fn iou(a: &[f32; 4], b: &[f32; 4]) -> f32 {
+    let area_a = (a[2] - a[0]) * (a[3] - a[1]);
+    let area_b = (b[2] - b[0]) * (b[3] - b[1]);
+    let w = (a[2].min(b[2]) - a[0].max(b[0])).max(0.0);
+    let h = (a[3].min(b[3]) - a[1].max(b[1])).max(0.0);
+    let inter = w * h;
+    inter / (area_a + area_b - inter)
+}
+
+/// Indices sorted by descending score (stable: ties keep their input order).
+fn order_by_score(scores: &[f32], idx: impl Iterator<Item = usize>) -> Vec<usize> {
+    let mut order: Vec<usize> = idx.collect();
+    order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]));
+    order
+}
+
+/// Greedy NMS over `order` (already score-descending): a box is suppressed when its IoU with
+/// a kept box is strictly greater than `thr`.
+fn greedy(boxes: &[[f32; 4]], order: &[usize], thr: f32) -> Vec<usize> {
+    let mut suppressed = vec![false; order.len()];
+    let mut keep = Vec::new();
+    for i in 0..order.len() {
+        if suppressed[i] {
+            continue;
+        }
+        let bi = &boxes[order[i]];
+        keep.push(order[i]);
+        for j in i + 1..order.len() {
+            if !suppressed[j] && iou(bi, &boxes[order[j]]) > thr {
+                suppressed[j] = true;
+            }
+        }
+    }
+    keep
+}
+
+/// Class-aware NMS; returns kept indices in descending score order.
+pub fn batched_nms(boxes: &[[f32; 4]], scores: &[f32], labels: &[usize], thr: f32) -> Vec<usize> {
+    if boxes.is_empty() {
+        return Vec::new();
+    }
+    if boxes.len() < SPLIT_THR {
+        // Offsetting each class by label * (max coordinate + 1) keeps classes apart.
+        let max_coord = boxes
+            .iter()
+            .flat_map(|b| b.iter().copied())
+            .fold(f32::NEG_INFINITY, f32::max);
+        let step = max_coord + 1.0;
+        let shifted: Vec<[f32; 4]> = boxes
+            .iter()
+            .zip(labels)
+            .map(|(b, &l)| {
+                let o = l as f32 * step;
+                [b[0] + o, b[1] + o, b[2] + o, b[3] + o]
+            })
+            .collect();
+        let order = order_by_score(scores, 0..boxes.len());
+        greedy(&shifted, &order, thr)
+    } else {
+        let num_labels = labels.iter().max().map_or(0, |m| m + 1);
+        let mut per_class: Vec<Vec<usize>> = vec![Vec::new(); num_labels];
+        for (i, &l) in labels.iter().enumerate() {
+            per_class[l].push(i);
+        }
+        let mut keep = Vec::new();
+        for idx in per_class.into_iter().filter(|v| !v.is_empty()) {
+            let order = order_by_score(scores, idx.into_iter());
+            keep.extend(greedy(boxes, &order, thr));
+        }
+        keep.sort_unstable();
+        order_by_score(scores, keep.into_iter())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn suppresses_only_same_class_above_threshold() {
+        let boxes = [
+            [0.0, 0.0, 10.0, 10.0],
+            [1.0, 0.0, 11.0, 10.0],
+            [0.0, 0.0, 10.0, 10.0],
+            [20.0, 20.0, 30.0, 30.0],
+        ];
+        let scores = [0.9, 0.8, 0.7, 0.6];
+        // box 1 overlaps box 0 with IoU 9/11 > 0.65; box 2 is identical but of another class.
+        assert_eq!(
+            batched_nms(&boxes, &scores, &[0, 0, 1, 0], 0.65),
+            vec![0, 2, 3]
+        );
+        // IoU exactly at the threshold is kept (strict >).
+        let b = [[0.0, 0.0, 2.0, 1.0], [1.0, 0.0, 3.0, 1.0]]; // IoU 1/3
+        assert_eq!(batched_nms(&b, &[0.9, 0.8], &[0, 0], 1.0 / 3.0), vec![0, 1]);
+    }
+
+    #[test]
+    fn split_path_is_per_class_nms() {
+        let (mut boxes, mut scores, mut labels) = (Vec::new(), Vec::new(), Vec::new());
+        let mut s = 1u32;
+        for i in 0..SPLIT_THR + 10 {
+            s = s.wrapping_mul(1664525).wrapping_add(1013904223);
+            let (x, y) = ((s % 500) as f32, ((s / 500) % 500) as f32);
+            boxes.push([x, y, x + 20.0 + (i % 7) as f32, y + 15.0]);
+            scores.push(((s >> 8) % 100_000) as f32 / 100_000.0);
+            labels.push(i % 3);
+        }
+        let split = batched_nms(&boxes, &scores, &labels, 0.5);
+        let mut expected = Vec::new();
+        for class in 0..3 {
+            let idx: Vec<usize> = (0..boxes.len()).filter(|&i| labels[i] == class).collect();
+            let b: Vec<[f32; 4]> = idx.iter().map(|&i| boxes[i]).collect();
+            let sc: Vec<f32> = idx.iter().map(|&i| scores[i]).collect();
+            assert!(b.len() < SPLIT_THR);
+            expected.extend(
+                batched_nms(&b, &sc, &vec![0; b.len()], 0.5)
+                    .into_iter()
+                    .map(|k| idx[k]),
+            );
+        }
+        assert!(split.len() < boxes.len() && split.len() == expected.len());
+        let mut a = split.clone();
+        a.sort_unstable();
+        expected.sort_unstable();
+        assert_eq!(a, expected);
+        assert!(split.windows(2).all(|w| scores[w[0]] >= scores[w[1]]));
+    }
+}

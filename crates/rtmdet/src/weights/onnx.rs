@@ -1,0 +1,236 @@
+//! Import of BN-folded ONNX exports (e.g. mmdeploy's RTMDet-nano person detector).
+//!
+//! A folded graph has one biased `Conv` per ConvModule. The convolutions appear in PyTorch
+//! execution order, which is the order our model visits its weights, so the import walks both
+//! lists together, checks every shape, and writes each folded conv into a ConvModule whose
+//! BatchNorm is the identity.
+
+use std::path::Path;
+
+use onnx_protobuf::{Message, ModelProto, TensorProto, tensor_proto::DataType};
+
+use super::{HostTensor, Lister, TensorMap, VisitWeights};
+use crate::config::{ModelConfig, Size};
+use crate::error::{Error, Result};
+use crate::model::RtmDet;
+
+/// One convolution of the graph: its weight `[out, in/groups, k, k]` and optional bias.
+#[derive(Debug, Clone)]
+pub struct GraphConv {
+    pub node: String,
+    pub weight: HostTensor,
+    pub bias: Option<HostTensor>,
+}
+
+fn tensor_values(t: &TensorProto, path: &Path) -> Result<HostTensor> {
+    let shape: Vec<usize> = t.dims.iter().map(|&d| d as usize).collect();
+    let n: usize = shape.iter().product();
+    let data: Vec<f32> = if t.data_type == DataType::FLOAT as i32 {
+        if !t.raw_data.is_empty() {
+            t.raw_data
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+                .collect()
+        } else {
+            t.float_data.clone()
+        }
+    } else {
+        return Err(Error::weights(
+            path,
+            format!("initializer '{}' is not float32", t.name),
+        ));
+    };
+    if data.len() != n {
+        return Err(Error::weights(
+            path,
+            format!(
+                "initializer '{}' holds {} values for shape {shape:?}",
+                t.name,
+                data.len()
+            ),
+        ));
+    }
+    Ok(HostTensor::new(shape, data))
+}
+
+/// The `Conv` nodes of an ONNX model in graph order, with their constant weights.
+pub fn read_convs(path: &Path) -> Result<Vec<GraphConv>> {
+    let bytes = std::fs::read(path).map_err(|e| Error::weights(path, e))?;
+    let model = ModelProto::parse_from_bytes(&bytes)
+        .map_err(|e| Error::weights(path, format!("not an ONNX model ({e})")))?;
+    let graph = model
+        .graph
+        .as_ref()
+        .ok_or_else(|| Error::weights(path, "the ONNX model has no graph"))?;
+    let mut constants: std::collections::HashMap<&str, &TensorProto> = graph
+        .initializer
+        .iter()
+        .map(|t| (t.name.as_str(), t))
+        .collect();
+    for node in graph.node.iter().filter(|n| n.op_type == "Constant") {
+        if let (Some(out), Some(attr)) = (
+            node.output.first(),
+            node.attribute.iter().find(|a| a.name == "value"),
+        ) {
+            if let Some(t) = attr.t.as_ref() {
+                constants.insert(out.as_str(), t);
+            }
+        }
+    }
+    let constant = |name: &str, node: &str| -> Result<HostTensor> {
+        let t = constants.get(name).ok_or_else(|| {
+            Error::weights(
+                path,
+                format!("conv '{node}' takes a non-constant weight '{name}'"),
+            )
+        })?;
+        tensor_values(t, path)
+    };
+    graph
+        .node
+        .iter()
+        .filter(|n| n.op_type == "Conv")
+        .map(|n| {
+            let weight = constant(n.input.get(1).map(String::as_str).unwrap_or(""), &n.name)?;
+            let bias = match n.input.get(2).filter(|s| !s.is_empty()) {
+                Some(b) => Some(constant(b, &n.name)?),
+                None => None,
+            };
+            Ok(GraphConv {
+                node: n.name.clone(),
+                weight,
+                bias,
+            })
+        })
+        .collect()
+}
+
+/// A conv slot of our model: a ConvModule (`conv` + `bn`) or a plain biased conv.
+enum Slot {
+    ConvBn {
+        prefix: String,
+        weight_shape: Vec<usize>,
+        channels: usize,
+    },
+    Biased {
+        prefix: String,
+        weight_shape: Vec<usize>,
+    },
+}
+
+fn slots(cfg: &ModelConfig) -> Result<Vec<Slot>> {
+    let device = burn::tensor::Device::default();
+    let mut model = RtmDet::new(cfg, &device)?;
+    let mut lister = Lister::default();
+    model.visit_weights("", &mut lister)?;
+    let mut out = Vec::new();
+    let mut it = lister.entries.into_iter().peekable();
+    while let Some((name, shape)) = it.next() {
+        if let Some(prefix) = name.strip_suffix(".conv.weight") {
+            let channels = shape[0];
+            for _ in 0..4 {
+                it.next(); // bn.weight, bn.bias, running_mean, running_var
+            }
+            out.push(Slot::ConvBn {
+                prefix: prefix.to_string(),
+                weight_shape: shape,
+                channels,
+            });
+        } else if let Some(prefix) = name.strip_suffix(".weight") {
+            it.next(); // .bias
+            out.push(Slot::Biased {
+                prefix: prefix.to_string(),
+                weight_shape: shape,
+            });
+        }
+    }
+    Ok(out)
+}
+
+fn shapes_match(slots: &[Slot], convs: &[GraphConv]) -> bool {
+    slots.len() == convs.len()
+        && slots.iter().zip(convs).all(|(s, c)| match s {
+            Slot::ConvBn { weight_shape, .. } | Slot::Biased { weight_shape, .. } => {
+                *weight_shape == c.weight.shape
+            }
+        })
+}
+
+/// Imports a BN-folded ONNX detector. The size is recognised from the conv shapes unless
+/// `hint` names it; heads are imported unshared (folding gives every level its own convs).
+pub fn import(path: &Path, hint: Option<Size>) -> Result<(ModelConfig, TensorMap)> {
+    let convs = read_convs(path)?;
+    let sizes: Vec<Size> = hint.map(|h| vec![h]).unwrap_or_else(|| Size::ALL.to_vec());
+    for size in sizes {
+        let mut cfg = ModelConfig::new(size);
+        cfg.share_conv = false;
+        // The classifier of level 0 follows the level-0 cls tower; read its width from the graph.
+        let probe = slots(&cfg)?;
+        let cls_pos = probe.iter().position(
+            |s| matches!(s, Slot::Biased { prefix, .. } if prefix == "bbox_head.rtm_cls.0"),
+        );
+        let Some(num_classes) = cls_pos
+            .and_then(|p| convs.get(p))
+            .map(|c| c.weight.shape[0])
+        else {
+            continue;
+        };
+        cfg = cfg.with_num_classes(num_classes);
+        let slots = slots(&cfg)?;
+        if !shapes_match(&slots, &convs) {
+            continue;
+        }
+        return Ok((cfg.clone(), fold(&slots, convs, cfg.bn_eps as f32)));
+    }
+    Err(Error::weights(
+        path,
+        format!(
+            "its {} convolutions match no RTMDet model{}",
+            convs.len(),
+            hint.map(|h| format!(" of size {}", h.name()))
+                .unwrap_or_default()
+        ),
+    ))
+}
+
+/// Writes the folded convs into the model's names, with identity BatchNorms.
+fn fold(slots: &[Slot], convs: Vec<GraphConv>, eps: f32) -> TensorMap {
+    let mut map = TensorMap::new();
+    for (slot, conv) in slots.iter().zip(convs) {
+        match slot {
+            Slot::ConvBn {
+                prefix, channels, ..
+            } => {
+                let c = *channels;
+                let bias = conv
+                    .bias
+                    .unwrap_or_else(|| HostTensor::new(vec![c], vec![0.0; c]));
+                map.insert(format!("{prefix}.conv.weight"), conv.weight);
+                map.insert(
+                    format!("{prefix}.bn.weight"),
+                    HostTensor::new(vec![c], vec![1.0; c]),
+                );
+                map.insert(format!("{prefix}.bn.bias"), bias);
+                map.insert(
+                    format!("{prefix}.bn.running_mean"),
+                    HostTensor::new(vec![c], vec![0.0; c]),
+                );
+                // sqrt(var + eps) == 1
+                map.insert(
+                    format!("{prefix}.bn.running_var"),
+                    HostTensor::new(vec![c], vec![1.0 - eps; c]),
+                );
+            }
+            Slot::Biased { prefix, .. } => {
+                let c = conv.weight.shape[0];
+                map.insert(format!("{prefix}.weight"), conv.weight);
+                map.insert(
+                    format!("{prefix}.bias"),
+                    conv.bias
+                        .unwrap_or_else(|| HostTensor::new(vec![c], vec![0.0; c])),
+                );
+            }
+        }
+    }
+    map
+}
