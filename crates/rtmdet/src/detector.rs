@@ -133,10 +133,10 @@ impl Detector {
         weights::own::save(path, &self.config, &map)
     }
 
-    /// Runs the network on normalised inputs `[N, 3, S, S]` given as a flat CHW buffer.
-    pub fn forward(&self, input: Vec<f32>, batch: usize) -> Vec<LevelOutput> {
-        let s = self.input_size;
-        let x = Tensor::<4>::from_data(TensorData::new(input, [batch, 3, s, s]), &self.device);
+    /// Runs the network on normalised inputs of shape `dims` = `[N, 3, H, W]`, given as a
+    /// flat NCHW buffer.
+    pub fn forward(&self, input: Vec<f32>, dims: [usize; 4]) -> Vec<LevelOutput> {
+        let x = Tensor::<4>::from_data(TensorData::new(input, dims), &self.device);
         self.model.forward(x)
     }
 
@@ -166,7 +166,8 @@ impl Detector {
             normalize_into(&padded, &mut input);
             boxes.push(lb);
         }
-        let outputs = self.forward(input, images.len());
+        let s = self.input_size;
+        let outputs = self.forward(input, [images.len(), 3, s, s]);
         Ok(self.postprocess_batch(&outputs, &boxes, params))
     }
 
@@ -203,7 +204,7 @@ impl Detector {
                 postprocess(
                     &levels,
                     params,
-                    (self.input_size, self.input_size),
+                    Some((self.input_size, self.input_size)),
                     Some(lb),
                 )
             })

@@ -98,6 +98,12 @@ fn check_size(w: u64, h: u64) -> std::result::Result<(), String> {
 /// JPEG through libjpeg(-turbo) code, like OpenCV: integer IDCT and fancy upsampling give
 /// the same pixels as `cv2.imread` (other decoders differ by a few levels).
 fn decode_jpeg(bytes: &[u8]) -> std::result::Result<DynamicImage, String> {
+    // libjpeg reports fatal errors by unwinding out of its callbacks; contain them here.
+    std::panic::catch_unwind(|| decode_jpeg_unguarded(bytes))
+        .unwrap_or_else(|_| Err("corrupt or truncated JPEG data".to_string()))
+}
+
+fn decode_jpeg_unguarded(bytes: &[u8]) -> std::result::Result<DynamicImage, String> {
     let err = |e: std::io::Error| format!("corrupt JPEG: {e}");
     let d = mozjpeg::Decompress::new_mem(bytes).map_err(err)?;
     let (w, h) = (d.width(), d.height());

@@ -120,7 +120,7 @@ fn head_outputs_match() {
         for key in keys.iter() {
             let mut input_npz = Npz::open(reference(&format!("inputs/{key}.npz")));
             let mut npz = Npz::open(reference(&format!("infer/{ckpt}__{key}.npz")));
-            let outs = det.forward(input_npz.f32("input").1, 1);
+            let outs = det.forward(input_npz.f32("input").1, [1, 3, 640, 640]);
             let (mut w_cls, mut w_reg, mut w_raw) = (0f32, 0f32, 0f32);
             for (l, o) in outs.iter().enumerate() {
                 let (shape, cls) = npz.f32(&format!("cls_l{l}"));
@@ -234,7 +234,7 @@ fn postprocessing_of_stored_outputs_is_exact() {
             // Our sigmoid and PyTorch's vectorised one differ by an ulp on some logits: scores
             // within 1e-6, boxes exact.
             let exact = SetTol::strict(0.0, 1e-6);
-            let cands = postprocess::select_candidates(&lv, &dep, (640, 640));
+            let cands = postprocess::select_candidates(&lv, &dep, Some((640, 640)));
             match_sets(&det_like(&cands), &rows(&mut npz, "dep_pre_"), exact)
                 .unwrap_or_else(|e| panic!("{ckpt} {key}: deploy candidates: {e}"));
 
@@ -254,15 +254,15 @@ fn postprocessing_of_stored_outputs_is_exact() {
                 .collect();
             assert_eq!(keep, ref_keep, "{ckpt} {key}: NMS keep indices");
 
-            let dep_in = postprocess::postprocess(&lv, &dep, (640, 640), None);
+            let dep_in = postprocess::postprocess(&lv, &dep, Some((640, 640)), None);
             match_sets(&det_rows(&dep_in), &rows(&mut npz, "dep_in_"), exact)
                 .unwrap_or_else(|e| panic!("{ckpt} {key}: deploy, input space: {e}"));
-            let dep_out = postprocess::postprocess(&lv, &dep, (640, 640), Some(&lb));
+            let dep_out = postprocess::postprocess(&lv, &dep, Some((640, 640)), Some(&lb));
             match_sets(&det_rows(&dep_out), &rows(&mut npz, "dep_"), exact)
                 .unwrap_or_else(|e| panic!("{ckpt} {key}: deploy, original space: {e}"));
 
             let cfg = DetectParams::EVAL;
-            let n_pre = postprocess::select_candidates(&lv, &cfg, (640, 640))
+            let n_pre = postprocess::select_candidates(&lv, &cfg, Some((640, 640)))
                 .scores
                 .len();
             assert_eq!(
@@ -270,7 +270,7 @@ fn postprocessing_of_stored_outputs_is_exact() {
                 npz.i64("cfg_num_pre_nms")[0],
                 "{ckpt} {key}: config candidates"
             );
-            let cfg_out = postprocess::postprocess(&lv, &cfg, (640, 640), Some(&lb));
+            let cfg_out = postprocess::postprocess(&lv, &cfg, Some((640, 640)), Some(&lb));
             match_sets(&det_rows(&cfg_out), &rows(&mut npz, "cfg_"), exact)
                 .unwrap_or_else(|e| panic!("{ckpt} {key}: config detections: {e}"));
         }

@@ -78,14 +78,16 @@ fn sigmoid(x: f32) -> f32 {
 }
 
 /// Per level: every (prior, class) with `sigmoid(logit) > score_thr`, best `nms_pre` kept,
-/// decoded from prior `(j*s, i*s)` and clamped to `[0, input_w] x [0, input_h]`.
+/// decoded from prior `(j*s, i*s)` and, with `clip_hw`, clamped to `[0, w] x [0, h]` (mmdet
+/// clamps to the padded input; mmdeploy graphs do not clamp).
 pub fn select_candidates(
     levels: &[LevelMaps],
     params: &DetectParams,
-    input_hw: (usize, usize),
+    clip_hw: Option<(usize, usize)>,
 ) -> Candidates {
     let mut out = Candidates::default();
-    let (max_y, max_x) = (input_hw.0 as f32, input_hw.1 as f32);
+    let (max_y, max_x) = clip_hw.map_or((f32::INFINITY, f32::INFINITY), |(h, w)| (h as f32, w as f32));
+    let lo = if clip_hw.is_some() { 0.0 } else { f32::NEG_INFINITY };
     for lv in levels {
         let hw = lv.height * lv.width;
         let num_classes = lv.cls.len() / hw;
@@ -109,10 +111,10 @@ pub fn select_candidates(
             );
             let d = |k: usize| lv.reg[k * hw + p];
             out.bboxes.push([
-                (px - d(0)).clamp(0.0, max_x),
-                (py - d(1)).clamp(0.0, max_y),
-                (px + d(2)).clamp(0.0, max_x),
-                (py + d(3)).clamp(0.0, max_y),
+                (px - d(0)).clamp(lo, max_x),
+                (py - d(1)).clamp(lo, max_y),
+                (px + d(2)).clamp(lo, max_x),
+                (py + d(3)).clamp(lo, max_y),
             ]);
             out.scores.push(s);
             out.labels.push(c);
@@ -168,10 +170,10 @@ pub fn nms_and_limit(c: &Candidates, params: &DetectParams) -> Vec<Detection> {
 pub fn postprocess(
     levels: &[LevelMaps],
     params: &DetectParams,
-    input_hw: (usize, usize),
+    clip_hw: Option<(usize, usize)>,
     letterbox: Option<&Letterbox>,
 ) -> Vec<Detection> {
-    let mut c = select_candidates(levels, params, input_hw);
+    let mut c = select_candidates(levels, params, clip_hw);
     if let Some(lb) = letterbox {
         rescale(&mut c.bboxes, lb);
     }
