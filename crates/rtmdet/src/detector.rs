@@ -255,3 +255,22 @@ impl VisitWeights for Detector {
         self.model.visit_weights(prefix, v)
     }
 }
+
+/// `cpu` (burn's flex backend) or, in builds with the `cuda` feature, `cuda` / `cuda:N`.
+pub fn parse_device(name: &str) -> Result<Device> {
+    let name = name.trim().to_ascii_lowercase();
+    match name.as_str() {
+        "cpu" | "flex" => Ok(Device::flex()),
+        #[cfg(feature = "cuda")]
+        n if n == "cuda" || n.starts_with("cuda:") => {
+            let index = n.strip_prefix("cuda:").map_or(Ok(0), |i| i.parse::<usize>())
+                .map_err(|_| Error::Config(format!("bad device '{n}'")))?;
+            Ok(Device::cuda(index))
+        }
+        #[cfg(not(feature = "cuda"))]
+        n if n.starts_with("cuda") => Err(Error::Config(
+            "this build has no CUDA support; rebuild with `--features cuda`".into(),
+        )),
+        other => Err(Error::Config(format!("unknown device '{other}' (expected cpu or cuda[:N])"))),
+    }
+}

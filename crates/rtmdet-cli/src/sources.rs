@@ -1,0 +1,60 @@
+//! Expanding SOURCE arguments (files and folders) into image paths, and run folders.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Result, bail};
+
+const IMAGE_EXTENSIONS: [&str; 9] = ["jpg", "jpeg", "png", "bmp", "tif", "tiff", "webp", "jfif", "jpe"];
+
+fn is_image(path: &Path) -> bool {
+    path.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
+}
+
+/// Files as given; folders expand to their image files (sorted, not recursive).
+pub fn expand(sources: &[PathBuf]) -> Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    for s in sources {
+        if s.is_dir() {
+            let mut files: Vec<PathBuf> = std::fs::read_dir(s)?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.is_file() && is_image(p))
+                .collect();
+            files.sort();
+            if files.is_empty() {
+                eprintln!("warning: no images in folder {}", s.display());
+            }
+            out.extend(files);
+        } else if s.is_file() {
+            out.push(s.clone());
+        } else {
+            bail!("source {} does not exist", s.display());
+        }
+    }
+    if out.is_empty() {
+        bail!("no images to process");
+    }
+    Ok(out)
+}
+
+/// `base/1`, `base/2`, ...: the first number not taken yet.
+pub fn next_run_dir(base: &Path) -> Result<PathBuf> {
+    for n in 1.. {
+        let dir = base.join(n.to_string());
+        if !dir.exists() {
+            std::fs::create_dir_all(&dir)?;
+            return Ok(dir);
+        }
+    }
+    unreachable!()
+}
+
+/// `dir/stem.ext`, or `dir/stem_2.ext`, ... when that name is taken: nothing is overwritten.
+pub fn free_path(dir: &Path, stem: &str, ext: &str) -> PathBuf {
+    let first = dir.join(format!("{stem}.{ext}"));
+    if !first.exists() {
+        return first;
+    }
+    (2..).map(|i| dir.join(format!("{stem}_{i}.{ext}"))).find(|p| !p.exists()).unwrap()
+}
