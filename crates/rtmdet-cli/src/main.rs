@@ -6,7 +6,11 @@ mod sources;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "rtmdet", version, about = "RTMDet real-time object detection: predict, and more to come")]
+#[command(
+    name = "rtmdet",
+    version,
+    about = "RTMDet real-time object detection: predict, and more to come"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -77,7 +77,12 @@ struct JsonImage {
 }
 
 /// Loads the detector the arguments name.
-pub fn load_detector(weights: Option<&PathBuf>, model: Option<&str>, exp_on_reg: Option<bool>, device: &str) -> Result<Detector> {
+pub fn load_detector(
+    weights: Option<&PathBuf>,
+    model: Option<&str>,
+    exp_on_reg: Option<bool>,
+    device: &str,
+) -> Result<Detector> {
     let device = parse_device(device)?;
     let size = model.map(Size::parse).transpose()?;
     let path = match (weights, model) {
@@ -85,7 +90,11 @@ pub fn load_detector(weights: Option<&PathBuf>, model: Option<&str>, exp_on_reg:
         (None, Some(m)) => hub::fetch(&hub::find(m)?)?,
         (None, None) => bail!("give --weights FILE or --model NAME (e.g. --model rtmdet-tiny)"),
     };
-    let opts = LoadOptions { size, exp_on_reg, device: Some(device) };
+    let opts = LoadOptions {
+        size,
+        exp_on_reg,
+        device: Some(device),
+    };
     Ok(Detector::load(&path, &opts)?)
 }
 
@@ -96,14 +105,24 @@ pub fn run(args: PredictArgs) -> Result<()> {
     if args.batch == 0 || args.max_det == 0 || args.nms_pre == 0 {
         bail!("--batch, --max-det and --nms-pre must be at least 1");
     }
-    let mut det = load_detector(args.weights.as_ref(), args.model.as_deref(), args.exp_on_reg, &args.device)?;
+    let mut det = load_detector(
+        args.weights.as_ref(),
+        args.model.as_deref(),
+        args.exp_on_reg,
+        &args.device,
+    )?;
     if let Some(s) = args.imgsz {
         if s == 0 || s % 32 != 0 {
             bail!("--imgsz must be a positive multiple of 32");
         }
         det.input_size = s;
     }
-    det.params = DetectParams { score_thr: args.conf, nms_pre: args.nms_pre, iou_thr: args.iou, max_det: args.max_det };
+    det.params = DetectParams {
+        score_thr: args.conf,
+        nms_pre: args.nms_pre,
+        iou_thr: args.iou,
+        max_det: args.max_det,
+    };
     let cfg = det.config().clone();
     eprintln!(
         "RTMDet-{} ({} classes, exp_on_reg {}), input {}x{}",
@@ -145,7 +164,13 @@ pub fn run(args: PredictArgs) -> Result<()> {
         let results = det.predict_batch(&batch)?;
         let ms = t.elapsed().as_secs_f64() * 1e3 / images.len() as f64;
         for ((path, img), dets) in images.iter().zip(results) {
-            eprintln!("{}: {}x{} {}, {ms:.1} ms", path.display(), img.width, img.height, summary(&dets, &det));
+            eprintln!(
+                "{}: {}x{} {}, {ms:.1} ms",
+                path.display(),
+                img.width,
+                img.height,
+                summary(&dets, &det)
+            );
             if !args.no_draw {
                 save_annotated(&run_dir, path, img, &dets, &det)?;
             }
@@ -155,15 +180,25 @@ pub fn run(args: PredictArgs) -> Result<()> {
                 height: img.height,
                 detections: dets
                     .iter()
-                    .map(|d| JsonDetection { bbox: d.bbox, score: d.score, label: d.label, class: cfg.class_name(d.label) })
+                    .map(|d| JsonDetection {
+                        bbox: d.bbox,
+                        score: d.score,
+                        label: d.label,
+                        class: cfg.class_name(d.label),
+                    })
                     .collect(),
             });
         }
     }
-    eprintln!("{} images in {:.2} s", records.len(), started.elapsed().as_secs_f64());
+    eprintln!(
+        "{} images in {:.2} s",
+        records.len(),
+        started.elapsed().as_secs_f64()
+    );
     if let Some(json) = &args.save_json {
         let text = serde_json::to_string_pretty(&records)?;
-        write_atomically(json, text.as_bytes()).with_context(|| format!("cannot write {}", json.display()))?;
+        write_atomically(json, text.as_bytes())
+            .with_context(|| format!("cannot write {}", json.display()))?;
         eprintln!("detections written to {}", json.display());
     }
     if !args.no_draw {
@@ -186,14 +221,26 @@ fn summary(dets: &[Detection], det: &Detector) -> String {
             None => counts.push((d.label, 1)),
         }
     }
-    counts.iter().map(|(l, n)| format!("{n} {}", det.config().class_name(*l))).collect::<Vec<_>>().join(", ")
+    counts
+        .iter()
+        .map(|(l, n)| format!("{n} {}", det.config().class_name(*l)))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
-fn save_annotated(dir: &std::path::Path, src: &std::path::Path, img: &BgrImage, dets: &[Detection], det: &Detector) -> Result<()> {
+fn save_annotated(
+    dir: &std::path::Path,
+    src: &std::path::Path,
+    img: &BgrImage,
+    dets: &[Detection],
+    det: &Detector,
+) -> Result<()> {
     let mut canvas = img.to_rgb();
     rtmdet::viz::draw_detections(&mut canvas, dets, |l| det.config().class_name(l));
     let stem = src.file_stem().and_then(|s| s.to_str()).unwrap_or("image");
     let out = sources::free_path(dir, stem, "jpg");
-    canvas.save(&out).with_context(|| format!("cannot write {}", out.display()))?;
+    canvas
+        .save(&out)
+        .with_context(|| format!("cannot write {}", out.display()))?;
     Ok(())
 }

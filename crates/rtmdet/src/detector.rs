@@ -263,7 +263,9 @@ pub fn parse_device(name: &str) -> Result<Device> {
         "cpu" | "flex" => Ok(Device::flex()),
         #[cfg(feature = "cuda")]
         n if n == "cuda" || n.starts_with("cuda:") => {
-            let index = n.strip_prefix("cuda:").map_or(Ok(0), |i| i.parse::<usize>())
+            let index = n
+                .strip_prefix("cuda:")
+                .map_or(Ok(0), |i| i.parse::<usize>())
                 .map_err(|_| Error::Config(format!("bad device '{n}'")))?;
             Ok(Device::cuda(index))
         }
@@ -271,6 +273,8 @@ pub fn parse_device(name: &str) -> Result<Device> {
         n if n.starts_with("cuda") => Err(Error::Config(
             "this build has no CUDA support; rebuild with `--features cuda`".into(),
         )),
-        other => Err(Error::Config(format!("unknown device '{other}' (expected cpu or cuda[:N])"))),
+        other => Err(Error::Config(format!(
+            "unknown device '{other}' (expected cpu or cuda[:N])"
+        ))),
     }
 }

@@ -86,6 +86,33 @@ pub fn decode_image(bytes: &[u8]) -> std::result::Result<BgrImage, String> {
     Ok(to_bgr(img))
 }
 
+/// Width and height of an image file as [`read_image`] would return it (EXIF orientation
+/// applied), reading only the header.
+pub fn image_size(path: &Path) -> Result<(usize, usize)> {
+    let err = |reason: String| Error::Image {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let reader = ImageReader::open(path)
+        .map_err(|e| err(e.to_string()))?
+        .with_guessed_format()
+        .map_err(|e| err(e.to_string()))?;
+    let mut decoder = reader.into_decoder().map_err(|e| err(e.to_string()))?;
+    let (w, h) = decoder.dimensions();
+    let rotated = matches!(
+        decoder.orientation().unwrap_or(Orientation::NoTransforms),
+        Orientation::Rotate90
+            | Orientation::Rotate270
+            | Orientation::Rotate90FlipH
+            | Orientation::Rotate270FlipH
+    );
+    Ok(if rotated {
+        (h as usize, w as usize)
+    } else {
+        (w as usize, h as usize)
+    })
+}
+
 fn check_size(w: u64, h: u64) -> std::result::Result<(), String> {
     if w * h > MAX_PIXELS {
         return Err(format!(

@@ -18,8 +18,10 @@
 
 pub mod classes;
 pub mod config;
+pub mod data;
 pub mod detector;
 pub mod error;
+pub mod eval;
 pub mod image_io;
 pub mod model;
 pub mod postprocess;

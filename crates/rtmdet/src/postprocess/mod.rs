@@ -86,8 +86,14 @@ pub fn select_candidates(
     clip_hw: Option<(usize, usize)>,
 ) -> Candidates {
     let mut out = Candidates::default();
-    let (max_y, max_x) = clip_hw.map_or((f32::INFINITY, f32::INFINITY), |(h, w)| (h as f32, w as f32));
-    let lo = if clip_hw.is_some() { 0.0 } else { f32::NEG_INFINITY };
+    let (max_y, max_x) = clip_hw.map_or((f32::INFINITY, f32::INFINITY), |(h, w)| {
+        (h as f32, w as f32)
+    });
+    let lo = if clip_hw.is_some() {
+        0.0
+    } else {
+        f32::NEG_INFINITY
+    };
     for lv in levels {
         let hw = lv.height * lv.width;
         let num_classes = lv.cls.len() / hw;

@@ -1,0 +1,256 @@
+//! COCO JSON: images, annotations (`xywh` boxes, `area`, `iscrowd`, polygons/RLE kept),
+//! categories with arbitrary ids; and the COCO results format.
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::{Annotation, Category, CheckReport, Dataset, ImageEntry, clip_box};
+use crate::error::{Error, Result};
+use crate::eval::coco::{DetBox, GroundTruth, GtBox};
+
+#[derive(Deserialize)]
+struct RawImage {
+    id: u64,
+    #[serde(default)]
+    file_name: String,
+    width: Option<f64>,
+    height: Option<f64>,
+}
+
+#[derive(Deserialize)]
+struct RawAnnotation {
+    id: Option<u64>,
+    image_id: u64,
+    category_id: u64,
+    bbox: Vec<f64>,
+    area: Option<f64>,
+    #[serde(default)]
+    iscrowd: u8,
+    segmentation: Option<Value>,
+}
+
+#[derive(Deserialize)]
+struct RawCategory {
+    id: u64,
+    #[serde(default)]
+    name: String,
+}
+
+#[derive(Deserialize)]
+struct RawCoco {
+    images: Vec<RawImage>,
+    #[serde(default)]
+    annotations: Vec<RawAnnotation>,
+    categories: Vec<RawCategory>,
+}
+
+fn bad(path: &Path, what: impl std::fmt::Display) -> Error {
+    Error::Other(format!("{}: {what}", path.display()))
+}
+
+fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T> {
+    let text = std::fs::read_to_string(path).map_err(|e| bad(path, e))?;
+    serde_json::from_str(&text).map_err(|e| bad(path, e))
+}
+
+fn parse(path: &Path) -> Result<RawCoco> {
+    let raw: RawCoco = read_json(path)?;
+    for (i, a) in raw.annotations.iter().enumerate() {
+        if a.bbox.len() != 4 {
+            return Err(bad(
+                path,
+                format!(
+                    "annotation #{i} (id {:?}): bbox must have 4 numbers [x, y, w, h], got {}",
+                    a.id,
+                    a.bbox.len()
+                ),
+            ));
+        }
+    }
+    Ok(raw)
+}
+
+/// The ground truth of a COCO file, for evaluation (no image files needed).
+pub fn read_ground_truth(path: &Path) -> Result<GroundTruth> {
+    let raw = parse(path)?;
+    let cats: HashSet<u64> = raw.categories.iter().map(|c| c.id).collect();
+    let mut boxes = Vec::with_capacity(raw.annotations.len());
+    for (i, a) in raw.annotations.iter().enumerate() {
+        if !cats.contains(&a.category_id) {
+            return Err(bad(
+                path,
+                format!(
+                    "annotation #{i} has category_id {} which is not in `categories`",
+                    a.category_id
+                ),
+            ));
+        }
+        let bbox = [a.bbox[0], a.bbox[1], a.bbox[2], a.bbox[3]];
+        boxes.push(GtBox {
+            // pycocotools numbers annotations from 1 when ids are absent.
+            id: a.id.unwrap_or(i as u64 + 1),
+            image_id: a.image_id,
+            category_id: a.category_id,
+            bbox,
+            area: a.area.unwrap_or(bbox[2] * bbox[3]),
+            iscrowd: a.iscrowd != 0,
+        });
+    }
+    Ok(GroundTruth {
+        image_ids: raw.images.iter().map(|i| i.id).collect(),
+        categories: raw.categories.into_iter().map(|c| (c.id, c.name)).collect(),
+        boxes,
+    })
+}
+
+#[derive(Deserialize)]
+struct RawDet {
+    image_id: u64,
+    category_id: u64,
+    bbox: Vec<f64>,
+    score: f64,
+}
+
+/// A COCO results file `[{"image_id", "category_id", "bbox": [x, y, w, h], "score"}]`.
+pub fn read_results(path: &Path) -> Result<Vec<DetBox>> {
+    let raw: Vec<RawDet> = read_json(path)?;
+    raw.into_iter()
+        .enumerate()
+        .map(|(i, d)| {
+            if d.bbox.len() != 4 {
+                return Err(bad(
+                    path,
+                    format!(
+                        "result #{i}: bbox must have 4 numbers [x, y, w, h], got {}",
+                        d.bbox.len()
+                    ),
+                ));
+            }
+            Ok(DetBox {
+                image_id: d.image_id,
+                category_id: d.category_id,
+                bbox: [d.bbox[0], d.bbox[1], d.bbox[2], d.bbox[3]],
+                score: d.score,
+            })
+        })
+        .collect()
+}
+
+/// Where the images of a COCO file are: `images_dir` when given, else the first of the JSON's
+/// folder, `<json dir>/images`, `<json dir>/../images` that holds the first image.
+fn image_root(path: &Path, images_dir: Option<&Path>, first: Option<&str>) -> PathBuf {
+    if let Some(d) = images_dir {
+        return d.to_path_buf();
+    }
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let candidates = [dir.to_path_buf(), dir.join("images"), dir.join("../images")];
+    first
+        .and_then(|f| candidates.iter().find(|c| c.join(f).is_file()).cloned())
+        .unwrap_or_else(|| dir.to_path_buf())
+}
+
+/// Loads a COCO dataset with its images, checking and repairing what it can.
+pub fn load(path: &Path, images_dir: Option<&Path>) -> Result<Dataset> {
+    let raw = parse(path)?;
+    let mut categories: Vec<Category> = raw
+        .categories
+        .iter()
+        .map(|c| Category {
+            id: c.id,
+            name: c.name.clone(),
+        })
+        .collect();
+    categories.sort_by_key(|c| c.id);
+    let label_of: HashMap<u64, usize> = categories
+        .iter()
+        .enumerate()
+        .map(|(i, c)| (c.id, i))
+        .collect();
+    let root = image_root(
+        path,
+        images_dir,
+        raw.images.first().map(|i| i.file_name.as_str()),
+    );
+
+    let mut report = CheckReport::default();
+    let mut seen = HashSet::new();
+    let mut images: Vec<ImageEntry> = Vec::new();
+    let mut index: HashMap<u64, usize> = HashMap::new();
+    for img in &raw.images {
+        if !seen.insert(img.id) {
+            report.duplicate_image_ids.push(img.id);
+            continue;
+        }
+        let file = root.join(&img.file_name);
+        let (w, h) = match (img.width, img.height) {
+            (Some(w), Some(h)) if w > 0.0 && h > 0.0 => (w as usize, h as usize),
+            _ if !file.is_file() => (0, 0),
+            _ => match crate::image_io::image_size(&file) {
+                Ok(s) => s,
+                Err(e) => {
+                    report.unreadable_images.push(e.to_string());
+                    continue;
+                }
+            },
+        };
+        if !file.is_file() {
+            report.missing_images.push(file);
+            continue;
+        }
+        index.insert(img.id, images.len());
+        images.push(ImageEntry {
+            id: img.id,
+            path: file,
+            width: w,
+            height: h,
+            annotations: Vec::new(),
+        });
+    }
+    for (i, a) in raw.annotations.into_iter().enumerate() {
+        let Some(&label) = label_of.get(&a.category_id) else {
+            report.unknown_categories += 1;
+            continue;
+        };
+        let Some(&slot) = index.get(&a.image_id) else {
+            continue;
+        };
+        let img = &mut images[slot];
+        let b = [
+            a.bbox[0],
+            a.bbox[1],
+            a.bbox[0] + a.bbox[2],
+            a.bbox[1] + a.bbox[3],
+        ];
+        let (clipped, changed) = clip_box(b, img.width, img.height);
+        let Some(bbox) = clipped else {
+            report.dropped_empty_boxes += 1;
+            continue;
+        };
+        report.clipped_boxes += changed as usize;
+        img.annotations.push(Annotation {
+            id: a.id.unwrap_or(i as u64 + 1),
+            bbox,
+            label,
+            iscrowd: a.iscrowd != 0,
+            area: a.area.unwrap_or(a.bbox[2] * a.bbox[3]),
+            segmentation: a.segmentation,
+        });
+    }
+    report.images = images.len();
+    report.annotations = images.iter().map(|i| i.annotations.len()).sum();
+    report.background_images = images.iter().filter(|i| i.annotations.is_empty()).count();
+    let name = path
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or("coco")
+        .to_string();
+    Ok(Dataset {
+        name,
+        images,
+        categories,
+        report,
+    })
+}

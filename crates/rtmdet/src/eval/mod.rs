@@ -1,0 +1,3 @@
+//! Evaluation: COCO box mAP with pycocotools' exact semantics ([`coco`]).
+
+pub mod coco;
