@@ -90,11 +90,7 @@ pub fn load_detector(
         (None, Some(m)) => hub::fetch(&hub::find(m)?)?,
         (None, None) => bail!("give --weights FILE or --model NAME (e.g. --model rtmdet-tiny)"),
     };
-    let opts = LoadOptions {
-        size,
-        exp_on_reg,
-        device: Some(device),
-    };
+    let opts = LoadOptions { size, exp_on_reg, device: Some(device) };
     Ok(Detector::load(&path, &opts)?)
 }
 
@@ -105,24 +101,14 @@ pub fn run(args: PredictArgs) -> Result<()> {
     if args.batch == 0 || args.max_det == 0 || args.nms_pre == 0 {
         bail!("--batch, --max-det and --nms-pre must be at least 1");
     }
-    let mut det = load_detector(
-        args.weights.as_ref(),
-        args.model.as_deref(),
-        args.exp_on_reg,
-        &args.device,
-    )?;
+    let mut det = load_detector(args.weights.as_ref(), args.model.as_deref(), args.exp_on_reg, &args.device)?;
     if let Some(s) = args.imgsz {
         if s == 0 || s % 32 != 0 {
             bail!("--imgsz must be a positive multiple of 32");
         }
         det.input_size = s;
     }
-    det.params = DetectParams {
-        score_thr: args.conf,
-        nms_pre: args.nms_pre,
-        iou_thr: args.iou,
-        max_det: args.max_det,
-    };
+    det.params = DetectParams { score_thr: args.conf, nms_pre: args.nms_pre, iou_thr: args.iou, max_det: args.max_det };
     let cfg = det.config().clone();
     eprintln!(
         "RTMDet-{} ({} classes, exp_on_reg {}), input {}x{}",
@@ -164,13 +150,7 @@ pub fn run(args: PredictArgs) -> Result<()> {
         let results = det.predict_batch(&batch)?;
         let ms = t.elapsed().as_secs_f64() * 1e3 / images.len() as f64;
         for ((path, img), dets) in images.iter().zip(results) {
-            eprintln!(
-                "{}: {}x{} {}, {ms:.1} ms",
-                path.display(),
-                img.width,
-                img.height,
-                summary(&dets, &det)
-            );
+            eprintln!("{}: {}x{} {}, {ms:.1} ms", path.display(), img.width, img.height, summary(&dets, &det));
             if !args.no_draw {
                 save_annotated(&run_dir, path, img, &dets, &det)?;
             }
@@ -190,15 +170,10 @@ pub fn run(args: PredictArgs) -> Result<()> {
             });
         }
     }
-    eprintln!(
-        "{} images in {:.2} s",
-        records.len(),
-        started.elapsed().as_secs_f64()
-    );
+    eprintln!("{} images in {:.2} s", records.len(), started.elapsed().as_secs_f64());
     if let Some(json) = &args.save_json {
         let text = serde_json::to_string_pretty(&records)?;
-        write_atomically(json, text.as_bytes())
-            .with_context(|| format!("cannot write {}", json.display()))?;
+        write_atomically(json, text.as_bytes()).with_context(|| format!("cannot write {}", json.display()))?;
         eprintln!("detections written to {}", json.display());
     }
     if !args.no_draw {
@@ -221,11 +196,7 @@ fn summary(dets: &[Detection], det: &Detector) -> String {
             None => counts.push((d.label, 1)),
         }
     }
-    counts
-        .iter()
-        .map(|(l, n)| format!("{n} {}", det.config().class_name(*l)))
-        .collect::<Vec<_>>()
-        .join(", ")
+    counts.iter().map(|(l, n)| format!("{n} {}", det.config().class_name(*l))).collect::<Vec<_>>().join(", ")
 }
 
 fn save_annotated(
@@ -239,8 +210,6 @@ fn save_annotated(
     rtmdet::viz::draw_detections(&mut canvas, dets, |l| det.config().class_name(l));
     let stem = src.file_stem().and_then(|s| s.to_str()).unwrap_or("image");
     let out = sources::free_path(dir, stem, "jpg");
-    canvas
-        .save(&out)
-        .with_context(|| format!("cannot write {}", out.display()))?;
+    canvas.save(&out).with_context(|| format!("cannot write {}", out.display()))?;
     Ok(())
 }

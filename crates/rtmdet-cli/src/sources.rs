@@ -4,9 +4,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Result, bail};
 
-const IMAGE_EXTENSIONS: [&str; 9] = [
-    "jpg", "jpeg", "png", "bmp", "tif", "tiff", "webp", "jfif", "jpe",
-];
+const IMAGE_EXTENSIONS: [&str; 9] = ["jpg", "jpeg", "png", "bmp", "tif", "tiff", "webp", "jfif", "jpe"];
 
 fn is_image(path: &Path) -> bool {
     path.extension()
@@ -58,8 +56,5 @@ pub fn free_path(dir: &Path, stem: &str, ext: &str) -> PathBuf {
     if !first.exists() {
         return first;
     }
-    (2..)
-        .map(|i| dir.join(format!("{stem}_{i}.{ext}")))
-        .find(|p| !p.exists())
-        .unwrap()
+    (2..).map(|i| dir.join(format!("{stem}_{i}.{ext}"))).find(|p| !p.exists()).unwrap()
 }

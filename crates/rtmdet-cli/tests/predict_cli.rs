@@ -6,9 +6,7 @@ use std::process::Command;
 use serde_json::Value;
 
 fn shared(rel: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../../shared")
-        .join(rel)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared").join(rel)
 }
 
 fn tmp(name: &str) -> PathBuf {
@@ -18,10 +16,7 @@ fn tmp(name: &str) -> PathBuf {
 }
 
 fn rtmdet(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_rtmdet"))
-        .args(args)
-        .output()
-        .unwrap()
+    Command::new(env!("CARGO_BIN_EXE_rtmdet")).args(args).output().unwrap()
 }
 
 /// `(bbox, score, label)` of one image in the JSON output.
@@ -31,17 +26,8 @@ fn dets(v: &Value) -> Vec<([f64; 4], f64, u64)> {
         .unwrap()
         .iter()
         .map(|d| {
-            let b: Vec<f64> = d["bbox"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|x| x.as_f64().unwrap())
-                .collect();
-            (
-                [b[0], b[1], b[2], b[3]],
-                d["score"].as_f64().unwrap(),
-                d["label"].as_u64().unwrap(),
-            )
+            let b: Vec<f64> = d["bbox"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect();
+            ([b[0], b[1], b[2], b[3]], d["score"].as_f64().unwrap(), d["label"].as_u64().unwrap())
         })
         .collect()
 }
@@ -71,10 +57,7 @@ fn predict_writes_images_and_json_in_the_documented_format() {
     assert_eq!(images.len(), 5);
     let first = &images[0];
     assert_eq!(first["image"].as_str().unwrap(), demo.to_str().unwrap());
-    assert_eq!(
-        (first["width"].as_u64(), first["height"].as_u64()),
-        (Some(640), Some(427))
-    );
+    assert_eq!((first["width"].as_u64(), first["height"].as_u64()), (Some(640), Some(427)));
     // The deploy settings give the 8 reference detections of demo, best first, with names.
     let d = dets(first);
     assert_eq!(d.len(), 8);
@@ -105,9 +88,7 @@ fn evaluation_settings_reproduce_the_config_detections() {
         "predict",
         shared("assets/images/people.jpg").to_str().unwrap(),
         "--weights",
-        shared("reference/checkpoints/rtmdet_tiny_ref_seed1.pth")
-            .to_str()
-            .unwrap(),
+        shared("reference/checkpoints/rtmdet_tiny_ref_seed1.pth").to_str().unwrap(),
         "--conf",
         "0.001",
         "--nms-pre",
@@ -121,21 +102,12 @@ fn evaluation_settings_reproduce_the_config_detections() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let v: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     let d = dets(&v[0]);
-    assert_eq!(
-        (v[0]["width"].as_u64(), v[0]["height"].as_u64()),
-        (Some(1024), Some(707))
-    );
+    assert_eq!((v[0]["width"].as_u64(), v[0]["height"].as_u64()), (Some(1024), Some(707)));
     // Exactly what the library gives with the evaluation settings (the library is tested
     // against the reference detections).
-    let det = rtmdet::Detector::from_checkpoint(shared(
-        "reference/checkpoints/rtmdet_tiny_ref_seed1.pth",
-    ))
-    .unwrap();
+    let det = rtmdet::Detector::from_checkpoint(shared("reference/checkpoints/rtmdet_tiny_ref_seed1.pth")).unwrap();
     let img = rtmdet::image_io::read_image(&shared("assets/images/people.jpg")).unwrap();
-    let lib = det
-        .predict_batch_with(&[img], &rtmdet::DetectParams::EVAL)
-        .unwrap()
-        .remove(0);
+    let lib = det.predict_batch_with(&[img], &rtmdet::DetectParams::EVAL).unwrap().remove(0);
     assert_eq!(d.len(), 300);
     for (j, l) in d.iter().zip(&lib) {
         assert_eq!(j.2, l.label as u64);
@@ -150,23 +122,13 @@ fn bad_arguments_are_clear_errors() {
         "predict",
         "nope.jpg",
         "--weights",
-        shared("reference/checkpoints/rtmdet_tiny_ref_seed1.pth")
-            .to_str()
-            .unwrap(),
+        shared("reference/checkpoints/rtmdet_tiny_ref_seed1.pth").to_str().unwrap(),
     ]);
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("nope.jpg"));
-    let o = rtmdet(&[
-        "predict",
-        shared("assets/images/demo.jpg").to_str().unwrap(),
-    ]);
+    let o = rtmdet(&["predict", shared("assets/images/demo.jpg").to_str().unwrap()]);
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("--weights"));
-    let o = rtmdet(&[
-        "predict",
-        shared("assets/images/demo.jpg").to_str().unwrap(),
-        "--weights",
-        "missing.pth",
-    ]);
+    let o = rtmdet(&["predict", shared("assets/images/demo.jpg").to_str().unwrap(), "--weights", "missing.pth"]);
     assert!(String::from_utf8_lossy(&o.stderr).contains("missing.pth"));
 }

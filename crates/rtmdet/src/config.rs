@@ -35,18 +35,10 @@ impl Size {
 
     pub fn parse(text: &str) -> Result<Size> {
         let t = text.trim().to_ascii_lowercase();
-        let t = t
-            .strip_prefix("rtmdet-")
-            .or_else(|| t.strip_prefix("rtmdet_"))
-            .unwrap_or(&t);
-        Size::ALL
-            .into_iter()
-            .find(|s| s.name() == t)
-            .ok_or_else(|| {
-                Error::Config(format!(
-                    "unknown model size '{text}' (expected one of tiny, s, m, l, x, nano)"
-                ))
-            })
+        let t = t.strip_prefix("rtmdet-").or_else(|| t.strip_prefix("rtmdet_")).unwrap_or(&t);
+        Size::ALL.into_iter().find(|s| s.name() == t).ok_or_else(|| {
+            Error::Config(format!("unknown model size '{text}' (expected one of tiny, s, m, l, x, nano)"))
+        })
     }
 }
 
@@ -87,12 +79,8 @@ pub struct StageSpec {
 }
 
 /// The P5 architecture rows of CSPNeXt before scaling.
-const P5_ARCH: [(usize, usize, usize, bool, bool); 4] = [
-    (64, 128, 3, true, false),
-    (128, 256, 6, true, false),
-    (256, 512, 6, true, false),
-    (512, 1024, 3, false, true),
-];
+const P5_ARCH: [(usize, usize, usize, bool, bool); 4] =
+    [(64, 128, 3, true, false), (128, 256, 6, true, false), (256, 512, 6, true, false), (512, 1024, 3, false, true)];
 
 pub const STRIDES: [usize; 3] = [8, 16, 32];
 
@@ -176,10 +164,7 @@ impl ModelConfig {
     }
 
     pub fn class_name(&self, label: usize) -> String {
-        self.class_names
-            .get(label)
-            .cloned()
-            .unwrap_or_else(|| format!("class_{label}"))
+        self.class_names.get(label).cloned().unwrap_or_else(|| format!("class_{label}"))
     }
 
     pub fn validate(&self) -> Result<()> {
@@ -187,20 +172,13 @@ impl ModelConfig {
             return Err(Error::Config("num_classes must be at least 1".into()));
         }
         if !(self.widen_factor > 0.0 && self.deepen_factor > 0.0) {
-            return Err(Error::Config(
-                "widen and deepen factors must be positive".into(),
-            ));
+            return Err(Error::Config("widen and deepen factors must be positive".into()));
         }
         if self.input_size == 0 || self.input_size % 32 != 0 {
-            return Err(Error::Config(format!(
-                "input size {} must be a positive multiple of 32",
-                self.input_size
-            )));
+            return Err(Error::Config(format!("input size {} must be a positive multiple of 32", self.input_size)));
         }
         if self.use_depthwise && self.share_conv {
-            return Err(Error::Config(
-                "share_conv requires dense (non-depthwise) head convs".into(),
-            ));
+            return Err(Error::Config("share_conv requires dense (non-depthwise) head convs".into()));
         }
         Ok(())
     }

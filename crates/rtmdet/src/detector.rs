@@ -43,11 +43,7 @@ impl WeightsFormat {
             let mut f = std::fs::File::open(path).map_err(|e| Error::weights(path, e))?;
             f.read(&mut head).map_err(|e| Error::weights(path, e))?
         };
-        let ext = path
-            .extension()
-            .and_then(|e| e.to_str())
-            .unwrap_or("")
-            .to_ascii_lowercase();
+        let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
         Ok(match ext.as_str() {
             "onnx" => WeightsFormat::Onnx,
             "safetensors" | "st" => WeightsFormat::SafeTensors,
@@ -79,13 +75,7 @@ impl Detector {
     pub fn from_pretrained(name: &str) -> Result<Self> {
         let official = weights::hub::find(name)?;
         let path = weights::hub::fetch(&official)?;
-        Self::load(
-            &path,
-            &LoadOptions {
-                size: Some(official.size),
-                ..Default::default()
-            },
-        )
+        Self::load(&path, &LoadOptions { size: Some(official.size), ..Default::default() })
     }
 
     pub fn load(path: &Path, opts: &LoadOptions) -> Result<Self> {
@@ -106,13 +96,7 @@ impl Detector {
 
     pub fn new(model: RtmDet, config: ModelConfig, device: Device) -> Self {
         let input_size = config.input_size;
-        Detector {
-            model,
-            config,
-            device,
-            params: DetectParams::default(),
-            input_size,
-        }
+        Detector { model, config, device, params: DetectParams::default(), input_size }
     }
 
     pub fn config(&self) -> &ModelConfig {
@@ -151,65 +135,79 @@ impl Detector {
     }
 
     /// [`Detector::predict_batch`] with explicit thresholds.
-    pub fn predict_batch_with(
-        &self,
-        images: &[BgrImage],
-        params: &DetectParams,
-    ) -> Result<Vec<Vec<Detection>>> {
+    pub fn predict_batch_with(&self, images: &[BgrImage], params: &DetectParams) -> Result<Vec<Vec<Detection>>> {
         if images.is_empty() {
             return Ok(Vec::new());
         }
-        let mut input = Vec::with_capacity(images.len() * 3 * self.input_size * self.input_size);
-        let mut boxes = Vec::with_capacity(images.len());
-        for img in images {
-            let (padded, lb) = letterbox(img, self.input_size);
-            normalize_into(&padded, &mut input);
-            boxes.push(lb);
-        }
+        let (input, boxes) = self.preprocess(images);
         let s = self.input_size;
         let outputs = self.forward(input, [images.len(), 3, s, s]);
-        Ok(self.postprocess_batch(&outputs, &boxes, params))
+        Ok(self.postprocess_host(&Self::outputs_to_host(&outputs), &boxes, params))
     }
 
-    /// Post-processing of a batch of head outputs.
-    pub fn postprocess_batch(
+    /// Letterboxes and normalises images into one NCHW buffer.
+    pub fn preprocess(&self, images: &[BgrImage]) -> (Vec<f32>, Vec<Letterbox>) {
+        let mut input = Vec::with_capacity(images.len() * 3 * self.input_size * self.input_size);
+        let boxes = images
+            .iter()
+            .map(|img| {
+                let (padded, lb) = letterbox(img, self.input_size);
+                normalize_into(&padded, &mut input);
+                lb
+            })
+            .collect();
+        (input, boxes)
+    }
+
+    /// Head outputs copied to the host, per level.
+    pub fn outputs_to_host(outputs: &[LevelOutput]) -> Vec<HostLevel> {
+        outputs
+            .iter()
+            .map(|o| HostLevel {
+                cls: weights::to_vec(&o.cls),
+                reg: weights::to_vec(&o.reg),
+                dims: o.cls.dims(),
+                stride: o.stride,
+            })
+            .collect()
+    }
+
+    /// Post-processing of a batch of host head outputs, one letterbox per image.
+    pub fn postprocess_host(
         &self,
-        outputs: &[LevelOutput],
+        host: &[HostLevel],
         letterboxes: &[Letterbox],
         params: &DetectParams,
     ) -> Vec<Vec<Detection>> {
-        let host: Vec<(Vec<f32>, Vec<f32>, [usize; 4])> = outputs
-            .iter()
-            .map(|o| {
-                let dims = o.cls.dims();
-                let (cls, reg) = (weights::to_vec(&o.cls), weights::to_vec(&o.reg));
-                (cls, reg, dims)
-            })
-            .collect();
         letterboxes
             .iter()
             .enumerate()
             .map(|(b, lb)| {
                 let levels: Vec<LevelMaps> = host
                     .iter()
-                    .zip(outputs)
-                    .map(|((cls, reg, [_, c, h, w]), o)| LevelMaps {
-                        cls: &cls[b * c * h * w..(b + 1) * c * h * w],
-                        reg: &reg[b * 4 * h * w..(b + 1) * 4 * h * w],
-                        height: *h,
-                        width: *w,
-                        stride: o.stride,
+                    .map(|l| {
+                        let [_, c, h, w] = l.dims;
+                        LevelMaps {
+                            cls: &l.cls[b * c * h * w..(b + 1) * c * h * w],
+                            reg: &l.reg[b * 4 * h * w..(b + 1) * 4 * h * w],
+                            height: h,
+                            width: w,
+                            stride: l.stride,
+                        }
                     })
                     .collect();
-                postprocess(
-                    &levels,
-                    params,
-                    Some((self.input_size, self.input_size)),
-                    Some(lb),
-                )
+                postprocess(&levels, params, Some((self.input_size, self.input_size)), Some(lb))
             })
             .collect()
     }
+}
+
+/// One level of head outputs on the host: logits and pixel distances, `dims` = `[N, C, H, W]`.
+pub struct HostLevel {
+    pub cls: Vec<f32>,
+    pub reg: Vec<f32>,
+    pub dims: [usize; 4],
+    pub stride: usize,
 }
 
 /// Reads any supported weights file into a configuration and a tensor map.
@@ -221,8 +219,7 @@ pub fn read_weights(path: &Path, opts: &LoadOptions) -> Result<(ModelConfig, Ten
         WeightsFormat::Pth => {
             let map = weights::pth::read_state_dict(path)?;
             let meta = weights::pth::read_meta(path);
-            let mut cfg =
-                weights::infer::infer_config(&map, opts.size, opts.exp_on_reg.or(meta.exp_on_reg))?;
+            let mut cfg = weights::infer::infer_config(&map, opts.size, opts.exp_on_reg.or(meta.exp_on_reg))?;
             if let Some(classes) = meta.classes.filter(|c| c.len() == cfg.num_classes) {
                 cfg.class_names = classes;
             }
@@ -270,11 +267,9 @@ pub fn parse_device(name: &str) -> Result<Device> {
             Ok(Device::cuda(index))
         }
         #[cfg(not(feature = "cuda"))]
-        n if n.starts_with("cuda") => Err(Error::Config(
-            "this build has no CUDA support; rebuild with `--features cuda`".into(),
-        )),
-        other => Err(Error::Config(format!(
-            "unknown device '{other}' (expected cpu or cuda[:N])"
-        ))),
+        n if n.starts_with("cuda") => {
+            Err(Error::Config("this build has no CUDA support; rebuild with `--features cuda`".into()))
+        }
+        other => Err(Error::Config(format!("unknown device '{other}' (expected cpu or cuda[:N])"))),
     }
 }

@@ -11,11 +11,7 @@ pub enum Error {
     #[error("tensor '{name}' is missing from the weights")]
     MissingTensor { name: String },
     #[error("tensor '{name}' has shape {found:?} in the weights, the model expects {expected:?}")]
-    ShapeMismatch {
-        name: String,
-        expected: Vec<usize>,
-        found: Vec<usize>,
-    },
+    ShapeMismatch { name: String, expected: Vec<usize>, found: Vec<usize> },
     #[error("unexpected tensors in the weights (not part of this model): {names}")]
     UnexpectedTensors { names: String },
     #[error("invalid model configuration: {0}")]
@@ -32,9 +28,6 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
     pub fn weights(path: impl Into<PathBuf>, reason: impl std::fmt::Display) -> Self {
-        Error::Weights {
-            path: path.into(),
-            reason: reason.to_string(),
-        }
+        Error::Weights { path: path.into(), reason: reason.to_string() }
     }
 }

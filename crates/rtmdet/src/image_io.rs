@@ -27,11 +27,7 @@ impl BgrImage {
                 data.len()
             )));
         }
-        Ok(BgrImage {
-            width,
-            height,
-            data,
-        })
+        Ok(BgrImage { width, height, data })
     }
 
     /// From an RGB image of the `image` crate.
@@ -40,11 +36,7 @@ impl BgrImage {
         for px in data.chunks_exact_mut(3) {
             px.swap(0, 2);
         }
-        BgrImage {
-            width: img.width() as usize,
-            height: img.height() as usize,
-            data,
-        }
+        BgrImage { width: img.width() as usize, height: img.height() as usize, data }
     }
 
     /// To an RGB image of the `image` crate (for drawing and saving).
@@ -53,8 +45,7 @@ impl BgrImage {
         for px in data.chunks_exact_mut(3) {
             px.swap(0, 2);
         }
-        image::RgbImage::from_raw(self.width as u32, self.height as u32, data)
-            .expect("consistent size")
+        image::RgbImage::from_raw(self.width as u32, self.height as u32, data).expect("consistent size")
     }
 }
 
@@ -63,25 +54,14 @@ const MAX_PIXELS: u64 = 200_000_000;
 
 /// Reads an image file as BGR.
 pub fn read_image(path: &Path) -> Result<BgrImage> {
-    let bytes = std::fs::read(path).map_err(|e| Error::Image {
-        path: path.to_path_buf(),
-        reason: e.to_string(),
-    })?;
-    decode_image(&bytes).map_err(|reason| Error::Image {
-        path: path.to_path_buf(),
-        reason,
-    })
+    let bytes = std::fs::read(path).map_err(|e| Error::Image { path: path.to_path_buf(), reason: e.to_string() })?;
+    decode_image(&bytes).map_err(|reason| Error::Image { path: path.to_path_buf(), reason })
 }
 
 /// Decodes an in-memory encoded image (JPEG, PNG, BMP, TIFF, WebP).
 pub fn decode_image(bytes: &[u8]) -> std::result::Result<BgrImage, String> {
-    let format =
-        image::guess_format(bytes).map_err(|_| "not a recognised image format".to_string())?;
-    let mut img = if format == ImageFormat::Jpeg {
-        decode_jpeg(bytes)?
-    } else {
-        decode_other(bytes, format)?
-    };
+    let format = image::guess_format(bytes).map_err(|_| "not a recognised image format".to_string())?;
+    let mut img = if format == ImageFormat::Jpeg { decode_jpeg(bytes)? } else { decode_other(bytes, format)? };
     img.apply_orientation(orientation(bytes, format));
     Ok(to_bgr(img))
 }
@@ -89,10 +69,7 @@ pub fn decode_image(bytes: &[u8]) -> std::result::Result<BgrImage, String> {
 /// Width and height of an image file as [`read_image`] would return it (EXIF orientation
 /// applied), reading only the header.
 pub fn image_size(path: &Path) -> Result<(usize, usize)> {
-    let err = |reason: String| Error::Image {
-        path: path.to_path_buf(),
-        reason,
-    };
+    let err = |reason: String| Error::Image { path: path.to_path_buf(), reason };
     let reader = ImageReader::open(path)
         .map_err(|e| err(e.to_string()))?
         .with_guessed_format()
@@ -101,23 +78,14 @@ pub fn image_size(path: &Path) -> Result<(usize, usize)> {
     let (w, h) = decoder.dimensions();
     let rotated = matches!(
         decoder.orientation().unwrap_or(Orientation::NoTransforms),
-        Orientation::Rotate90
-            | Orientation::Rotate270
-            | Orientation::Rotate90FlipH
-            | Orientation::Rotate270FlipH
+        Orientation::Rotate90 | Orientation::Rotate270 | Orientation::Rotate90FlipH | Orientation::Rotate270FlipH
     );
-    Ok(if rotated {
-        (h as usize, w as usize)
-    } else {
-        (w as usize, h as usize)
-    })
+    Ok(if rotated { (h as usize, w as usize) } else { (w as usize, h as usize) })
 }
 
 fn check_size(w: u64, h: u64) -> std::result::Result<(), String> {
     if w * h > MAX_PIXELS {
-        return Err(format!(
-            "{w}x{h} is larger than the {MAX_PIXELS}-pixel limit"
-        ));
+        return Err(format!("{w}x{h} is larger than the {MAX_PIXELS}-pixel limit"));
     }
     Ok(())
 }
@@ -143,9 +111,8 @@ fn decode_jpeg_unguarded(bytes: &[u8]) -> std::result::Result<DynamicImage, Stri
 }
 
 fn decode_other(bytes: &[u8], format: ImageFormat) -> std::result::Result<DynamicImage, String> {
-    let decoder = ImageReader::with_format(std::io::Cursor::new(bytes), format)
-        .into_decoder()
-        .map_err(|e| e.to_string())?;
+    let decoder =
+        ImageReader::with_format(std::io::Cursor::new(bytes), format).into_decoder().map_err(|e| e.to_string())?;
     let (w, h) = decoder.dimensions();
     check_size(w as u64, h as u64)?;
     DynamicImage::from_decoder(decoder).map_err(|e| e.to_string())

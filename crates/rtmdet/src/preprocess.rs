@@ -34,10 +34,7 @@ impl Letterbox {
             resized_w,
             resized_h,
             size,
-            scale_factor: (
-                resized_w as f64 / ori_w as f64,
-                resized_h as f64 / ori_h as f64,
-            ),
+            scale_factor: (resized_w as f64 / ori_w as f64, resized_h as f64 / ori_h as f64),
         }
     }
 }
@@ -103,11 +100,7 @@ pub fn resize_linear(img: &BgrImage, dst_w: usize, dst_h: usize) -> BgrImage {
             *o = ((v + 2) >> 2).clamp(0, 255) as u8;
         }
     }
-    BgrImage {
-        width: dst_w,
-        height: dst_h,
-        data,
-    }
+    BgrImage { width: dst_w, height: dst_h, data }
 }
 
 /// Resizes (keep ratio) and pads an image to `size`×`size`; returns the padded BGR image.
@@ -119,14 +112,7 @@ pub fn letterbox(img: &BgrImage, size: usize) -> (BgrImage, Letterbox) {
         let src = &resized.data[y * lb.resized_w * 3..(y + 1) * lb.resized_w * 3];
         data[y * size * 3..y * size * 3 + src.len()].copy_from_slice(src);
     }
-    (
-        BgrImage {
-            width: size,
-            height: size,
-            data,
-        },
-        lb,
-    )
+    (BgrImage { width: size, height: size, data }, lb)
 }
 
 /// HWC BGR uint8 → CHW float32 `(x - mean) / std`, appended to `out`.
@@ -160,11 +146,7 @@ mod tests {
         assert_eq!(got, vec![0, 36, 93, 150, 204, 235, 255]);
         // A single bright pixel at column 10 of 20, to 13 columns: 128 at column 6.
         let im = img(20, 1, |i| if i / 3 == 10 { 255 } else { 0 });
-        let got: Vec<u8> = resize_linear(&im, 13, 1)
-            .data
-            .chunks(3)
-            .map(|p| p[0])
-            .collect();
+        let got: Vec<u8> = resize_linear(&im, 13, 1).data.chunks(3).map(|p| p[0]).collect();
         assert_eq!(got, vec![0, 0, 0, 0, 0, 0, 128, 0, 0, 0, 0, 0, 0]);
     }
 
@@ -173,19 +155,9 @@ mod tests {
         // cv2.resize of [[0,0,0,0],[0,255,0,0]] to 7x3 (checked against OpenCV).
         let rows = [[0u8, 0, 0, 0], [0, 255, 0, 0]];
         let im = img(4, 2, |i| rows[i / 12][(i / 3) % 4]);
-        let got: Vec<Vec<u8>> = resize_linear(&im, 7, 3)
-            .data
-            .chunks(21)
-            .map(|r| r.chunks(3).map(|p| p[0]).collect())
-            .collect();
-        assert_eq!(
-            got,
-            vec![
-                vec![0, 0, 0, 0, 0, 0, 0],
-                vec![0, 46, 118, 64, 0, 0, 0],
-                vec![0, 91, 237, 127, 0, 0, 0]
-            ]
-        );
+        let got: Vec<Vec<u8>> =
+            resize_linear(&im, 7, 3).data.chunks(21).map(|r| r.chunks(3).map(|p| p[0]).collect()).collect();
+        assert_eq!(got, vec![vec![0, 0, 0, 0, 0, 0, 0], vec![0, 46, 118, 64, 0, 0, 0], vec![0, 91, 237, 127, 0, 0, 0]]);
     }
 
     #[test]

@@ -8,9 +8,7 @@ use rtmdet::data::coco::{read_ground_truth, read_results};
 use rtmdet::eval::coco::evaluate;
 
 fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/data/coco_eval")
-        .join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/coco_eval").join(name)
 }
 
 const CASES: [&str; 7] = ["basic", "crowd", "areas", "empty", "ties", "many", "large"];
@@ -22,16 +20,9 @@ fn stats_and_per_class_ap_match_pycocotools() {
         let dets = read_results(&fixture(&format!("{case}_pred.json"))).unwrap();
         let t = std::time::Instant::now();
         let e = evaluate(&gt, &dets).unwrap();
-        let expected: serde_json::Value = serde_json::from_str(
-            &std::fs::read_to_string(fixture(&format!("{case}_expected.json"))).unwrap(),
-        )
-        .unwrap();
-        let stats: Vec<f64> = expected["stats"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_f64().unwrap())
-            .collect();
+        let expected: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(fixture(&format!("{case}_expected.json"))).unwrap()).unwrap();
+        let stats: Vec<f64> = expected["stats"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
         println!(
             "{case}: {} images, {} detections, {:.1} ms",
             gt.image_ids.len(),
@@ -39,10 +30,7 @@ fn stats_and_per_class_ap_match_pycocotools() {
             t.elapsed().as_secs_f64() * 1e3
         );
         for (i, (ours, theirs)) in e.stats.iter().zip(&stats).enumerate() {
-            assert!(
-                (ours - theirs).abs() <= 1e-9,
-                "{case}: stat {i}: {ours} vs pycocotools {theirs}"
-            );
+            assert!((ours - theirs).abs() <= 1e-9, "{case}: stat {i}: {ours} vs pycocotools {theirs}");
         }
         for c in &e.per_class {
             for (key, ours) in [("per_class_ap", c.ap), ("per_class_ap50", c.ap50)] {
@@ -64,26 +52,16 @@ fn a_large_synthetic_set_evaluates_in_seconds() {
     use rtmdet::eval::coco::{DetBox, GroundTruth, GtBox};
     let mut seed = 7u64;
     let mut rnd = move || {
-        seed = seed
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
+        seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
         (seed >> 33) as f64 / (1u64 << 31) as f64
     };
-    let mut gt = GroundTruth {
-        categories: (1..=80).map(|i| (i, format!("c{i}"))).collect(),
-        ..Default::default()
-    };
+    let mut gt = GroundTruth { categories: (1..=80).map(|i| (i, format!("c{i}"))).collect(), ..Default::default() };
     let mut dets = Vec::new();
     let mut id = 1;
     for img in 0..5000u64 {
         gt.image_ids.push(img);
         for _ in 0..7 {
-            let (x, y, w, h) = (
-                rnd() * 500.0,
-                rnd() * 400.0,
-                5.0 + rnd() * 200.0,
-                5.0 + rnd() * 200.0,
-            );
+            let (x, y, w, h) = (rnd() * 500.0, rnd() * 400.0, 5.0 + rnd() * 200.0, 5.0 + rnd() * 200.0);
             let cat = 1 + (rnd() * 80.0) as u64 % 80;
             gt.boxes.push(GtBox {
                 id,
@@ -116,11 +94,7 @@ fn a_large_synthetic_set_evaluates_in_seconds() {
     let t = std::time::Instant::now();
     let e = evaluate(&gt, &dets).unwrap();
     let secs = t.elapsed().as_secs_f64();
-    println!(
-        "5000 images, {} detections: {secs:.2} s, AP {:.3}",
-        dets.len(),
-        e.stats[0]
-    );
+    println!("5000 images, {} detections: {secs:.2} s, AP {:.3}", dets.len(), e.stats[0]);
     assert!(e.stats[0] > 0.1 && e.stats[0] < 1.0);
 }
 
@@ -131,46 +105,25 @@ fn malformed_inputs_name_the_file_and_place() {
     let broken = dir.join("broken.json");
     std::fs::write(&broken, "{\"images\": [\n{\"id\": 1,}\n]}").unwrap();
     let err = read_ground_truth(&broken).unwrap_err().to_string();
-    assert!(
-        err.contains("broken.json") && err.contains("line 2"),
-        "{err}"
-    );
+    assert!(err.contains("broken.json") && err.contains("line 2"), "{err}");
 
     let three = dir.join("three.json");
     std::fs::write(&three, r#"{"images": [{"id": 1}], "categories": [{"id": 1}], "annotations": [{"id": 5, "image_id": 1, "category_id": 1, "bbox": [1, 2, 3]}]}"#).unwrap();
     let err = read_ground_truth(&three).unwrap_err().to_string();
-    assert!(
-        err.contains("three.json") && err.contains("annotation #0") && err.contains("4 numbers"),
-        "{err}"
-    );
+    assert!(err.contains("three.json") && err.contains("annotation #0") && err.contains("4 numbers"), "{err}");
 
     let unknown = dir.join("unknown.json");
     std::fs::write(&unknown, r#"{"images": [{"id": 1}], "categories": [{"id": 1}], "annotations": [{"id": 5, "image_id": 1, "category_id": 7, "bbox": [1, 2, 3, 4]}]}"#).unwrap();
     let err = read_ground_truth(&unknown).unwrap_err().to_string();
-    assert!(
-        err.contains("unknown.json") && err.contains("category_id 7"),
-        "{err}"
-    );
+    assert!(err.contains("unknown.json") && err.contains("category_id 7"), "{err}");
 
     let preds = dir.join("preds.json");
     std::fs::write(&preds, r#"[{"image_id": 1, "category_id": 1, "bbox": [1, 2, 3, 4], "score": 0.5}, {"image_id": 1, "category_id": 1, "bbox": [1, 2], "score": 0.5}]"#).unwrap();
     let err = read_results(&preds).unwrap_err().to_string();
-    assert!(
-        err.contains("preds.json") && err.contains("result #1"),
-        "{err}"
-    );
+    assert!(err.contains("preds.json") && err.contains("result #1"), "{err}");
 
     let gt = read_ground_truth(&fixture("basic_gt.json")).unwrap();
-    let bad_cat = vec![rtmdet::eval::coco::DetBox {
-        image_id: gt.image_ids[0],
-        category_id: 999,
-        bbox: [0.0; 4],
-        score: 1.0,
-    }];
-    assert!(
-        evaluate(&gt, &bad_cat)
-            .unwrap_err()
-            .to_string()
-            .contains("category_id 999")
-    );
+    let bad_cat =
+        vec![rtmdet::eval::coco::DetBox { image_id: gt.image_ids[0], category_id: 999, bbox: [0.0; 4], score: 1.0 }];
+    assert!(evaluate(&gt, &bad_cat).unwrap_err().to_string().contains("category_id 999"));
 }

@@ -11,10 +11,7 @@ use rtmdet::{Detector, Size};
 fn nano_onnx_reproduces_its_raw_outputs_and_detections() {
     let det = Detector::from_checkpoint(shared("assets/onnx/rtmdet_nano_person.onnx")).unwrap();
     let cfg = det.config();
-    assert_eq!(
-        (cfg.size, cfg.num_classes, cfg.use_depthwise, cfg.share_conv),
-        (Size::Nano, 1, true, false)
-    );
+    assert_eq!((cfg.size, cfg.num_classes, cfg.use_depthwise, cfg.share_conv), (Size::Nano, 1, true, false));
     assert_eq!(cfg.input_size, 320);
 
     let mut npz = Npz::open(shared("assets/onnx/rtmdet_nano_person__people_640.npz"));
@@ -23,16 +20,8 @@ fn nano_onnx_reproduces_its_raw_outputs_and_detections() {
     for (l, o) in outs.iter().enumerate() {
         let stride = 8 << l;
         let (shape, cls) = npz.f32(&format!("cls_s{stride}"));
-        let reg: Vec<f32> = npz
-            .f32(&format!("reg_s{stride}"))
-            .1
-            .iter()
-            .map(|v| v * stride as f32)
-            .collect();
-        let (ours_cls, ours_reg) = (
-            rtmdet::weights::to_vec(&o.cls),
-            rtmdet::weights::to_vec(&o.reg),
-        );
+        let reg: Vec<f32> = npz.f32(&format!("reg_s{stride}")).1.iter().map(|v| v * stride as f32).collect();
+        let (ours_cls, ours_reg) = (rtmdet::weights::to_vec(&o.cls), rtmdet::weights::to_vec(&o.reg));
         assert_eq!(o.cls.dims().to_vec(), shape);
         let (dc, dr) = (max_abs_diff(&ours_cls, &cls), max_abs_diff(&ours_reg, &reg));
         // The reference is ONNX Runtime running BN-folded convs of a trained model whose
@@ -40,67 +29,34 @@ fn nano_onnx_reproduces_its_raw_outputs_and_detections() {
         // at relative fp32 noise. Measured as `|d| / max(|ref|, 1)`: ONNX Runtime vs PyTorch on
         // tiny differ by 5.2e-4 (cls) and 6.2e-3 (reg); we allow 1e-3 and 6.2e-3 (we measure
         // 6.9e-4 and 2.6e-3).
-        let mixed = |a: &[f32], b: &[f32]| {
-            a.iter()
-                .zip(b)
-                .map(|(x, y)| (x - y).abs() / y.abs().max(1.0))
-                .fold(0f32, f32::max)
-        };
+        let mixed =
+            |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(x, y)| (x - y).abs() / y.abs().max(1.0)).fold(0f32, f32::max);
         let (rc, rr) = (mixed(&ours_cls, &cls), mixed(&ours_reg, &reg));
         println!(
             "stride {stride}: cls max abs {dc:.2e} mixed rel {rc:.2e}; reg max abs {dr:.2e} px mixed rel {rr:.2e}"
         );
-        assert!(
-            rc <= 1e-3,
-            "stride {stride}: logits differ by {dc} (mixed relative {rc})"
-        );
-        assert!(
-            rr <= 6.2e-3,
-            "stride {stride}: distances differ by {dr} px (mixed relative {rr})"
-        );
+        assert!(rc <= 1e-3, "stride {stride}: logits differ by {dc} (mixed relative {rc})");
+        assert!(rr <= 6.2e-3, "stride {stride}: distances differ by {dr} px (mixed relative {rr})");
         host.push((ours_cls, ours_reg, shape[2], shape[3]));
     }
 
     // mmdeploy's graph: score > 0.05, no clamping, NMS IoU 0.6, top 100, input pixels.
-    let params = DetectParams {
-        score_thr: 0.05,
-        nms_pre: 30000,
-        iou_thr: 0.6,
-        max_det: 100,
-    };
+    let params = DetectParams { score_thr: 0.05, nms_pre: 30000, iou_thr: 0.6, max_det: 100 };
     let levels: Vec<LevelMaps> = host
         .iter()
         .enumerate()
-        .map(|(l, (c, r, h, w))| LevelMaps {
-            cls: c,
-            reg: r,
-            height: *h,
-            width: *w,
-            stride: 8 << l,
-        })
+        .map(|(l, (c, r, h, w))| LevelMaps { cls: c, reg: r, height: *h, width: *w, stride: 8 << l })
         .collect();
     let ours = postprocess::postprocess(&levels, &params, None, None);
     let (_, dets) = npz.f32("dets");
     let labels = npz.i64("labels");
     let reference: Vec<Row> = (0..labels.len())
         .map(|i| {
-            (
-                [
-                    dets[5 * i],
-                    dets[5 * i + 1],
-                    dets[5 * i + 2],
-                    dets[5 * i + 3],
-                ],
-                dets[5 * i + 4],
-                labels[i] as usize,
-            )
+            ([dets[5 * i], dets[5 * i + 1], dets[5 * i + 2], dets[5 * i + 3]], dets[5 * i + 4], labels[i] as usize)
         })
         .collect();
     let (wb, ws) = match_sets(&det_rows(&ours), &reference, SetTol::strict(0.05, 1e-4)).unwrap();
-    println!(
-        "nano final detections: {} matched, worst box {wb:.2e} px, worst score {ws:.2e}",
-        ours.len()
-    );
+    println!("nano final detections: {} matched, worst box {wb:.2e} px, worst score {ws:.2e}", ours.len());
 }
 
 #[test]
@@ -112,18 +68,9 @@ fn onnx_model_survives_a_round_trip_through_our_format() {
     let back = Detector::from_checkpoint(&path).unwrap();
     assert_eq!(back.config(), det.config());
     let img = rtmdet::image_io::read_image(&shared("assets/images/people.jpg")).unwrap();
-    let params = DetectParams {
-        score_thr: 0.05,
-        ..DetectParams::DEPLOY
-    };
-    let a = det
-        .predict_batch_with(std::slice::from_ref(&img), &params)
-        .unwrap()
-        .remove(0);
-    let b = back
-        .predict_batch_with(std::slice::from_ref(&img), &params)
-        .unwrap()
-        .remove(0);
+    let params = DetectParams { score_thr: 0.05, ..DetectParams::DEPLOY };
+    let a = det.predict_batch_with(std::slice::from_ref(&img), &params).unwrap().remove(0);
+    let b = back.predict_batch_with(std::slice::from_ref(&img), &params).unwrap().remove(0);
     assert!(!a.is_empty());
     assert_eq!(a, b);
     std::fs::remove_dir_all(dir).ok();

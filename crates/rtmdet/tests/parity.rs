@@ -22,10 +22,7 @@ const IMAGES: [(&str, &str); 4] = [
 
 /// (checkpoint, images with inference references)
 const CASES: [(&str, &[&str]); 3] = [
-    (
-        "rtmdet_tiny_ref_seed1",
-        &["demo", "zli20", "coco049", "coco036"],
-    ),
+    ("rtmdet_tiny_ref_seed1", &["demo", "zli20", "coco049", "coco036"]),
     ("rtmdet_tiny_exp_ref_seed3", &["demo", "zli20"]),
     ("rtmdet_s_ref_seed1", &["demo", "zli20"]),
 ];
@@ -40,8 +37,7 @@ fn detector(ckpt: &str) -> &'static Detector {
         CASES
             .iter()
             .map(|(c, _)| {
-                let d =
-                    Detector::from_checkpoint(reference(&format!("checkpoints/{c}.pth"))).unwrap();
+                let d = Detector::from_checkpoint(reference(&format!("checkpoints/{c}.pth"))).unwrap();
                 (c.to_string(), d)
             })
             .collect()
@@ -56,33 +52,14 @@ fn preprocessing_is_bit_exact() {
         let img = read_image(&shared(file)).unwrap();
         let orig = npz.u8("img_orig_bgr");
         let bad = img.data.iter().zip(&orig).filter(|(a, b)| a != b).count();
-        assert!(
-            img.data.len() == orig.len() && bad == 0,
-            "{key}: {bad} decoded bytes differ"
-        );
+        assert!(img.data.len() == orig.len() && bad == 0, "{key}: {bad} decoded bytes differ");
         let (padded, lb) = letterbox(&img, 640);
         let resized = npz.i64("resized_shape");
-        assert_eq!(
-            (lb.resized_h as i64, lb.resized_w as i64),
-            (resized[0], resized[1]),
-            "{key}"
-        );
-        assert_eq!(
-            npz.f64("scale_factor"),
-            vec![lb.scale_factor.0, lb.scale_factor.1],
-            "{key}"
-        );
+        assert_eq!((lb.resized_h as i64, lb.resized_w as i64), (resized[0], resized[1]), "{key}");
+        assert_eq!(npz.f64("scale_factor"), vec![lb.scale_factor.0, lb.scale_factor.1], "{key}");
         let ref_padded = npz.u8("img_padded_bgr");
-        let mismatches = padded
-            .data
-            .iter()
-            .zip(&ref_padded)
-            .filter(|(a, b)| a != b)
-            .count();
-        assert_eq!(
-            mismatches, 0,
-            "{key}: {mismatches} resized/padded bytes differ"
-        );
+        let mismatches = padded.data.iter().zip(&ref_padded).filter(|(a, b)| a != b).count();
+        assert_eq!(mismatches, 0, "{key}: {mismatches} resized/padded bytes differ");
         let mut input = Vec::new();
         normalize_into(&padded, &mut input);
         assert_eq!(input, npz.f32("input").1, "{key}: network input differs");
@@ -92,21 +69,10 @@ fn preprocessing_is_bit_exact() {
 #[test]
 fn config_is_inferred_from_the_checkpoints() {
     let tiny = detector("rtmdet_tiny_ref_seed1").config();
-    assert_eq!(
-        (
-            tiny.size,
-            tiny.num_classes,
-            tiny.exp_on_reg,
-            tiny.share_conv
-        ),
-        (rtmdet::Size::Tiny, 80, false, true)
-    );
+    assert_eq!((tiny.size, tiny.num_classes, tiny.exp_on_reg, tiny.share_conv), (rtmdet::Size::Tiny, 80, false, true));
     assert_eq!(tiny.class_name(0), "person");
     assert!(detector("rtmdet_tiny_exp_ref_seed3").config().exp_on_reg);
-    assert_eq!(
-        detector("rtmdet_s_ref_seed1").config().size,
-        rtmdet::Size::S
-    );
+    assert_eq!(detector("rtmdet_s_ref_seed1").config().size, rtmdet::Size::S);
 }
 
 /// Raw head outputs from the stored network input, at the reference README's tolerances:
@@ -126,22 +92,14 @@ fn head_outputs_match() {
                 let (shape, cls) = npz.f32(&format!("cls_l{l}"));
                 assert_eq!(o.cls.dims().to_vec(), shape);
                 w_cls = w_cls.max(max_abs_diff(&rtmdet::weights::to_vec(&o.cls), &cls));
-                w_raw = w_raw.max(max_abs_diff(
-                    &rtmdet::weights::to_vec(&o.reg_raw),
-                    &npz.f32(&format!("reg_raw_l{l}")).1,
-                ));
+                w_raw =
+                    w_raw.max(max_abs_diff(&rtmdet::weights::to_vec(&o.reg_raw), &npz.f32(&format!("reg_raw_l{l}")).1));
                 let ours = rtmdet::weights::to_vec(&o.reg);
                 let theirs = npz.f32(&format!("reg_l{l}")).1;
                 let d = ours
                     .iter()
                     .zip(&theirs)
-                    .map(|(a, b)| {
-                        if exp {
-                            (a - b).abs() / b.abs().max(1.0)
-                        } else {
-                            (a - b).abs()
-                        }
-                    })
+                    .map(|(a, b)| if exp { (a - b).abs() / b.abs().max(1.0) } else { (a - b).abs() })
                     .fold(0.0, f32::max);
                 w_reg = w_reg.max(d);
             }
@@ -150,10 +108,7 @@ fn head_outputs_match() {
                 if exp { " (rel)" } else { " px" }
             );
             assert!(w_cls <= 2e-3, "{ckpt} {key}: cls logits differ by {w_cls}");
-            assert!(
-                w_raw <= 1e-3,
-                "{ckpt} {key}: raw regression differs by {w_raw}"
-            );
+            assert!(w_raw <= 1e-3, "{ckpt} {key}: raw regression differs by {w_raw}");
             let tol = if exp { 1e-3 } else { 0.03 };
             assert!(w_reg <= tol, "{ckpt} {key}: distances differ by {w_reg}");
         }
@@ -176,16 +131,9 @@ fn backbone_and_neck_features_match() {
             let (shape, r) = npz.f32(&format!("{name}{i}"));
             assert_eq!(t.dims().to_vec(), shape);
             let ours = rtmdet::weights::to_vec(t);
-            let bad = ours
-                .iter()
-                .zip(&r)
-                .filter(|(a, b)| (*a - *b).abs() > 1e-2 + 1e-3 * b.abs())
-                .count();
+            let bad = ours.iter().zip(&r).filter(|(a, b)| (*a - *b).abs() > 1e-2 + 1e-3 * b.abs()).count();
             println!("{name}{i}: max abs diff {:.2e}", max_abs_diff(&ours, &r));
-            assert_eq!(
-                bad, 0,
-                "{name}{i}: {bad} elements outside atol 1e-2 rtol 1e-3"
-            );
+            assert_eq!(bad, 0, "{name}{i}: {bad} elements outside atol 1e-2 rtol 1e-3");
         }
     }
 }
@@ -203,13 +151,7 @@ fn maps(levels: &[(Vec<f32>, Vec<f32>, usize, usize)]) -> Vec<LevelMaps<'_>> {
     levels
         .iter()
         .enumerate()
-        .map(|(l, (cls, reg, h, w))| LevelMaps {
-            cls,
-            reg,
-            height: *h,
-            width: *w,
-            stride: 8 << l,
-        })
+        .map(|(l, (cls, reg, h, w))| LevelMaps { cls, reg, height: *h, width: *w, stride: 8 << l })
         .collect()
 }
 
@@ -241,17 +183,8 @@ fn postprocessing_of_stored_outputs_is_exact() {
             // NMS on the reference candidates reproduces the reference keep list exactly.
             let mut theirs = candidates_from(&rows(&mut npz, "dep_pre_"));
             postprocess::drop_empty(&mut theirs);
-            let keep = postprocess::nms::batched_nms(
-                &theirs.bboxes,
-                &theirs.scores,
-                &theirs.labels,
-                dep.iou_thr,
-            );
-            let ref_keep: Vec<usize> = npz
-                .i64("dep_nms_keep")
-                .iter()
-                .map(|&k| k as usize)
-                .collect();
+            let keep = postprocess::nms::batched_nms(&theirs.bboxes, &theirs.scores, &theirs.labels, dep.iou_thr);
+            let ref_keep: Vec<usize> = npz.i64("dep_nms_keep").iter().map(|&k| k as usize).collect();
             assert_eq!(keep, ref_keep, "{ckpt} {key}: NMS keep indices");
 
             let dep_in = postprocess::postprocess(&lv, &dep, Some((640, 640)), None);
@@ -262,14 +195,8 @@ fn postprocessing_of_stored_outputs_is_exact() {
                 .unwrap_or_else(|e| panic!("{ckpt} {key}: deploy, original space: {e}"));
 
             let cfg = DetectParams::EVAL;
-            let n_pre = postprocess::select_candidates(&lv, &cfg, Some((640, 640)))
-                .scores
-                .len();
-            assert_eq!(
-                n_pre as i64,
-                npz.i64("cfg_num_pre_nms")[0],
-                "{ckpt} {key}: config candidates"
-            );
+            let n_pre = postprocess::select_candidates(&lv, &cfg, Some((640, 640))).scores.len();
+            assert_eq!(n_pre as i64, npz.i64("cfg_num_pre_nms")[0], "{ckpt} {key}: config candidates");
             let cfg_out = postprocess::postprocess(&lv, &cfg, Some((640, 640)), Some(&lb));
             match_sets(&det_rows(&cfg_out), &rows(&mut npz, "cfg_"), exact)
                 .unwrap_or_else(|e| panic!("{ckpt} {key}: config detections: {e}"));
@@ -286,9 +213,7 @@ fn candidates_from(rows: &[Row]) -> postprocess::Candidates {
 }
 
 fn det_like(c: &postprocess::Candidates) -> Vec<Row> {
-    (0..c.scores.len())
-        .map(|i| (c.bboxes[i], c.scores[i], c.labels[i]))
-        .collect()
+    (0..c.scores.len()).map(|i| (c.bboxes[i], c.scores[i], c.labels[i])).collect()
 }
 
 /// Image file → detections, compared with the reference as sets: same count and labels,
@@ -303,17 +228,9 @@ fn end_to_end_detections_match() {
             let mut npz = Npz::open(reference(&format!("infer/{ckpt}__{key}.npz")));
             let img = read_image(&image_path(key)).unwrap();
             for (params, prefix) in [(DetectParams::DEPLOY, "dep_"), (DetectParams::EVAL, "cfg_")] {
-                let ours = det
-                    .predict_batch_with(std::slice::from_ref(&img), &params)
-                    .unwrap()
-                    .remove(0);
+                let ours = det.predict_batch_with(std::slice::from_ref(&img), &params).unwrap().remove(0);
                 let reference = rows(&mut npz, prefix);
-                let tol = SetTol {
-                    boxes: 0.05,
-                    scores: 1e-4,
-                    soft_scores: 2e-4,
-                    soft_count: 3,
-                };
+                let tol = SetTol { boxes: 0.05, scores: 1e-4, soft_scores: 2e-4, soft_count: 3 };
                 let (wb, ws) = match_sets(&det_rows(&ours), &reference, tol)
                     .unwrap_or_else(|e| panic!("{ckpt} {key} {prefix}: {e}"));
                 println!(
@@ -329,10 +246,7 @@ fn end_to_end_detections_match() {
 #[test]
 fn batched_inference_equals_batch_of_one() {
     let det = detector("rtmdet_tiny_ref_seed1");
-    let imgs: Vec<_> = ["demo", "zli20", "coco036"]
-        .iter()
-        .map(|k| read_image(&image_path(k)).unwrap())
-        .collect();
+    let imgs: Vec<_> = ["demo", "zli20", "coco036"].iter().map(|k| read_image(&image_path(k)).unwrap()).collect();
     let batched = det.predict_batch(&imgs).unwrap();
     for (img, b) in imgs.iter().zip(&batched) {
         let single = det.predict(img).unwrap();

@@ -39,10 +39,7 @@ fn text_named_jpg_is_a_clear_error() {
     let path = tmp("notes.jpg");
     std::fs::write(&path, "this is not an image\n").unwrap();
     let err = read_image(&path).unwrap_err().to_string();
-    assert!(
-        err.contains("notes.jpg") && err.contains("not a recognised image format"),
-        "{err}"
-    );
+    assert!(err.contains("notes.jpg") && err.contains("not a recognised image format"), "{err}");
     let missing = read_image(&tmp("missing.jpg")).unwrap_err().to_string();
     assert!(missing.contains("missing.jpg"), "{missing}");
 }
@@ -64,11 +61,7 @@ fn grayscale_rgba_and_16_bit_pngs_decode_like_opencv() {
     assert_eq!(&read_image(&p).unwrap().data[..3], &[30, 20, 10]);
 
     // 16-bit: OpenCV keeps the high byte (65407 -> 255, 384 -> 1, 129 -> 0).
-    let wide = image::ImageBuffer::<image::Rgb<u16>, Vec<u16>>::from_pixel(
-        1,
-        1,
-        image::Rgb([65407, 384, 129]),
-    );
+    let wide = image::ImageBuffer::<image::Rgb<u16>, Vec<u16>>::from_pixel(1, 1, image::Rgb([65407, 384, 129]));
     let p = tmp("wide.png");
     wide.save(&p).unwrap();
     assert_eq!(read_image(&p).unwrap().data, vec![0, 1, 255]);
@@ -99,10 +92,7 @@ fn exif_orientation_is_applied() {
     std::fs::write(&p, with_exif_orientation(&std::fs::read(&src).unwrap(), 6)).unwrap();
     let rotated = read_image(&p).unwrap();
     // Orientation 6: rotate 90° clockwise, so (x, y) of the result is (y, H-1-x) of the file.
-    assert_eq!(
-        (rotated.width, rotated.height),
-        (upright.height, upright.width)
-    );
+    assert_eq!((rotated.width, rotated.height), (upright.height, upright.width));
     let (x, y) = (10usize, 20usize);
     let src_x = y;
     let src_y = upright.height - 1 - x;
@@ -118,10 +108,7 @@ fn degenerate_image_shapes_run() {
     for (w, h) in [(1, 1), (3000, 2), (1, 700)] {
         let img = rtmdet::image_io::BgrImage::new(w, h, vec![128; w * h * 3]).unwrap();
         let dets = det.predict(&img).unwrap();
-        assert!(
-            dets.iter()
-                .all(|d| d.score > 0.3 && d.bbox.iter().all(|v| v.is_finite()))
-        );
+        assert!(dets.iter().all(|d| d.score > 0.3 && d.bbox.iter().all(|v| v.is_finite())));
     }
 }
 
@@ -138,39 +125,19 @@ fn missing_or_misshaped_tensors_are_named() {
     }
 
     let mut reshaped = map.clone();
-    let t = reshaped
-        .get_mut("backbone.stage2.1.main_conv.conv.weight")
-        .unwrap();
+    let t = reshaped.get_mut("backbone.stage2.1.main_conv.conv.weight").unwrap();
     t.shape = vec![t.shape[0] / 2, t.shape[1] * 2, 1, 1];
-    let err = Detector::from_tensors(cfg.clone(), &reshaped, device.clone())
-        .err()
-        .unwrap()
-        .to_string();
-    assert!(
-        err.contains("backbone.stage2.1.main_conv.conv.weight") && err.contains("[48, 96, 1, 1]"),
-        "{err}"
-    );
+    let err = Detector::from_tensors(cfg.clone(), &reshaped, device.clone()).err().unwrap().to_string();
+    assert!(err.contains("backbone.stage2.1.main_conv.conv.weight") && err.contains("[48, 96, 1, 1]"), "{err}");
 
     let mut extra = map.clone();
-    extra.insert(
-        "bbox_head.rtm_obj.0.weight".into(),
-        map["bbox_head.rtm_reg.0.bias"].clone(),
-    );
-    let err = Detector::from_tensors(cfg.clone(), &extra, device.clone())
-        .err()
-        .unwrap()
-        .to_string();
+    extra.insert("bbox_head.rtm_obj.0.weight".into(), map["bbox_head.rtm_reg.0.bias"].clone());
+    let err = Detector::from_tensors(cfg.clone(), &extra, device.clone()).err().unwrap().to_string();
     assert!(err.contains("bbox_head.rtm_obj.0.weight"), "{err}");
 
     let mut unshared = map.clone();
-    unshared
-        .get_mut("bbox_head.cls_convs.2.1.conv.weight")
-        .unwrap()
-        .data[0] += 1.0;
-    let err = Detector::from_tensors(cfg, &unshared, device)
-        .err()
-        .unwrap()
-        .to_string();
+    unshared.get_mut("bbox_head.cls_convs.2.1.conv.weight").unwrap().data[0] += 1.0;
+    let err = Detector::from_tensors(cfg, &unshared, device).err().unwrap().to_string();
     assert!(err.contains("bbox_head.cls_convs.2.1.conv.weight"), "{err}");
 }
 
@@ -190,19 +157,10 @@ fn broken_weight_files_are_clear_errors() {
     map.remove("bbox_head.rtm_reg.1.bias");
     rtmdet::weights::own::save(&p, &cfg.unwrap(), &map).unwrap();
     let err = Detector::from_checkpoint(&p).err().unwrap().to_string();
-    assert!(
-        err.contains("bbox_head.rtm_reg.1.bias") && err.contains("tiny.safetensors"),
-        "{err}"
-    );
+    assert!(err.contains("bbox_head.rtm_reg.1.bias") && err.contains("tiny.safetensors"), "{err}");
 
-    let err = Detector::from_checkpoint(tmp("nope.pth"))
-        .err()
-        .unwrap()
-        .to_string();
-    assert!(
-        err.contains("nope.pth") && err.contains("no such file"),
-        "{err}"
-    );
+    let err = Detector::from_checkpoint(tmp("nope.pth")).err().unwrap().to_string();
+    assert!(err.contains("nope.pth") && err.contains("no such file"), "{err}");
 }
 
 #[test]

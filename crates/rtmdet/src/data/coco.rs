@@ -62,11 +62,7 @@ fn parse(path: &Path) -> Result<RawCoco> {
         if a.bbox.len() != 4 {
             return Err(bad(
                 path,
-                format!(
-                    "annotation #{i} (id {:?}): bbox must have 4 numbers [x, y, w, h], got {}",
-                    a.id,
-                    a.bbox.len()
-                ),
+                format!("annotation #{i} (id {:?}): bbox must have 4 numbers [x, y, w, h], got {}", a.id, a.bbox.len()),
             ));
         }
     }
@@ -78,15 +74,19 @@ pub fn read_ground_truth(path: &Path) -> Result<GroundTruth> {
     let raw = parse(path)?;
     let cats: HashSet<u64> = raw.categories.iter().map(|c| c.id).collect();
     let mut boxes = Vec::with_capacity(raw.annotations.len());
+    let mut unknown = 0;
     for (i, a) in raw.annotations.iter().enumerate() {
+        // pycocotools evaluates only the listed categories; say so instead of silently.
         if !cats.contains(&a.category_id) {
-            return Err(bad(
-                path,
-                format!(
-                    "annotation #{i} has category_id {} which is not in `categories`",
+            if unknown == 0 {
+                eprintln!(
+                    "warning: {}: annotation #{i} has category_id {} which is not in `categories` (ignored)",
+                    path.display(),
                     a.category_id
-                ),
-            ));
+                );
+            }
+            unknown += 1;
+            continue;
         }
         let bbox = [a.bbox[0], a.bbox[1], a.bbox[2], a.bbox[3]];
         boxes.push(GtBox {
@@ -123,10 +123,7 @@ pub fn read_results(path: &Path) -> Result<Vec<DetBox>> {
             if d.bbox.len() != 4 {
                 return Err(bad(
                     path,
-                    format!(
-                        "result #{i}: bbox must have 4 numbers [x, y, w, h], got {}",
-                        d.bbox.len()
-                    ),
+                    format!("result #{i}: bbox must have 4 numbers [x, y, w, h], got {}", d.bbox.len()),
                 ));
             }
             Ok(DetBox {
@@ -147,33 +144,17 @@ fn image_root(path: &Path, images_dir: Option<&Path>, first: Option<&str>) -> Pa
     }
     let dir = path.parent().unwrap_or(Path::new("."));
     let candidates = [dir.to_path_buf(), dir.join("images"), dir.join("../images")];
-    first
-        .and_then(|f| candidates.iter().find(|c| c.join(f).is_file()).cloned())
-        .unwrap_or_else(|| dir.to_path_buf())
+    first.and_then(|f| candidates.iter().find(|c| c.join(f).is_file()).cloned()).unwrap_or_else(|| dir.to_path_buf())
 }
 
 /// Loads a COCO dataset with its images, checking and repairing what it can.
 pub fn load(path: &Path, images_dir: Option<&Path>) -> Result<Dataset> {
     let raw = parse(path)?;
-    let mut categories: Vec<Category> = raw
-        .categories
-        .iter()
-        .map(|c| Category {
-            id: c.id,
-            name: c.name.clone(),
-        })
-        .collect();
+    let mut categories: Vec<Category> =
+        raw.categories.iter().map(|c| Category { id: c.id, name: c.name.clone() }).collect();
     categories.sort_by_key(|c| c.id);
-    let label_of: HashMap<u64, usize> = categories
-        .iter()
-        .enumerate()
-        .map(|(i, c)| (c.id, i))
-        .collect();
-    let root = image_root(
-        path,
-        images_dir,
-        raw.images.first().map(|i| i.file_name.as_str()),
-    );
+    let label_of: HashMap<u64, usize> = categories.iter().enumerate().map(|(i, c)| (c.id, i)).collect();
+    let root = image_root(path, images_dir, raw.images.first().map(|i| i.file_name.as_str()));
 
     let mut report = CheckReport::default();
     let mut seen = HashSet::new();
@@ -201,13 +182,7 @@ pub fn load(path: &Path, images_dir: Option<&Path>) -> Result<Dataset> {
             continue;
         }
         index.insert(img.id, images.len());
-        images.push(ImageEntry {
-            id: img.id,
-            path: file,
-            width: w,
-            height: h,
-            annotations: Vec::new(),
-        });
+        images.push(ImageEntry { id: img.id, path: file, width: w, height: h, annotations: Vec::new() });
     }
     for (i, a) in raw.annotations.into_iter().enumerate() {
         let Some(&label) = label_of.get(&a.category_id) else {
@@ -218,12 +193,7 @@ pub fn load(path: &Path, images_dir: Option<&Path>) -> Result<Dataset> {
             continue;
         };
         let img = &mut images[slot];
-        let b = [
-            a.bbox[0],
-            a.bbox[1],
-            a.bbox[0] + a.bbox[2],
-            a.bbox[1] + a.bbox[3],
-        ];
+        let b = [a.bbox[0], a.bbox[1], a.bbox[0] + a.bbox[2], a.bbox[1] + a.bbox[3]];
         let (clipped, changed) = clip_box(b, img.width, img.height);
         let Some(bbox) = clipped else {
             report.dropped_empty_boxes += 1;
@@ -242,15 +212,6 @@ pub fn load(path: &Path, images_dir: Option<&Path>) -> Result<Dataset> {
     report.images = images.len();
     report.annotations = images.iter().map(|i| i.annotations.len()).sum();
     report.background_images = images.iter().filter(|i| i.annotations.is_empty()).count();
-    let name = path
-        .file_stem()
-        .and_then(|s| s.to_str())
-        .unwrap_or("coco")
-        .to_string();
-    Ok(Dataset {
-        name,
-        images,
-        categories,
-        report,
-    })
+    let name = path.file_stem().and_then(|s| s.to_str()).unwrap_or("coco").to_string();
+    Ok(Dataset { name, images, categories, report })
 }

@@ -75,27 +75,14 @@ impl fmt::Display for CheckReport {
             self.images, self.annotations, self.background_images
         )?;
         let mut issue = |n: usize, what: &str| {
-            if n > 0 {
-                write!(f, "; {n} {what}")
-            } else {
-                Ok(())
-            }
+            if n > 0 { write!(f, "; {n} {what}") } else { Ok(()) }
         };
         issue(self.missing_images.len(), "missing image files (skipped)")?;
         issue(self.unreadable_images.len(), "unreadable images (skipped)")?;
         issue(self.clipped_boxes, "boxes outside the image (clipped)")?;
-        issue(
-            self.dropped_empty_boxes,
-            "zero or negative size boxes (dropped)",
-        )?;
-        issue(
-            self.unknown_categories,
-            "annotations with unknown category ids (dropped)",
-        )?;
-        issue(
-            self.duplicate_image_ids.len(),
-            "duplicate image ids (later ones dropped)",
-        )
+        issue(self.dropped_empty_boxes, "zero or negative size boxes (dropped)")?;
+        issue(self.unknown_categories, "annotations with unknown category ids (dropped)")?;
+        issue(self.duplicate_image_ids.len(), "duplicate image ids (later ones dropped)")
     }
 }
 
@@ -110,18 +97,12 @@ pub struct Dataset {
 impl Dataset {
     /// `.json` → COCO, `.yaml`/`.yml` → Ultralytics (its `val` split unless `split` says).
     pub fn load(path: &Path, split: &str) -> Result<Dataset> {
-        match path
-            .extension()
-            .and_then(|e| e.to_str())
-            .map(|e| e.to_ascii_lowercase())
-            .as_deref()
-        {
+        match path.extension().and_then(|e| e.to_str()).map(|e| e.to_ascii_lowercase()).as_deref() {
             Some("json") => coco::load(path, None),
             Some("yaml") | Some("yml") => yolo::load(path, split),
-            _ => Err(Error::Other(format!(
-                "{}: expected a COCO .json or an Ultralytics .yaml dataset",
-                path.display()
-            ))),
+            _ => {
+                Err(Error::Other(format!("{}: expected a COCO .json or an Ultralytics .yaml dataset", path.display())))
+            }
         }
     }
 
@@ -133,11 +114,7 @@ impl Dataset {
     pub fn ground_truth(&self) -> GroundTruth {
         GroundTruth {
             image_ids: self.images.iter().map(|i| i.id).collect(),
-            categories: self
-                .categories
-                .iter()
-                .map(|c| (c.id, c.name.clone()))
-                .collect(),
+            categories: self.categories.iter().map(|c| (c.id, c.name.clone())).collect(),
             boxes: self
                 .images
                 .iter()
@@ -146,12 +123,7 @@ impl Dataset {
                         id: a.id,
                         image_id: img.id,
                         category_id: self.categories[a.label].id,
-                        bbox: [
-                            a.bbox[0],
-                            a.bbox[1],
-                            a.bbox[2] - a.bbox[0],
-                            a.bbox[3] - a.bbox[1],
-                        ],
+                        bbox: [a.bbox[0], a.bbox[1], a.bbox[2] - a.bbox[0], a.bbox[3] - a.bbox[1]],
                         area: a.area,
                         iscrowd: a.iscrowd,
                     })
@@ -164,12 +136,8 @@ impl Dataset {
 /// Clips `[x1, y1, x2, y2]` to the image; `None` when nothing of positive size is left.
 /// The flag says whether clipping changed the box.
 pub(crate) fn clip_box(b: [f64; 4], w: usize, h: usize) -> (Option<[f64; 4]>, bool) {
-    let c = [
-        b[0].clamp(0.0, w as f64),
-        b[1].clamp(0.0, h as f64),
-        b[2].clamp(0.0, w as f64),
-        b[3].clamp(0.0, h as f64),
-    ];
+    let c =
+        [b[0].clamp(0.0, w as f64), b[1].clamp(0.0, h as f64), b[2].clamp(0.0, w as f64), b[3].clamp(0.0, h as f64)];
     let changed = c != b;
     if c[2] - c[0] <= 0.0 || c[3] - c[1] <= 0.0 || b.iter().any(|v| !v.is_finite()) {
         return (None, changed);

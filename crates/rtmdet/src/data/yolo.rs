@@ -36,9 +36,7 @@ struct RawYaml {
 const IMAGE_EXTENSIONS: [&str; 8] = ["jpg", "jpeg", "png", "bmp", "tif", "tiff", "webp", "jfif"];
 
 fn is_image(p: &Path) -> bool {
-    p.extension()
-        .and_then(|e| e.to_str())
-        .is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
+    p.extension().and_then(|e| e.to_str()).is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
 }
 
 /// The images of a split entry: a folder (recursively), or a `.txt` list of image paths.
@@ -62,17 +60,9 @@ fn split_images(root: &Path, entry: &str) -> Result<Vec<PathBuf>> {
     } else if p.extension().is_some_and(|e| e == "txt") && p.is_file() {
         let text = std::fs::read_to_string(&p)?;
         let base = p.parent().unwrap_or(root).to_path_buf();
-        Ok(text
-            .lines()
-            .map(str::trim)
-            .filter(|l| !l.is_empty())
-            .map(|l| base.join(l))
-            .collect())
+        Ok(text.lines().map(str::trim).filter(|l| !l.is_empty()).map(|l| base.join(l)).collect())
     } else {
-        Err(Error::Other(format!(
-            "split '{entry}' ({}) is neither a folder nor a .txt list",
-            p.display()
-        )))
+        Err(Error::Other(format!("split '{entry}' ({}) is neither a folder nor a .txt list", p.display())))
     }
 }
 
@@ -82,11 +72,7 @@ pub fn label_path(image: &Path) -> PathBuf {
     let pos = comps.iter().rposition(|c| c.as_os_str() == "images");
     let mut out = PathBuf::new();
     for (i, c) in comps.iter().enumerate() {
-        if Some(i) == pos {
-            out.push("labels")
-        } else {
-            out.push(c.as_os_str())
-        }
+        if Some(i) == pos { out.push("labels") } else { out.push(c.as_os_str()) }
     }
     out.with_extension("txt")
 }
@@ -99,42 +85,27 @@ fn parse_row(line: &str, w: f64, h: f64) -> std::result::Result<Option<(u64, [f6
     }
     let nums: Vec<f64> = fields[1..]
         .iter()
-        .map(|f| {
-            f.parse::<f64>()
-                .map_err(|_| format!("'{f}' is not a number"))
-        })
+        .map(|f| f.parse::<f64>().map_err(|_| format!("'{f}' is not a number")))
         .collect::<std::result::Result<_, _>>()?;
-    let class: u64 = fields[0]
-        .parse()
-        .map_err(|_| format!("class '{}' is not a non-negative integer", fields[0]))?;
+    let class: u64 = fields[0].parse().map_err(|_| format!("class '{}' is not a non-negative integer", fields[0]))?;
     let b = if nums.len() == 4 {
         let (cx, cy, bw, bh) = (nums[0] * w, nums[1] * h, nums[2] * w, nums[3] * h);
         [cx - bw / 2.0, cy - bh / 2.0, cx + bw / 2.0, cy + bh / 2.0]
     } else if nums.len() >= 6 && nums.len() % 2 == 0 {
         let xs = nums.iter().step_by(2).map(|x| x * w);
         let ys = nums.iter().skip(1).step_by(2).map(|y| y * h);
-        let (x1, x2) = xs.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| {
-            (a.min(v), b.max(v))
-        });
-        let (y1, y2) = ys.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| {
-            (a.min(v), b.max(v))
-        });
+        let (x1, x2) = xs.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| (a.min(v), b.max(v)));
+        let (y1, y2) = ys.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| (a.min(v), b.max(v)));
         [x1, y1, x2, y2]
     } else {
-        return Err(format!(
-            "expected 5 fields `class cx cy w h` (or a polygon), got {}",
-            fields.len()
-        ));
+        return Err(format!("expected 5 fields `class cx cy w h` (or a polygon), got {}", fields.len()));
     };
     Ok(Some((class, b)))
 }
 
 /// Image id from a numeric file stem (COCO style), when every stem is a distinct number.
 fn numeric_ids(paths: &[PathBuf]) -> Option<Vec<u64>> {
-    let ids: Vec<u64> = paths
-        .iter()
-        .map(|p| p.file_stem()?.to_str()?.parse().ok())
-        .collect::<Option<_>>()?;
+    let ids: Vec<u64> = paths.iter().map(|p| p.file_stem()?.to_str()?.parse().ok()).collect::<Option<_>>()?;
     (ids.iter().collect::<HashSet<_>>().len() == ids.len()).then_some(ids)
 }
 
@@ -143,10 +114,7 @@ pub fn load(yaml: &Path, split: &str) -> Result<Dataset> {
     let text = std::fs::read_to_string(yaml).map_err(|e| bad(e.to_string()))?;
     let raw: RawYaml = serde_yaml_ng::from_str(&text).map_err(|e| bad(e.to_string()))?;
     let dir = yaml.parent().unwrap_or(Path::new("."));
-    let root = raw
-        .path
-        .as_deref()
-        .map_or(dir.to_path_buf(), |p| dir.join(p));
+    let root = raw.path.as_deref().map_or(dir.to_path_buf(), |p| dir.join(p));
     let entry = match split {
         "train" => raw.train,
         "val" => raw.val,
@@ -163,27 +131,14 @@ pub fn load(yaml: &Path, split: &str) -> Result<Dataset> {
         paths.extend(split_images(&root, e).map_err(|e| bad(e.to_string()))?);
     }
     let categories: Vec<Category> = match raw.names {
-        Names::List(v) => v
-            .into_iter()
-            .enumerate()
-            .map(|(i, n)| Category {
-                id: i as u64,
-                name: n,
-            })
-            .collect(),
-        Names::Map(m) => m
-            .into_iter()
-            .map(|(id, name)| Category { id, name })
-            .collect(),
+        Names::List(v) => v.into_iter().enumerate().map(|(i, n)| Category { id: i as u64, name: n }).collect(),
+        Names::Map(m) => m.into_iter().map(|(id, name)| Category { id, name }).collect(),
     };
     if categories.is_empty() {
         return Err(bad("`names` is empty".into()));
     }
-    let label_of: std::collections::HashMap<u64, usize> = categories
-        .iter()
-        .enumerate()
-        .map(|(i, c)| (c.id, i))
-        .collect();
+    let label_of: std::collections::HashMap<u64, usize> =
+        categories.iter().enumerate().map(|(i, c)| (c.id, i)).collect();
 
     let ids = numeric_ids(&paths).unwrap_or_else(|| (1..=paths.len() as u64).collect());
     let mut report = CheckReport::default();
@@ -211,11 +166,7 @@ pub fn load(yaml: &Path, split: &str) -> Result<Dataset> {
                 let Some((class, b)) = row else { continue };
                 let Some(&label) = label_of.get(&class) else {
                     report.unknown_categories += 1;
-                    eprintln!(
-                        "warning: {}:{}: class {class} is not in `names` (dropped)",
-                        lp.display(),
-                        n + 1
-                    );
+                    eprintln!("warning: {}:{}: class {class} is not in `names` (dropped)", lp.display(), n + 1);
                     continue;
                 };
                 let (clipped, changed) = clip_box(b, w, h);
@@ -235,28 +186,13 @@ pub fn load(yaml: &Path, split: &str) -> Result<Dataset> {
                 next_ann += 1;
             }
         }
-        images.push(ImageEntry {
-            id,
-            path,
-            width: w,
-            height: h,
-            annotations,
-        });
+        images.push(ImageEntry { id, path, width: w, height: h, annotations });
     }
     report.images = images.len();
     report.annotations = images.iter().map(|i| i.annotations.len()).sum();
     report.background_images = images.iter().filter(|i| i.annotations.is_empty()).count();
-    let name = yaml
-        .file_stem()
-        .and_then(|s| s.to_str())
-        .unwrap_or("dataset")
-        .to_string();
-    Ok(Dataset {
-        name,
-        images,
-        categories,
-        report,
-    })
+    let name = yaml.file_stem().and_then(|s| s.to_str()).unwrap_or("dataset").to_string();
+    Ok(Dataset { name, images, categories, report })
 }
 
 #[cfg(test)]
@@ -265,28 +201,15 @@ mod tests {
 
     #[test]
     fn label_rows() {
-        assert_eq!(
-            parse_row("2 0.5 0.5 0.2 0.4", 100.0, 50.0).unwrap(),
-            Some((2, [40.0, 15.0, 60.0, 35.0]))
-        );
-        assert_eq!(
-            parse_row("1 0.1 0.2 0.3 0.2 0.2 0.6", 10.0, 10.0).unwrap(),
-            Some((1, [1.0, 2.0, 3.0, 6.0]))
-        );
+        assert_eq!(parse_row("2 0.5 0.5 0.2 0.4", 100.0, 50.0).unwrap(), Some((2, [40.0, 15.0, 60.0, 35.0])));
+        assert_eq!(parse_row("1 0.1 0.2 0.3 0.2 0.2 0.6", 10.0, 10.0).unwrap(), Some((1, [1.0, 2.0, 3.0, 6.0])));
         assert_eq!(parse_row("   ", 1.0, 1.0).unwrap(), None);
-        assert!(
-            parse_row("1 0.5 0.5 0.2", 1.0, 1.0)
-                .unwrap_err()
-                .contains("got 4")
-        );
+        assert!(parse_row("1 0.5 0.5 0.2", 1.0, 1.0).unwrap_err().contains("got 4"));
         assert!(parse_row("x 0.5 0.5 0.2 0.1", 1.0, 1.0).is_err());
     }
 
     #[test]
     fn labels_beside_images() {
-        assert_eq!(
-            label_path(Path::new("/d/images/val/a.jpg")),
-            PathBuf::from("/d/labels/val/a.txt")
-        );
+        assert_eq!(label_path(Path::new("/d/images/val/a.jpg")), PathBuf::from("/d/labels/val/a.txt"));
     }
 }

@@ -44,9 +44,8 @@ pub struct GroundTruth {
 }
 
 /// The 12 standard numbers.
-pub const STAT_NAMES: [&str; 12] = [
-    "AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl",
-];
+pub const STAT_NAMES: [&str; 12] =
+    ["AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl"];
 
 #[derive(Clone, Debug, Serialize)]
 pub struct ClassResult {
@@ -80,15 +79,7 @@ const AREA_RANGES: [(f64, f64); A] = [(0.0, 1e10), (0.0, 1024.0), (1024.0, 9216.
 /// `np.linspace(start, stop, num)`: `i * step + start`, the last point exactly `stop`.
 fn linspace(start: f64, stop: f64, num: usize) -> Vec<f64> {
     let step = (stop - start) / (num - 1) as f64;
-    (0..num)
-        .map(|i| {
-            if i == num - 1 {
-                stop
-            } else {
-                i as f64 * step + start
-            }
-        })
-        .collect()
+    (0..num).map(|i| if i == num - 1 { stop } else { i as f64 * step + start }).collect()
 }
 
 /// pycocotools' `bbIou`: crowd ground truth is matched by intersection over the detection area.
@@ -127,20 +118,10 @@ fn evaluate_image(gts: &[&GtBox], dts: &[&DetBox], iou_thrs: &[f64]) -> [Option<
     let max_det = *MAX_DETS.last().unwrap();
     // Stable descending sort by score, like np.argsort(-score, kind='mergesort').
     let mut dts: Vec<&DetBox> = dts.to_vec();
-    dts.sort_by(|a, b| {
-        b.score
-            .partial_cmp(&a.score)
-            .unwrap_or(std::cmp::Ordering::Equal)
-    });
+    dts.sort_by(|a, b| b.score.partial_cmp(&a.score).unwrap_or(std::cmp::Ordering::Equal));
     dts.truncate(max_det);
-    let ious: Vec<Vec<f64>> = dts
-        .iter()
-        .map(|d| {
-            gts.iter()
-                .map(|g| iou(&d.bbox, &g.bbox, g.iscrowd))
-                .collect()
-        })
-        .collect();
+    let ious: Vec<Vec<f64>> =
+        dts.iter().map(|d| gts.iter().map(|g| iou(&d.bbox, &g.bbox, g.iscrowd)).collect()).collect();
 
     std::array::from_fn(|a| {
         let (lo, hi) = AREA_RANGES[a];
@@ -210,18 +191,13 @@ pub fn evaluate(gt: &GroundTruth, dets: &[DetBox]) -> Result<CocoEval> {
     image_ids.dedup();
     let mut cats = gt.categories.clone();
     cats.sort_by_key(|c| c.0);
-    let img_index: HashMap<u64, usize> = image_ids
-        .iter()
-        .enumerate()
-        .map(|(i, &id)| (id, i))
-        .collect();
+    let img_index: HashMap<u64, usize> = image_ids.iter().enumerate().map(|(i, &id)| (id, i)).collect();
     let cat_index: HashMap<u64, usize> = cats.iter().enumerate().map(|(i, c)| (c.0, i)).collect();
     let (ni, nk) = (image_ids.len(), cats.len());
 
     let mut gt_cells: Vec<Vec<&GtBox>> = vec![Vec::new(); ni * nk];
     for g in &gt.boxes {
-        let (Some(&i), Some(&k)) = (img_index.get(&g.image_id), cat_index.get(&g.category_id))
-        else {
+        let (Some(&i), Some(&k)) = (img_index.get(&g.image_id), cat_index.get(&g.category_id)) else {
             return Err(Error::Other(format!(
                 "ground-truth annotation {} refers to image {} / category {} not in the dataset",
                 g.id, g.image_id, g.category_id
@@ -232,16 +208,10 @@ pub fn evaluate(gt: &GroundTruth, dets: &[DetBox]) -> Result<CocoEval> {
     let mut dt_cells: Vec<Vec<&DetBox>> = vec![Vec::new(); ni * nk];
     for d in dets {
         let i = *img_index.get(&d.image_id).ok_or_else(|| {
-            Error::Other(format!(
-                "detection for image_id {} which is not in the ground truth",
-                d.image_id
-            ))
+            Error::Other(format!("detection for image_id {} which is not in the ground truth", d.image_id))
         })?;
         let k = *cat_index.get(&d.category_id).ok_or_else(|| {
-            Error::Other(format!(
-                "detection with category_id {} which is not in the ground truth",
-                d.category_id
-            ))
+            Error::Other(format!("detection with category_id {} which is not in the ground truth", d.category_id))
         })?;
         dt_cells[k * ni + i].push(d);
     }
@@ -251,24 +221,17 @@ pub fn evaluate(gt: &GroundTruth, dets: &[DetBox]) -> Result<CocoEval> {
     // evals[k][i][a]
     let evals: Vec<[Option<ImageEval>; A]> = {
         use rayon::prelude::*;
-        (0..ni * nk)
-            .into_par_iter()
-            .map(|c| evaluate_image(&gt_cells[c], &dt_cells[c], &iou_thrs))
-            .collect()
+        (0..ni * nk).into_par_iter().map(|c| evaluate_image(&gt_cells[c], &dt_cells[c], &iou_thrs)).collect()
     };
 
     let m_count = MAX_DETS.len();
-    let idx = |t: usize, r: usize, k: usize, a: usize, m: usize| {
-        (((t * R + r) * nk + k) * A + a) * m_count + m
-    };
+    let idx = |t: usize, r: usize, k: usize, a: usize, m: usize| (((t * R + r) * nk + k) * A + a) * m_count + m;
     let ridx = |t: usize, k: usize, a: usize, m: usize| ((t * nk + k) * A + a) * m_count + m;
     let mut precision = vec![-1.0; T * R * nk * A * m_count];
     let mut recall = vec![-1.0; T * nk * A * m_count];
     for k in 0..nk {
         for a in 0..A {
-            let e: Vec<&ImageEval> = (0..ni)
-                .filter_map(|i| evals[k * ni + i][a].as_ref())
-                .collect();
+            let e: Vec<&ImageEval> = (0..ni).filter_map(|i| evals[k * ni + i][a].as_ref()).collect();
             if e.is_empty() {
                 continue;
             }
@@ -319,11 +282,7 @@ pub fn evaluate(gt: &GroundTruth, dets: &[DetBox]) -> Result<CocoEval> {
 
     let mean_valid = |vals: &mut dyn Iterator<Item = f64>| {
         let v: Vec<f64> = vals.filter(|&x| x > -1.0).collect();
-        if v.is_empty() {
-            -1.0
-        } else {
-            v.iter().sum::<f64>() / v.len() as f64
-        }
+        if v.is_empty() { -1.0 } else { v.iter().sum::<f64>() / v.len() as f64 }
     };
     let ap = |t_sel: Option<usize>, a: usize, m: usize| {
         let ts: Vec<usize> = t_sel.map_or((0..T).collect(), |t| vec![t]);
@@ -335,11 +294,7 @@ pub fn evaluate(gt: &GroundTruth, dets: &[DetBox]) -> Result<CocoEval> {
         )
     };
     let ar = |a: usize, m: usize| {
-        mean_valid(
-            &mut (0..T)
-                .flat_map(|t| (0..nk).map(move |k| (t, k)))
-                .map(|(t, k)| recall[ridx(t, k, a, m)]),
-        )
+        mean_valid(&mut (0..T).flat_map(|t| (0..nk).map(move |k| (t, k))).map(|(t, k)| recall[ridx(t, k, a, m)]))
     };
     let stats = [
         ap(None, 0, 2),
@@ -373,21 +328,13 @@ pub fn evaluate(gt: &GroundTruth, dets: &[DetBox]) -> Result<CocoEval> {
                 category_id: *id,
                 name: name.clone(),
                 images: cells.iter().filter(|c| !c.is_empty()).count(),
-                instances: cells
-                    .iter()
-                    .map(|c| c.iter().filter(|g| !g.iscrowd).count())
-                    .sum(),
+                instances: cells.iter().map(|c| c.iter().filter(|g| !g.iscrowd).count()).sum(),
                 ap: class_ap(&(0..T).collect::<Vec<_>>()),
                 ap50: class_ap(&[0]),
             }
         })
         .collect();
-    Ok(CocoEval {
-        stats,
-        per_class,
-        precision,
-        num_classes: nk,
-    })
+    Ok(CocoEval { stats, per_class, precision, num_classes: nk })
 }
 
 impl CocoEval {
@@ -409,11 +356,7 @@ impl CocoEval {
         ];
         let mut out = String::new();
         for ((is_ap, thr, area, max_det), v) in rows.iter().zip(self.stats) {
-            let (title, kind) = if *is_ap {
-                ("Average Precision", "(AP)")
-            } else {
-                ("Average Recall", "(AR)")
-            };
+            let (title, kind) = if *is_ap { ("Average Precision", "(AP)") } else { ("Average Recall", "(AR)") };
             let iou = thr.map_or("0.50:0.95".to_string(), |t| format!("{t:0.2}"));
             let _ = writeln!(
                 out,
@@ -426,11 +369,7 @@ impl CocoEval {
     /// `{"AP": .., "AP50": .., ...}`
     pub fn stats_json(&self) -> serde_json::Value {
         serde_json::Value::Object(
-            STAT_NAMES
-                .iter()
-                .zip(self.stats)
-                .map(|(k, v)| (k.to_string(), serde_json::json!(v)))
-                .collect(),
+            STAT_NAMES.iter().zip(self.stats).map(|(k, v)| (k.to_string(), serde_json::json!(v))).collect(),
         )
     }
 }
@@ -486,26 +425,12 @@ mod tests {
         let dets: Vec<DetBox> = gt
             .boxes
             .iter()
-            .map(|g| DetBox {
-                image_id: g.image_id,
-                category_id: 3,
-                bbox: g.bbox,
-                score: 0.9,
-            })
+            .map(|g| DetBox { image_id: g.image_id, category_id: 3, bbox: g.bbox, score: 0.9 })
             .collect();
         let e = evaluate(&gt, &dets).unwrap();
         assert_eq!(e.stats[0], 1.0);
         assert_eq!(e.stats[3], -1.0); // no small objects
         assert_eq!(e.per_class[0].ap50, 1.0);
-        assert!(
-            evaluate(
-                &gt,
-                &[DetBox {
-                    image_id: 9,
-                    ..dets[0]
-                }]
-            )
-            .is_err()
-        );
+        assert!(evaluate(&gt, &[DetBox { image_id: 9, ..dets[0] }]).is_err());
     }
 }

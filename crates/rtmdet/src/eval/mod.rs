@@ -1,3 +1,5 @@
 //! Evaluation: COCO box mAP with pycocotools' exact semantics ([`coco`]).
 
 pub mod coco;
+pub mod confusion;
+pub mod validate;

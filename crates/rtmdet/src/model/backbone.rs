@@ -57,18 +57,8 @@ impl CspNext {
             .stages()
             .iter()
             .map(|s| Stage {
-                downsample: Conv::new(
-                    s.in_channels,
-                    s.out_channels,
-                    3,
-                    2,
-                    cfg.use_depthwise,
-                    norm,
-                    device,
-                ),
-                spp: s
-                    .use_spp
-                    .then(|| SppBottleneck::new(s.out_channels, norm, device)),
+                downsample: Conv::new(s.in_channels, s.out_channels, 3, 2, cfg.use_depthwise, norm, device),
+                spp: s.use_spp.then(|| SppBottleneck::new(s.out_channels, norm, device)),
                 csp: CspLayer::new(
                     CspLayerSpec {
                         c_in: s.out_channels,

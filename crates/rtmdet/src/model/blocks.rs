@@ -40,18 +40,11 @@ pub(crate) fn conv2d(
 }
 
 pub(crate) fn batch_norm(c: usize, norm: NormCfg, device: &Device) -> BatchNorm {
-    BatchNormConfig::new(c)
-        .with_epsilon(norm.eps)
-        .with_momentum(norm.momentum)
-        .init(device)
+    BatchNormConfig::new(c).with_epsilon(norm.eps).with_momentum(norm.momentum).init(device)
 }
 
 /// Visits a conv's weight (and bias when it has one) under `prefix`.
-pub(crate) fn visit_conv<V: ParamVisitor>(
-    conv: &mut Conv2d,
-    prefix: &str,
-    v: &mut V,
-) -> Result<()> {
+pub(crate) fn visit_conv<V: ParamVisitor>(conv: &mut Conv2d, prefix: &str, v: &mut V) -> Result<()> {
     v.param(&[join(prefix, "weight")], &mut conv.weight)?;
     if let Some(bias) = conv.bias.as_mut() {
         v.param(&[join(prefix, "bias")], bias)?;
@@ -77,14 +70,7 @@ pub struct ConvModule {
 }
 
 impl ConvModule {
-    pub fn new(
-        c_in: usize,
-        c_out: usize,
-        k: usize,
-        stride: usize,
-        norm: NormCfg,
-        device: &Device,
-    ) -> Self {
+    pub fn new(c_in: usize, c_out: usize, k: usize, stride: usize, norm: NormCfg, device: &Device) -> Self {
         Self::grouped(c_in, c_out, k, stride, 1, norm, device)
     }
 
@@ -97,10 +83,7 @@ impl ConvModule {
         norm: NormCfg,
         device: &Device,
     ) -> Self {
-        ConvModule {
-            conv: conv2d(c_in, c_out, k, stride, groups, false, device),
-            bn: batch_norm(c_out, norm, device),
-        }
+        ConvModule { conv: conv2d(c_in, c_out, k, stride, groups, false, device), bn: batch_norm(c_out, norm, device) }
     }
 
     /// `[N, C_in, H, W]` → `[N, C_out, H/stride, W/stride]`
@@ -124,14 +107,7 @@ pub struct DepthwiseSeparable {
 }
 
 impl DepthwiseSeparable {
-    pub fn new(
-        c_in: usize,
-        c_out: usize,
-        k: usize,
-        stride: usize,
-        norm: NormCfg,
-        device: &Device,
-    ) -> Self {
+    pub fn new(c_in: usize, c_out: usize, k: usize, stride: usize, norm: NormCfg, device: &Device) -> Self {
         DepthwiseSeparable {
             depthwise_conv: ConvModule::grouped(c_in, c_in, k, stride, c_in, norm, device),
             pointwise_conv: ConvModule::new(c_in, c_out, 1, 1, norm, device),
@@ -145,10 +121,8 @@ impl DepthwiseSeparable {
 
 impl VisitWeights for DepthwiseSeparable {
     fn visit_weights<V: ParamVisitor>(&mut self, prefix: &str, v: &mut V) -> Result<()> {
-        self.depthwise_conv
-            .visit_weights(&join(prefix, "depthwise_conv"), v)?;
-        self.pointwise_conv
-            .visit_weights(&join(prefix, "pointwise_conv"), v)
+        self.depthwise_conv.visit_weights(&join(prefix, "depthwise_conv"), v)?;
+        self.pointwise_conv.visit_weights(&join(prefix, "pointwise_conv"), v)
     }
 }
 
@@ -171,9 +145,7 @@ impl Conv {
         device: &Device,
     ) -> Self {
         if depthwise {
-            Conv::Separable(DepthwiseSeparable::new(
-                c_in, c_out, k, stride, norm, device,
-            ))
+            Conv::Separable(DepthwiseSeparable::new(c_in, c_out, k, stride, norm, device))
         } else {
             Conv::Dense(ConvModule::new(c_in, c_out, k, stride, norm, device))
         }
@@ -206,13 +178,7 @@ pub struct CspNextBlock {
 }
 
 impl CspNextBlock {
-    pub fn new(
-        channels: usize,
-        add_identity: bool,
-        depthwise: bool,
-        norm: NormCfg,
-        device: &Device,
-    ) -> Self {
+    pub fn new(channels: usize, add_identity: bool, depthwise: bool, norm: NormCfg, device: &Device) -> Self {
         CspNextBlock {
             conv1: Conv::new(channels, channels, 3, 1, depthwise, norm, device),
             conv2: DepthwiseSeparable::new(channels, channels, 5, 1, norm, device),
@@ -241,9 +207,7 @@ pub struct ChannelAttention {
 
 impl ChannelAttention {
     pub fn new(channels: usize, device: &Device) -> Self {
-        ChannelAttention {
-            fc: conv2d(channels, channels, 1, 1, 1, true, device),
-        }
+        ChannelAttention { fc: conv2d(channels, channels, 1, 1, 1, true, device) }
     }
 
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
@@ -290,9 +254,7 @@ impl CspLayer {
             blocks: (0..spec.num_blocks)
                 .map(|_| CspNextBlock::new(mid, spec.add_identity, spec.depthwise, norm, device))
                 .collect(),
-            attention: spec
-                .channel_attention
-                .then(|| ChannelAttention::new(2 * mid, device)),
+            attention: spec.channel_attention.then(|| ChannelAttention::new(2 * mid, device)),
             final_conv: ConvModule::new(2 * mid, spec.c_out, 1, 1, norm, device),
         }
     }
@@ -300,10 +262,7 @@ impl CspLayer {
     /// `[N, c_in, H, W]` → `[N, c_out, H, W]`
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let short = self.short_conv.forward(x.clone());
-        let main = self
-            .blocks
-            .iter()
-            .fold(self.main_conv.forward(x), |y, b| b.forward(y));
+        let main = self.blocks.iter().fold(self.main_conv.forward(x), |y, b| b.forward(y));
         let mut y = Tensor::cat(vec![main, short], 1);
         if let Some(att) = &self.attention {
             y = att.forward(y);
@@ -315,18 +274,15 @@ impl CspLayer {
 impl VisitWeights for CspLayer {
     fn visit_weights<V: ParamVisitor>(&mut self, prefix: &str, v: &mut V) -> Result<()> {
         // PyTorch runs short_conv before main_conv.
-        self.short_conv
-            .visit_weights(&join(prefix, "short_conv"), v)?;
-        self.main_conv
-            .visit_weights(&join(prefix, "main_conv"), v)?;
+        self.short_conv.visit_weights(&join(prefix, "short_conv"), v)?;
+        self.main_conv.visit_weights(&join(prefix, "main_conv"), v)?;
         for (j, b) in self.blocks.iter_mut().enumerate() {
             b.visit_weights(&join(prefix, format!("blocks.{j}")), v)?;
         }
         if let Some(att) = self.attention.as_mut() {
             att.visit_weights(&join(prefix, "attention"), v)?;
         }
-        self.final_conv
-            .visit_weights(&join(prefix, "final_conv"), v)
+        self.final_conv.visit_weights(&join(prefix, "final_conv"), v)
     }
 }
 
@@ -353,9 +309,7 @@ impl SppBottleneck {
         let mut parts = vec![x.clone()];
         for k in SPP_KERNELS {
             let p = k / 2;
-            let opts = MaxPoolOptions::new([k, k])
-                .with_stride([1, 1])
-                .with_padding([p, p]);
+            let opts = MaxPoolOptions::new([k, k]).with_stride([1, 1]).with_padding([p, p]);
             parts.push(max_pool2d(x.clone(), opts));
         }
         self.conv2.forward(Tensor::cat(parts, 1))

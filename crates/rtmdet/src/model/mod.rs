@@ -30,10 +30,7 @@ impl RtmDet {
     /// A randomly initialised model (weights as mmdet initialises them).
     pub fn new(cfg: &ModelConfig, device: &Device) -> Result<Self> {
         cfg.validate()?;
-        let norm = NormCfg {
-            eps: cfg.bn_eps,
-            momentum: cfg.bn_momentum,
-        };
+        let norm = NormCfg { eps: cfg.bn_eps, momentum: cfg.bn_momentum };
         Ok(RtmDet {
             backbone: CspNext::new(cfg, norm, device),
             neck: CspNextPafpn::new(cfg, norm, device),

@@ -23,10 +23,7 @@ pub struct CspNextPafpn {
 
 fn upsample2(x: Tensor<4>) -> Tensor<4> {
     let [_, _, h, w] = x.dims();
-    interpolate(
-        x,
-        InterpolateOptions::new(InterpolateMode::Nearest).with_output_size([2 * h, 2 * w]),
-    )
+    interpolate(x, InterpolateOptions::new(InterpolateMode::Nearest).with_output_size([2 * h, 2 * w]))
 }
 
 impl CspNextPafpn {
@@ -53,15 +50,9 @@ impl CspNextPafpn {
                 ConvModule::new(c4, c3, 1, 1, norm, device),
             ],
             top_down_blocks: vec![csp(2 * c4, c4), csp(2 * c3, c3)],
-            downsamples: vec![
-                Conv::new(c3, c3, 3, 2, dw, norm, device),
-                Conv::new(c4, c4, 3, 2, dw, norm, device),
-            ],
+            downsamples: vec![Conv::new(c3, c3, 3, 2, dw, norm, device), Conv::new(c4, c4, 3, 2, dw, norm, device)],
             bottom_up_blocks: vec![csp(2 * c3, c4), csp(2 * c4, c5)],
-            out_convs: [c3, c4, c5]
-                .iter()
-                .map(|&c| Conv::new(c, cfg.neck_channels, 3, 1, dw, norm, device))
-                .collect(),
+            out_convs: [c3, c4, c5].iter().map(|&c| Conv::new(c, cfg.neck_channels, 3, 1, dw, norm, device)).collect(),
         }
     }
 
@@ -71,19 +62,9 @@ impl CspNextPafpn {
         let t4 = self.top_down_blocks[0].forward(Tensor::cat(vec![upsample2(r5.clone()), c4], 1));
         let r4 = self.reduce_layers[1].forward(t4);
         let n3 = self.top_down_blocks[1].forward(Tensor::cat(vec![upsample2(r4.clone()), c3], 1));
-        let n4 = self.bottom_up_blocks[0].forward(Tensor::cat(
-            vec![self.downsamples[0].forward(n3.clone()), r4],
-            1,
-        ));
-        let n5 = self.bottom_up_blocks[1].forward(Tensor::cat(
-            vec![self.downsamples[1].forward(n4.clone()), r5],
-            1,
-        ));
-        [
-            self.out_convs[0].forward(n3),
-            self.out_convs[1].forward(n4),
-            self.out_convs[2].forward(n5),
-        ]
+        let n4 = self.bottom_up_blocks[0].forward(Tensor::cat(vec![self.downsamples[0].forward(n3.clone()), r4], 1));
+        let n5 = self.bottom_up_blocks[1].forward(Tensor::cat(vec![self.downsamples[1].forward(n4.clone()), r5], 1));
+        [self.out_convs[0].forward(n3), self.out_convs[1].forward(n4), self.out_convs[2].forward(n5)]
     }
 }
 
@@ -93,13 +74,11 @@ impl VisitWeights for CspNextPafpn {
     fn visit_weights<V: ParamVisitor>(&mut self, prefix: &str, v: &mut V) -> Result<()> {
         for i in 0..2 {
             self.reduce_layers[i].visit_weights(&join(prefix, format!("reduce_layers.{i}")), v)?;
-            self.top_down_blocks[i]
-                .visit_weights(&join(prefix, format!("top_down_blocks.{i}")), v)?;
+            self.top_down_blocks[i].visit_weights(&join(prefix, format!("top_down_blocks.{i}")), v)?;
         }
         for i in 0..2 {
             self.downsamples[i].visit_weights(&join(prefix, format!("downsamples.{i}")), v)?;
-            self.bottom_up_blocks[i]
-                .visit_weights(&join(prefix, format!("bottom_up_blocks.{i}")), v)?;
+            self.bottom_up_blocks[i].visit_weights(&join(prefix, format!("bottom_up_blocks.{i}")), v)?;
         }
         for (i, c) in self.out_convs.iter_mut().enumerate() {
             c.visit_weights(&join(prefix, format!("out_convs.{i}")), v)?;

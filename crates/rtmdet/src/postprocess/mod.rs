@@ -21,19 +21,9 @@ pub struct DetectParams {
 
 impl DetectParams {
     /// The deployment settings of the RTMDet README: what a user wants to see.
-    pub const DEPLOY: DetectParams = DetectParams {
-        score_thr: 0.3,
-        nms_pre: 1000,
-        iou_thr: 0.65,
-        max_det: 100,
-    };
+    pub const DEPLOY: DetectParams = DetectParams { score_thr: 0.3, nms_pre: 1000, iou_thr: 0.65, max_det: 100 };
     /// The config `test_cfg`, used for COCO evaluation.
-    pub const EVAL: DetectParams = DetectParams {
-        score_thr: 0.001,
-        nms_pre: 30000,
-        iou_thr: 0.65,
-        max_det: 300,
-    };
+    pub const EVAL: DetectParams = DetectParams { score_thr: 0.001, nms_pre: 30000, iou_thr: 0.65, max_det: 300 };
 }
 
 impl Default for DetectParams {
@@ -80,20 +70,10 @@ fn sigmoid(x: f32) -> f32 {
 /// Per level: every (prior, class) with `sigmoid(logit) > score_thr`, best `nms_pre` kept,
 /// decoded from prior `(j*s, i*s)` and, with `clip_hw`, clamped to `[0, w] x [0, h]` (mmdet
 /// clamps to the padded input; mmdeploy graphs do not clamp).
-pub fn select_candidates(
-    levels: &[LevelMaps],
-    params: &DetectParams,
-    clip_hw: Option<(usize, usize)>,
-) -> Candidates {
+pub fn select_candidates(levels: &[LevelMaps], params: &DetectParams, clip_hw: Option<(usize, usize)>) -> Candidates {
     let mut out = Candidates::default();
-    let (max_y, max_x) = clip_hw.map_or((f32::INFINITY, f32::INFINITY), |(h, w)| {
-        (h as f32, w as f32)
-    });
-    let lo = if clip_hw.is_some() {
-        0.0
-    } else {
-        f32::NEG_INFINITY
-    };
+    let (max_y, max_x) = clip_hw.map_or((f32::INFINITY, f32::INFINITY), |(h, w)| (h as f32, w as f32));
+    let lo = if clip_hw.is_some() { 0.0 } else { f32::NEG_INFINITY };
     for lv in levels {
         let hw = lv.height * lv.width;
         let num_classes = lv.cls.len() / hw;
@@ -111,10 +91,7 @@ pub fn select_candidates(
         cands.truncate(params.nms_pre);
         let stride = lv.stride as f32;
         for (s, p, c) in cands {
-            let (px, py) = (
-                (p % lv.width) as f32 * stride,
-                (p / lv.width) as f32 * stride,
-            );
+            let (px, py) = ((p % lv.width) as f32 * stride, (p / lv.width) as f32 * stride);
             let d = |k: usize| lv.reg[k * hw + p];
             out.bboxes.push([
                 (px - d(0)).clamp(lo, max_x),
@@ -131,10 +108,7 @@ pub fn select_candidates(
 
 /// Maps input-space boxes to the original image: multiply by float32(1 / scale_factor).
 pub fn rescale(bboxes: &mut [[f32; 4]], lb: &Letterbox) {
-    let (sx, sy) = (
-        (1.0 / lb.scale_factor.0) as f32,
-        (1.0 / lb.scale_factor.1) as f32,
-    );
+    let (sx, sy) = ((1.0 / lb.scale_factor.0) as f32, (1.0 / lb.scale_factor.1) as f32);
     for b in bboxes {
         b[0] *= sx;
         b[1] *= sy;
@@ -145,11 +119,7 @@ pub fn rescale(bboxes: &mut [[f32; 4]], lb: &Letterbox) {
 
 /// Removes boxes whose width or height is not strictly positive, keeping order.
 pub fn drop_empty(c: &mut Candidates) {
-    let keep: Vec<bool> = c
-        .bboxes
-        .iter()
-        .map(|b| b[2] - b[0] > 0.0 && b[3] - b[1] > 0.0)
-        .collect();
+    let keep: Vec<bool> = c.bboxes.iter().map(|b| b[2] - b[0] > 0.0 && b[3] - b[1] > 0.0).collect();
     let mut k = keep.iter();
     c.bboxes.retain(|_| *k.next().unwrap());
     let mut k = keep.iter();
@@ -163,11 +133,7 @@ pub fn nms_and_limit(c: &Candidates, params: &DetectParams) -> Vec<Detection> {
     nms::batched_nms(&c.bboxes, &c.scores, &c.labels, params.iou_thr)
         .into_iter()
         .take(params.max_det)
-        .map(|i| Detection {
-            bbox: c.bboxes[i],
-            score: c.scores[i],
-            label: c.labels[i],
-        })
+        .map(|i| Detection { bbox: c.bboxes[i], score: c.scores[i], label: c.labels[i] })
         .collect()
 }
 

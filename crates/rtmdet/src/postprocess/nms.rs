@@ -49,10 +49,7 @@ pub fn batched_nms(boxes: &[[f32; 4]], scores: &[f32], labels: &[usize], thr: f3
     }
     if boxes.len() < SPLIT_THR {
         // Offsetting each class by label * (max coordinate + 1) keeps classes apart.
-        let max_coord = boxes
-            .iter()
-            .flat_map(|b| b.iter().copied())
-            .fold(f32::NEG_INFINITY, f32::max);
+        let max_coord = boxes.iter().flat_map(|b| b.iter().copied()).fold(f32::NEG_INFINITY, f32::max);
         let step = max_coord + 1.0;
         let shifted: Vec<[f32; 4]> = boxes
             .iter()
@@ -86,18 +83,10 @@ mod tests {
 
     #[test]
     fn suppresses_only_same_class_above_threshold() {
-        let boxes = [
-            [0.0, 0.0, 10.0, 10.0],
-            [1.0, 0.0, 11.0, 10.0],
-            [0.0, 0.0, 10.0, 10.0],
-            [20.0, 20.0, 30.0, 30.0],
-        ];
+        let boxes = [[0.0, 0.0, 10.0, 10.0], [1.0, 0.0, 11.0, 10.0], [0.0, 0.0, 10.0, 10.0], [20.0, 20.0, 30.0, 30.0]];
         let scores = [0.9, 0.8, 0.7, 0.6];
         // box 1 overlaps box 0 with IoU 9/11 > 0.65; box 2 is identical but of another class.
-        assert_eq!(
-            batched_nms(&boxes, &scores, &[0, 0, 1, 0], 0.65),
-            vec![0, 2, 3]
-        );
+        assert_eq!(batched_nms(&boxes, &scores, &[0, 0, 1, 0], 0.65), vec![0, 2, 3]);
         // IoU exactly at the threshold is kept (strict >).
         let b = [[0.0, 0.0, 2.0, 1.0], [1.0, 0.0, 3.0, 1.0]]; // IoU 1/3
         assert_eq!(batched_nms(&b, &[0.9, 0.8], &[0, 0], 1.0 / 3.0), vec![0, 1]);
@@ -121,11 +110,7 @@ mod tests {
             let b: Vec<[f32; 4]> = idx.iter().map(|&i| boxes[i]).collect();
             let sc: Vec<f32> = idx.iter().map(|&i| scores[i]).collect();
             assert!(b.len() < SPLIT_THR);
-            expected.extend(
-                batched_nms(&b, &sc, &vec![0; b.len()], 0.5)
-                    .into_iter()
-                    .map(|k| idx[k]),
-            );
+            expected.extend(batched_nms(&b, &sc, &vec![0; b.len()], 0.5).into_iter().map(|k| idx[k]));
         }
         assert!(split.len() < boxes.len() && split.len() == expected.len());
         let mut a = split.clone();

@@ -21,10 +21,7 @@ pub struct Official {
 /// An mmdetection RTMDet release file.
 macro_rules! mmdet {
     ($file:literal) => {
-        concat!(
-            "https://download.openmmlab.com/mmdetection/v3.0/rtmdet/",
-            $file
-        )
+        concat!("https://download.openmmlab.com/mmdetection/v3.0/rtmdet/", $file)
     };
 }
 
@@ -32,37 +29,27 @@ pub const OFFICIAL: [Official; 6] = [
     Official {
         name: "rtmdet-tiny",
         size: Size::Tiny,
-        url: mmdet!(
-            "rtmdet_tiny_8xb32-300e_coco/rtmdet_tiny_8xb32-300e_coco_20220902_112414-78e30dcc.pth"
-        ),
+        url: mmdet!("rtmdet_tiny_8xb32-300e_coco/rtmdet_tiny_8xb32-300e_coco_20220902_112414-78e30dcc.pth"),
     },
     Official {
         name: "rtmdet-s",
         size: Size::S,
-        url: mmdet!(
-            "rtmdet_s_8xb32-300e_coco/rtmdet_s_8xb32-300e_coco_20220905_161602-387a891e.pth"
-        ),
+        url: mmdet!("rtmdet_s_8xb32-300e_coco/rtmdet_s_8xb32-300e_coco_20220905_161602-387a891e.pth"),
     },
     Official {
         name: "rtmdet-m",
         size: Size::M,
-        url: mmdet!(
-            "rtmdet_m_8xb32-300e_coco/rtmdet_m_8xb32-300e_coco_20220719_112220-229f527c.pth"
-        ),
+        url: mmdet!("rtmdet_m_8xb32-300e_coco/rtmdet_m_8xb32-300e_coco_20220719_112220-229f527c.pth"),
     },
     Official {
         name: "rtmdet-l",
         size: Size::L,
-        url: mmdet!(
-            "rtmdet_l_8xb32-300e_coco/rtmdet_l_8xb32-300e_coco_20220719_112030-5a0be7c4.pth"
-        ),
+        url: mmdet!("rtmdet_l_8xb32-300e_coco/rtmdet_l_8xb32-300e_coco_20220719_112030-5a0be7c4.pth"),
     },
     Official {
         name: "rtmdet-x",
         size: Size::X,
-        url: mmdet!(
-            "rtmdet_x_8xb32-300e_coco/rtmdet_x_8xb32-300e_coco_20220715_230555-cc79b9ae.pth"
-        ),
+        url: mmdet!("rtmdet_x_8xb32-300e_coco/rtmdet_x_8xb32-300e_coco_20220715_230555-cc79b9ae.pth"),
     },
     Official {
         name: "rtmdet-nano",
@@ -100,11 +87,7 @@ pub fn cache_dir() -> PathBuf {
     if let Some(d) = std::env::var_os("XDG_CACHE_HOME") {
         return PathBuf::from(d).join("rtmdet");
     }
-    std::env::var_os("HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("."))
-        .join(".cache")
-        .join("rtmdet")
+    std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(".")).join(".cache").join("rtmdet")
 }
 
 /// The cached checkpoint of `model`, downloading it first when it is not there yet.
@@ -127,16 +110,11 @@ fn download(model: &Official, target: &Path) -> std::result::Result<(), String> 
     let dir = target.parent().ok_or("bad cache path")?;
     std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     let response = ureq::get(model.url).call().map_err(|e| e.to_string())?;
-    let total = response
-        .headers()
-        .get("content-length")
-        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    let total = response.headers().get("content-length").and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
     let bar = indicatif::ProgressBar::new(total.unwrap_or(0));
     bar.set_style(
-        indicatif::ProgressStyle::with_template(
-            "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}",
-        )
-        .map_err(|e| e.to_string())?,
+        indicatif::ProgressStyle::with_template("{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}")
+            .map_err(|e| e.to_string())?,
     );
     bar.set_message(format!("downloading {}", model.file_name()));
     let tmp = dir.join(format!(".{}.part{}", model.file_name(), std::process::id()));
@@ -157,10 +135,7 @@ fn download(model: &Official, target: &Path) -> std::result::Result<(), String> 
         file.sync_all().map_err(|e| e.to_string())?;
         let digest = format!("{:x}", hasher.finalize());
         if !digest.starts_with(model.hash_prefix()) {
-            return Err(format!(
-                "checksum mismatch: sha256 {digest} does not start with {}",
-                model.hash_prefix()
-            ));
+            return Err(format!("checksum mismatch: sha256 {digest} does not start with {}", model.hash_prefix()));
         }
         std::fs::rename(&tmp, target).map_err(|e| e.to_string())
     })();
@@ -179,10 +154,7 @@ mod tests {
     fn names_resolve_to_hashed_files() {
         let t = find("rtmdet-tiny").unwrap();
         assert_eq!(t.hash_prefix(), "78e30dcc");
-        assert!(
-            t.url
-                .starts_with("https://download.openmmlab.com/mmdetection/v3.0/rtmdet/rtmdet_tiny")
-        );
+        assert!(t.url.starts_with("https://download.openmmlab.com/mmdetection/v3.0/rtmdet/rtmdet_tiny"));
         assert_eq!(find("x").unwrap().hash_prefix(), "cc79b9ae");
         assert_eq!(find("nano").unwrap().hash_prefix(), "05d8511e");
         assert!(find("huge").is_err());

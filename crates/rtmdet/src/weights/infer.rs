@@ -10,18 +10,12 @@ fn shape<'a>(map: &'a TensorMap, name: &str) -> Option<&'a [usize]> {
 }
 
 fn required<'a>(map: &'a TensorMap, name: &str) -> Result<&'a [usize]> {
-    shape(map, name).ok_or_else(|| Error::MissingTensor {
-        name: name.to_string(),
-    })
+    shape(map, name).ok_or_else(|| Error::MissingTensor { name: name.to_string() })
 }
 
 /// Infers the configuration of the detector stored in `map`. `hint` restricts the size
 /// (an error names what does not fit); `exp_on_reg` overrides the size default.
-pub fn infer_config(
-    map: &TensorMap,
-    hint: Option<Size>,
-    exp_on_reg: Option<bool>,
-) -> Result<ModelConfig> {
+pub fn infer_config(map: &TensorMap, hint: Option<Size>, exp_on_reg: Option<bool>) -> Result<ModelConfig> {
     let depthwise = map.contains_key("backbone.stage1.0.depthwise_conv.conv.weight");
     let c5 = if depthwise {
         required(map, "backbone.stage4.0.pointwise_conv.conv.weight")?[0]
@@ -29,11 +23,7 @@ pub fn infer_config(
         required(map, "backbone.stage4.0.conv.weight")?[0]
     };
     let stage2_blocks = (0..)
-        .take_while(|j| {
-            map.contains_key(&format!(
-                "backbone.stage2.1.blocks.{j}.conv2.pointwise_conv.conv.weight"
-            ))
-        })
+        .take_while(|j| map.contains_key(&format!("backbone.stage2.1.blocks.{j}.conv2.pointwise_conv.conv.weight")))
         .count();
     let cls = required(map, "bbox_head.rtm_cls.0.weight")?;
     let (num_classes, feat) = (cls[0], cls[1]);
@@ -67,10 +57,7 @@ pub fn infer_config(
 
 /// True when level 1's tower conv equals level 0's (PyTorch repeats shared weights).
 fn towers_are_shared(map: &TensorMap) -> bool {
-    match (
-        map.get("bbox_head.cls_convs.0.0.conv.weight"),
-        map.get("bbox_head.cls_convs.1.0.conv.weight"),
-    ) {
+    match (map.get("bbox_head.cls_convs.0.0.conv.weight"), map.get("bbox_head.cls_convs.1.0.conv.weight")) {
         (Some(a), Some(b)) => a == b,
         _ => false,
     }

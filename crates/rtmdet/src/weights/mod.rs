@@ -32,17 +32,11 @@ impl HostTensor {
     }
 
     pub fn from_tensor<const D: usize>(t: &Tensor<D>) -> Self {
-        HostTensor {
-            shape: t.dims().to_vec(),
-            data: to_vec(t),
-        }
+        HostTensor { shape: t.dims().to_vec(), data: to_vec(t) }
     }
 
     fn to_tensor<const D: usize>(&self, device: &Device) -> Tensor<D> {
-        Tensor::from_data(
-            TensorData::new(self.data.clone(), self.shape.clone()),
-            device,
-        )
+        Tensor::from_data(TensorData::new(self.data.clone(), self.shape.clone()), device)
     }
 }
 
@@ -51,22 +45,14 @@ pub type TensorMap = BTreeMap<String, HostTensor>;
 
 /// Joins a module prefix and a child name with a dot.
 pub fn join(prefix: &str, name: impl std::fmt::Display) -> String {
-    if prefix.is_empty() {
-        name.to_string()
-    } else {
-        format!("{prefix}.{name}")
-    }
+    if prefix.is_empty() { name.to_string() } else { format!("{prefix}.{name}") }
 }
 
 /// What a walk over the model does with each tensor it meets.
 pub trait ParamVisitor {
     /// A learnable tensor. `names` holds every checkpoint key that refers to it: more than one
     /// for conv weights shared across head levels (PyTorch repeats them under each level).
-    fn param<const D: usize>(
-        &mut self,
-        names: &[String],
-        param: &mut Param<Tensor<D>>,
-    ) -> Result<()>;
+    fn param<const D: usize>(&mut self, names: &[String], param: &mut Param<Tensor<D>>) -> Result<()>;
     /// A BatchNorm running statistic.
     fn buffer(&mut self, name: &str, state: &mut RunningState<Tensor<1>>) -> Result<()>;
     /// A key that may be present in checkpoints but carries nothing we use
@@ -89,17 +75,11 @@ pub struct Loader<'a> {
 
 impl<'a> Loader<'a> {
     pub fn new(map: &'a TensorMap, device: &Device) -> Self {
-        Loader {
-            map,
-            used: BTreeSet::new(),
-            device: device.clone(),
-        }
+        Loader { map, used: BTreeSet::new(), device: device.clone() }
     }
 
     fn fetch(&mut self, name: &str, expected: &[usize]) -> Result<&'a HostTensor> {
-        let t = self.map.get(name).ok_or_else(|| Error::MissingTensor {
-            name: name.to_string(),
-        })?;
+        let t = self.map.get(name).ok_or_else(|| Error::MissingTensor { name: name.to_string() })?;
         if t.shape != expected {
             return Err(Error::ShapeMismatch {
                 name: name.to_string(),
@@ -114,20 +94,12 @@ impl<'a> Loader<'a> {
     /// Fails on tensors the model has no place for, ignoring `data_preprocessor.*`
     /// (mmdet stores its mean/std there).
     pub fn finish(self) -> Result<()> {
-        let extra: Vec<&String> = self
-            .map
-            .keys()
-            .filter(|k| !self.used.contains(*k) && !k.starts_with("data_preprocessor."))
-            .collect();
+        let extra: Vec<&String> =
+            self.map.keys().filter(|k| !self.used.contains(*k) && !k.starts_with("data_preprocessor.")).collect();
         if extra.is_empty() {
             return Ok(());
         }
-        let mut names = extra
-            .iter()
-            .take(8)
-            .map(|s| s.as_str())
-            .collect::<Vec<_>>()
-            .join(", ");
+        let mut names = extra.iter().take(8).map(|s| s.as_str()).collect::<Vec<_>>().join(", ");
         if extra.len() > 8 {
             names.push_str(&format!(" and {} more", extra.len() - 8));
         }
@@ -136,11 +108,7 @@ impl<'a> Loader<'a> {
 }
 
 impl ParamVisitor for Loader<'_> {
-    fn param<const D: usize>(
-        &mut self,
-        names: &[String],
-        param: &mut Param<Tensor<D>>,
-    ) -> Result<()> {
+    fn param<const D: usize>(&mut self, names: &[String], param: &mut Param<Tensor<D>>) -> Result<()> {
         let expected = param.val().dims().to_vec();
         let first = self.fetch(&names[0], &expected)?;
         for alias in &names[1..] {
@@ -179,11 +147,7 @@ pub struct Collector {
 }
 
 impl ParamVisitor for Collector {
-    fn param<const D: usize>(
-        &mut self,
-        names: &[String],
-        param: &mut Param<Tensor<D>>,
-    ) -> Result<()> {
+    fn param<const D: usize>(&mut self, names: &[String], param: &mut Param<Tensor<D>>) -> Result<()> {
         let host = HostTensor::from_tensor(&param.val());
         for n in names {
             self.map.insert(n.clone(), host.clone());
@@ -192,8 +156,7 @@ impl ParamVisitor for Collector {
     }
 
     fn buffer(&mut self, name: &str, state: &mut RunningState<Tensor<1>>) -> Result<()> {
-        self.map
-            .insert(name.to_string(), HostTensor::from_tensor(&state.value()));
+        self.map.insert(name.to_string(), HostTensor::from_tensor(&state.value()));
         Ok(())
     }
 }
@@ -206,19 +169,13 @@ pub struct Lister {
 }
 
 impl ParamVisitor for Lister {
-    fn param<const D: usize>(
-        &mut self,
-        names: &[String],
-        param: &mut Param<Tensor<D>>,
-    ) -> Result<()> {
-        self.entries
-            .push((names[0].clone(), param.val().dims().to_vec()));
+    fn param<const D: usize>(&mut self, names: &[String], param: &mut Param<Tensor<D>>) -> Result<()> {
+        self.entries.push((names[0].clone(), param.val().dims().to_vec()));
         Ok(())
     }
 
     fn buffer(&mut self, name: &str, state: &mut RunningState<Tensor<1>>) -> Result<()> {
-        self.entries
-            .push((name.to_string(), state.value().dims().to_vec()));
+        self.entries.push((name.to_string(), state.value().dims().to_vec()));
         Ok(())
     }
 }
@@ -233,16 +190,11 @@ pub fn load_into<M: VisitWeights>(module: &mut M, map: &TensorMap, device: &Devi
 /// All tensors of `module` by checkpoint name.
 pub fn collect<M: VisitWeights>(module: &mut M) -> TensorMap {
     let mut c = Collector::default();
-    module
-        .visit_weights("", &mut c)
-        .expect("collecting never fails");
+    module.visit_weights("", &mut c).expect("collecting never fails");
     c.map
 }
 
 /// A float tensor's values on the host, row-major.
 pub fn to_vec<const D: usize>(t: &Tensor<D>) -> Vec<f32> {
-    t.to_data()
-        .convert::<f32>()
-        .try_to_vec::<f32>()
-        .expect("float tensor")
+    t.to_data().convert::<f32>().try_to_vec::<f32>().expect("float tensor")
 }

@@ -27,27 +27,17 @@ fn tensor_values(t: &TensorProto, path: &Path) -> Result<HostTensor> {
     let n: usize = shape.iter().product();
     let data: Vec<f32> = if t.data_type == DataType::FLOAT as i32 {
         if !t.raw_data.is_empty() {
-            t.raw_data
-                .chunks_exact(4)
-                .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
-                .collect()
+            t.raw_data.chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect()
         } else {
             t.float_data.clone()
         }
     } else {
-        return Err(Error::weights(
-            path,
-            format!("initializer '{}' is not float32", t.name),
-        ));
+        return Err(Error::weights(path, format!("initializer '{}' is not float32", t.name)));
     };
     if data.len() != n {
         return Err(Error::weights(
             path,
-            format!(
-                "initializer '{}' holds {} values for shape {shape:?}",
-                t.name,
-                data.len()
-            ),
+            format!("initializer '{}' holds {} values for shape {shape:?}", t.name, data.len()),
         ));
     }
     Ok(HostTensor::new(shape, data))
@@ -56,34 +46,22 @@ fn tensor_values(t: &TensorProto, path: &Path) -> Result<HostTensor> {
 /// The `Conv` nodes of an ONNX model in graph order, with their constant weights.
 pub fn read_convs(path: &Path) -> Result<Vec<GraphConv>> {
     let bytes = std::fs::read(path).map_err(|e| Error::weights(path, e))?;
-    let model = ModelProto::parse_from_bytes(&bytes)
-        .map_err(|e| Error::weights(path, format!("not an ONNX model ({e})")))?;
-    let graph = model
-        .graph
-        .as_ref()
-        .ok_or_else(|| Error::weights(path, "the ONNX model has no graph"))?;
-    let mut constants: std::collections::HashMap<&str, &TensorProto> = graph
-        .initializer
-        .iter()
-        .map(|t| (t.name.as_str(), t))
-        .collect();
+    let model =
+        ModelProto::parse_from_bytes(&bytes).map_err(|e| Error::weights(path, format!("not an ONNX model ({e})")))?;
+    let graph = model.graph.as_ref().ok_or_else(|| Error::weights(path, "the ONNX model has no graph"))?;
+    let mut constants: std::collections::HashMap<&str, &TensorProto> =
+        graph.initializer.iter().map(|t| (t.name.as_str(), t)).collect();
     for node in graph.node.iter().filter(|n| n.op_type == "Constant") {
-        if let (Some(out), Some(attr)) = (
-            node.output.first(),
-            node.attribute.iter().find(|a| a.name == "value"),
-        ) {
+        if let (Some(out), Some(attr)) = (node.output.first(), node.attribute.iter().find(|a| a.name == "value")) {
             if let Some(t) = attr.t.as_ref() {
                 constants.insert(out.as_str(), t);
             }
         }
     }
     let constant = |name: &str, node: &str| -> Result<HostTensor> {
-        let t = constants.get(name).ok_or_else(|| {
-            Error::weights(
-                path,
-                format!("conv '{node}' takes a non-constant weight '{name}'"),
-            )
-        })?;
+        let t = constants
+            .get(name)
+            .ok_or_else(|| Error::weights(path, format!("conv '{node}' takes a non-constant weight '{name}'")))?;
         tensor_values(t, path)
     };
     graph
@@ -96,26 +74,15 @@ pub fn read_convs(path: &Path) -> Result<Vec<GraphConv>> {
                 Some(b) => Some(constant(b, &n.name)?),
                 None => None,
             };
-            Ok(GraphConv {
-                node: n.name.clone(),
-                weight,
-                bias,
-            })
+            Ok(GraphConv { node: n.name.clone(), weight, bias })
         })
         .collect()
 }
 
 /// A conv slot of our model: a ConvModule (`conv` + `bn`) or a plain biased conv.
 enum Slot {
-    ConvBn {
-        prefix: String,
-        weight_shape: Vec<usize>,
-        channels: usize,
-    },
-    Biased {
-        prefix: String,
-        weight_shape: Vec<usize>,
-    },
+    ConvBn { prefix: String, weight_shape: Vec<usize>, channels: usize },
+    Biased { prefix: String, weight_shape: Vec<usize> },
 }
 
 fn slots(cfg: &ModelConfig) -> Result<Vec<Slot>> {
@@ -131,17 +98,10 @@ fn slots(cfg: &ModelConfig) -> Result<Vec<Slot>> {
             for _ in 0..4 {
                 it.next(); // bn.weight, bn.bias, running_mean, running_var
             }
-            out.push(Slot::ConvBn {
-                prefix: prefix.to_string(),
-                weight_shape: shape,
-                channels,
-            });
+            out.push(Slot::ConvBn { prefix: prefix.to_string(), weight_shape: shape, channels });
         } else if let Some(prefix) = name.strip_suffix(".weight") {
             it.next(); // .bias
-            out.push(Slot::Biased {
-                prefix: prefix.to_string(),
-                weight_shape: shape,
-            });
+            out.push(Slot::Biased { prefix: prefix.to_string(), weight_shape: shape });
         }
     }
     Ok(out)
@@ -150,9 +110,7 @@ fn slots(cfg: &ModelConfig) -> Result<Vec<Slot>> {
 fn shapes_match(slots: &[Slot], convs: &[GraphConv]) -> bool {
     slots.len() == convs.len()
         && slots.iter().zip(convs).all(|(s, c)| match s {
-            Slot::ConvBn { weight_shape, .. } | Slot::Biased { weight_shape, .. } => {
-                *weight_shape == c.weight.shape
-            }
+            Slot::ConvBn { weight_shape, .. } | Slot::Biased { weight_shape, .. } => *weight_shape == c.weight.shape,
         })
 }
 
@@ -166,13 +124,9 @@ pub fn import(path: &Path, hint: Option<Size>) -> Result<(ModelConfig, TensorMap
         cfg.share_conv = false;
         // The classifier of level 0 follows the level-0 cls tower; read its width from the graph.
         let probe = slots(&cfg)?;
-        let cls_pos = probe.iter().position(
-            |s| matches!(s, Slot::Biased { prefix, .. } if prefix == "bbox_head.rtm_cls.0"),
-        );
-        let Some(num_classes) = cls_pos
-            .and_then(|p| convs.get(p))
-            .map(|c| c.weight.shape[0])
-        else {
+        let cls_pos =
+            probe.iter().position(|s| matches!(s, Slot::Biased { prefix, .. } if prefix == "bbox_head.rtm_cls.0"));
+        let Some(num_classes) = cls_pos.and_then(|p| convs.get(p)).map(|c| c.weight.shape[0]) else {
             continue;
         };
         cfg = cfg.with_num_classes(num_classes);
@@ -187,8 +141,7 @@ pub fn import(path: &Path, hint: Option<Size>) -> Result<(ModelConfig, TensorMap
         format!(
             "its {} convolutions match no RTMDet model{}",
             convs.len(),
-            hint.map(|h| format!(" of size {}", h.name()))
-                .unwrap_or_default()
+            hint.map(|h| format!(" of size {}", h.name())).unwrap_or_default()
         ),
     ))
 }
@@ -198,36 +151,22 @@ fn fold(slots: &[Slot], convs: Vec<GraphConv>, eps: f32) -> TensorMap {
     let mut map = TensorMap::new();
     for (slot, conv) in slots.iter().zip(convs) {
         match slot {
-            Slot::ConvBn {
-                prefix, channels, ..
-            } => {
+            Slot::ConvBn { prefix, channels, .. } => {
                 let c = *channels;
-                let bias = conv
-                    .bias
-                    .unwrap_or_else(|| HostTensor::new(vec![c], vec![0.0; c]));
+                let bias = conv.bias.unwrap_or_else(|| HostTensor::new(vec![c], vec![0.0; c]));
                 map.insert(format!("{prefix}.conv.weight"), conv.weight);
-                map.insert(
-                    format!("{prefix}.bn.weight"),
-                    HostTensor::new(vec![c], vec![1.0; c]),
-                );
+                map.insert(format!("{prefix}.bn.weight"), HostTensor::new(vec![c], vec![1.0; c]));
                 map.insert(format!("{prefix}.bn.bias"), bias);
-                map.insert(
-                    format!("{prefix}.bn.running_mean"),
-                    HostTensor::new(vec![c], vec![0.0; c]),
-                );
+                map.insert(format!("{prefix}.bn.running_mean"), HostTensor::new(vec![c], vec![0.0; c]));
                 // sqrt(var + eps) == 1
-                map.insert(
-                    format!("{prefix}.bn.running_var"),
-                    HostTensor::new(vec![c], vec![1.0 - eps; c]),
-                );
+                map.insert(format!("{prefix}.bn.running_var"), HostTensor::new(vec![c], vec![1.0 - eps; c]));
             }
             Slot::Biased { prefix, .. } => {
                 let c = conv.weight.shape[0];
                 map.insert(format!("{prefix}.weight"), conv.weight);
                 map.insert(
                     format!("{prefix}.bias"),
-                    conv.bias
-                        .unwrap_or_else(|| HostTensor::new(vec![c], vec![0.0; c])),
+                    conv.bias.unwrap_or_else(|| HostTensor::new(vec![c], vec![0.0; c])),
                 );
             }
         }

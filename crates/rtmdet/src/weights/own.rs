@@ -19,44 +19,25 @@ const CONFIG_KEY: &str = "rtmdet_config";
 pub fn save(path: &Path, cfg: &ModelConfig, map: &TensorMap) -> Result<()> {
     let bytes: Vec<(String, Vec<u8>, Vec<usize>)> = map
         .iter()
-        .map(|(k, t)| {
-            (
-                k.clone(),
-                t.data.iter().flat_map(|v| v.to_le_bytes()).collect(),
-                t.shape.clone(),
-            )
-        })
+        .map(|(k, t)| (k.clone(), t.data.iter().flat_map(|v| v.to_le_bytes()).collect(), t.shape.clone()))
         .collect();
     let views = bytes
         .iter()
         .map(|(k, b, s)| {
-            Ok((
-                k.as_str(),
-                TensorView::new(Dtype::F32, s.clone(), b)
-                    .map_err(|e| Error::Other(e.to_string()))?,
-            ))
+            Ok((k.as_str(), TensorView::new(Dtype::F32, s.clone(), b).map_err(|e| Error::Other(e.to_string()))?))
         })
         .collect::<Result<Vec<_>>>()?;
-    let meta = HashMap::from([(
-        CONFIG_KEY.to_string(),
-        serde_json::to_string(cfg).map_err(|e| Error::Other(e.to_string()))?,
-    )]);
-    let out =
-        safetensors::tensor::serialize(views, Some(meta)).map_err(|e| Error::weights(path, e))?;
+    let meta =
+        HashMap::from([(CONFIG_KEY.to_string(), serde_json::to_string(cfg).map_err(|e| Error::Other(e.to_string()))?)]);
+    let out = safetensors::tensor::serialize(views, Some(meta)).map_err(|e| Error::weights(path, e))?;
     write_atomically(path, &out)
 }
 
 /// Writes `bytes` to `path` through a synced temporary file and a rename.
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir)?;
-    let name = path
-        .file_name()
-        .and_then(|n| n.to_str())
-        .unwrap_or("weights");
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("weights");
     let tmp = dir.join(format!(".{name}.tmp{}", std::process::id()));
     {
         let mut f = std::fs::File::create(&tmp)?;
@@ -73,34 +54,25 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
 /// state dict (then it is inferred from the tensors).
 pub fn load(path: &Path) -> Result<(Option<ModelConfig>, TensorMap)> {
     let bytes = std::fs::read(path).map_err(|e| Error::weights(path, e))?;
-    let st = SafeTensors::deserialize(&bytes)
-        .map_err(|e| Error::weights(path, format!("not a safetensors file ({e})")))?;
+    let st =
+        SafeTensors::deserialize(&bytes).map_err(|e| Error::weights(path, format!("not a safetensors file ({e})")))?;
     let (_, header) = SafeTensors::read_metadata(&bytes).map_err(|e| Error::weights(path, e))?;
     let cfg = match header.metadata().as_ref().and_then(|m| m.get(CONFIG_KEY)) {
-        Some(json) => Some(
-            serde_json::from_str(json)
-                .map_err(|e| Error::weights(path, format!("bad model config ({e})")))?,
-        ),
+        Some(json) => {
+            Some(serde_json::from_str(json).map_err(|e| Error::weights(path, format!("bad model config ({e})")))?)
+        }
         None => None,
     };
     let mut map = TensorMap::new();
     for (name, view) in st.tensors() {
         let data: Vec<f32> = match view.dtype() {
-            Dtype::F32 => view
-                .data()
-                .chunks_exact(4)
-                .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
-                .collect(),
-            Dtype::F16 => view
-                .data()
-                .chunks_exact(2)
-                .map(|b| half::f16::from_le_bytes(b.try_into().unwrap()).to_f32())
-                .collect(),
-            Dtype::BF16 => view
-                .data()
-                .chunks_exact(2)
-                .map(|b| half::bf16::from_le_bytes(b.try_into().unwrap()).to_f32())
-                .collect(),
+            Dtype::F32 => view.data().chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect(),
+            Dtype::F16 => {
+                view.data().chunks_exact(2).map(|b| half::f16::from_le_bytes(b.try_into().unwrap()).to_f32()).collect()
+            }
+            Dtype::BF16 => {
+                view.data().chunks_exact(2).map(|b| half::bf16::from_le_bytes(b.try_into().unwrap()).to_f32()).collect()
+            }
             _ => continue,
         };
         map.insert(name, HostTensor::new(view.shape().to_vec(), data));

@@ -37,31 +37,20 @@ pub fn read_state_dict(path: &Path) -> Result<TensorMap> {
     for (name, t) in reader.tensors() {
         let bytes = t.read().map_err(|e| Error::weights(path, e))?;
         let data: Vec<f32> = match t.dtype() {
-            DType::F32 => bytes
-                .chunks_exact(4)
-                .map(|b| f32::from_ne_bytes(b.try_into().unwrap()))
-                .collect(),
-            DType::F64 => bytes
-                .chunks_exact(8)
-                .map(|b| f64::from_ne_bytes(b.try_into().unwrap()) as f32)
-                .collect(),
-            DType::F16 => bytes
-                .chunks_exact(2)
-                .map(|b| half::f16::from_ne_bytes(b.try_into().unwrap()).to_f32())
-                .collect(),
-            DType::BF16 => bytes
-                .chunks_exact(2)
-                .map(|b| half::bf16::from_ne_bytes(b.try_into().unwrap()).to_f32())
-                .collect(),
+            DType::F32 => bytes.chunks_exact(4).map(|b| f32::from_ne_bytes(b.try_into().unwrap())).collect(),
+            DType::F64 => bytes.chunks_exact(8).map(|b| f64::from_ne_bytes(b.try_into().unwrap()) as f32).collect(),
+            DType::F16 => {
+                bytes.chunks_exact(2).map(|b| half::f16::from_ne_bytes(b.try_into().unwrap()).to_f32()).collect()
+            }
+            DType::BF16 => {
+                bytes.chunks_exact(2).map(|b| half::bf16::from_ne_bytes(b.try_into().unwrap()).to_f32()).collect()
+            }
             _ => continue,
         };
         map.insert(name.clone(), HostTensor::new(t.shape().to_vec(), data));
     }
     if map.is_empty() {
-        return Err(Error::weights(
-            path,
-            "the checkpoint holds no float tensors",
-        ));
+        return Err(Error::weights(path, "the checkpoint holds no float tensors"));
     }
     Ok(map)
 }
@@ -69,13 +58,8 @@ pub fn read_state_dict(path: &Path) -> Result<TensorMap> {
 /// Reads `meta`; a checkpoint without one (or with one we cannot parse) gives defaults.
 pub fn read_meta(path: &Path) -> CheckpointMeta {
     let raw: RawMeta = PytorchReader::load_config(path, Some("meta")).unwrap_or_default();
-    let exp_on_reg = raw
-        .exp_on_reg
-        .or_else(|| raw.cfg.as_deref().and_then(exp_on_reg_from_cfg));
-    CheckpointMeta {
-        exp_on_reg,
-        classes: raw.dataset_meta.and_then(|d| d.classes),
-    }
+    let exp_on_reg = raw.exp_on_reg.or_else(|| raw.cfg.as_deref().and_then(exp_on_reg_from_cfg));
+    CheckpointMeta { exp_on_reg, classes: raw.dataset_meta.and_then(|d| d.classes) }
 }
 
 /// The last `exp_on_reg=True|False` in a dumped mmengine config (overrides come last).
@@ -98,10 +82,7 @@ mod tests {
 
     #[test]
     fn cfg_text_override_wins() {
-        assert_eq!(
-            exp_on_reg_from_cfg("a exp_on_reg=False, b exp_on_reg=True)"),
-            Some(true)
-        );
+        assert_eq!(exp_on_reg_from_cfg("a exp_on_reg=False, b exp_on_reg=True)"), Some(true));
         assert_eq!(exp_on_reg_from_cfg("nothing"), None);
     }
 }

@@ -9,9 +9,7 @@ use ndarray_npy::{NpzReader, ReadableElement};
 
 /// `../shared` beside the project root.
 pub fn shared(rel: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../../shared")
-        .join(rel)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared").join(rel)
 }
 
 pub fn reference(rel: &str) -> PathBuf {
@@ -58,10 +56,7 @@ impl Npz {
 /// Max |a - b| over two equally long slices.
 pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len(), "length mismatch");
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
 }
 
 /// Detections as plain rows `(x1, y1, x2, y2, score, label)`.
@@ -80,12 +75,7 @@ pub struct SetTol {
 
 impl SetTol {
     pub const fn strict(boxes: f32, scores: f32) -> Self {
-        SetTol {
-            boxes,
-            scores,
-            soft_scores: scores,
-            soft_count: 0,
-        }
+        SetTol { boxes, scores, soft_scores: scores, soft_count: 0 }
     }
 }
 
@@ -93,11 +83,7 @@ impl SetTol {
 /// with the same label within the tolerances. Returns the worst box and score differences.
 pub fn match_sets(ours: &[Row], reference: &[Row], tol: SetTol) -> Result<(f32, f32), String> {
     if ours.len() != reference.len() {
-        return Err(format!(
-            "{} detections, reference has {}",
-            ours.len(),
-            reference.len()
-        ));
+        return Err(format!("{} detections, reference has {}", ours.len(), reference.len()));
     }
     let mut used = vec![false; ours.len()];
     let (mut worst_box, mut worst_score, mut soft) = (0f32, 0f32, 0usize);
@@ -107,11 +93,7 @@ pub fn match_sets(ours: &[Row], reference: &[Row], tol: SetTol) -> Result<(f32, 
             .enumerate()
             .filter(|(i, (_, _, l))| !used[*i] && l == rl)
             .map(|(i, (b, s, _))| {
-                let db = b
-                    .iter()
-                    .zip(rb)
-                    .map(|(x, y)| (x - y).abs())
-                    .fold(0.0, f32::max);
+                let db = b.iter().zip(rb).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max);
                 (i, db, (s - rs).abs())
             })
             .filter(|&(_, db, ds)| db <= tol.boxes && ds <= tol.soft_scores)
@@ -124,17 +106,12 @@ pub fn match_sets(ours: &[Row], reference: &[Row], tol: SetTol) -> Result<(f32, 
                 soft += (ds > tol.scores) as usize;
             }
             None => {
-                return Err(format!(
-                    "no match for reference detection {rb:?} score {rs} label {rl}"
-                ));
+                return Err(format!("no match for reference detection {rb:?} score {rs} label {rl}"));
             }
         }
     }
     if soft > tol.soft_count {
-        return Err(format!(
-            "{soft} detections differ in score by more than {}",
-            tol.scores
-        ));
+        return Err(format!("{soft} detections differ in score by more than {}", tol.scores));
     }
     Ok((worst_box, worst_score))
 }
@@ -144,15 +121,7 @@ pub fn rows(npz: &mut Npz, prefix: &str) -> Vec<Row> {
     let (_, b) = npz.f32(&format!("{prefix}bboxes"));
     let (_, s) = npz.f32(&format!("{prefix}scores"));
     let l = npz.i64(&format!("{prefix}labels"));
-    (0..s.len())
-        .map(|i| {
-            (
-                [b[4 * i], b[4 * i + 1], b[4 * i + 2], b[4 * i + 3]],
-                s[i],
-                l[i] as usize,
-            )
-        })
-        .collect()
+    (0..s.len()).map(|i| ([b[4 * i], b[4 * i + 1], b[4 * i + 2], b[4 * i + 3]], s[i], l[i] as usize)).collect()
 }
 
 pub fn det_rows(dets: &[rtmdet::Detection]) -> Vec<Row> {

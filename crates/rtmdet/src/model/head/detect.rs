@@ -37,12 +37,7 @@ pub struct DetectHead {
 const CLS_PRIOR_BIAS: f32 = -4.59512;
 
 fn predictor(c_in: usize, c_out: usize, device: &Device) -> Conv2d {
-    Conv2dConfig::new([c_in, c_out], [1, 1])
-        .with_initializer(Initializer::Normal {
-            mean: 0.0,
-            std: 0.01,
-        })
-        .init(device)
+    Conv2dConfig::new([c_in, c_out], [1, 1]).with_initializer(Initializer::Normal { mean: 0.0, std: 0.01 }).init(device)
 }
 
 impl DetectHead {
@@ -59,11 +54,7 @@ impl DetectHead {
         let rtm_cls = (0..spec.levels)
             .map(|_| {
                 let mut conv = predictor(c, cfg.num_classes, device);
-                conv.bias = Some(Param::from_tensor(Tensor::full(
-                    [cfg.num_classes],
-                    CLS_PRIOR_BIAS,
-                    device,
-                )));
+                conv.bias = Some(Param::from_tensor(Tensor::full([cfg.num_classes], CLS_PRIOR_BIAS, device)));
                 conv
             })
             .collect();
@@ -85,17 +76,8 @@ impl DetectHead {
                 let stride = STRIDES[level];
                 let cls = self.rtm_cls[level].forward(self.cls_convs.forward(level, x.clone()));
                 let reg_raw = self.rtm_reg[level].forward(self.reg_convs.forward(level, x));
-                let scaled = if self.exp_on_reg {
-                    reg_raw.clone().exp()
-                } else {
-                    reg_raw.clone()
-                };
-                LevelOutput {
-                    cls,
-                    reg: scaled.mul_scalar(stride as f32),
-                    reg_raw,
-                    stride,
-                }
+                let scaled = if self.exp_on_reg { reg_raw.clone().exp() } else { reg_raw.clone() };
+                LevelOutput { cls, reg: scaled.mul_scalar(stride as f32), reg_raw, stride }
             })
             .collect()
     }
@@ -105,11 +87,9 @@ impl VisitWeights for DetectHead {
     /// Per level in PyTorch order: cls tower, `rtm_cls`, reg tower, `rtm_reg`.
     fn visit_weights<V: ParamVisitor>(&mut self, prefix: &str, v: &mut V) -> Result<()> {
         for level in 0..self.rtm_cls.len() {
-            self.cls_convs
-                .visit_level(level, &join(prefix, "cls_convs"), v)?;
+            self.cls_convs.visit_level(level, &join(prefix, "cls_convs"), v)?;
             visit_predictor(&mut self.rtm_cls, level, &join(prefix, "rtm_cls"), v)?;
-            self.reg_convs
-                .visit_level(level, &join(prefix, "reg_convs"), v)?;
+            self.reg_convs.visit_level(level, &join(prefix, "reg_convs"), v)?;
             visit_predictor(&mut self.rtm_reg, level, &join(prefix, "rtm_reg"), v)?;
         }
         Ok(())

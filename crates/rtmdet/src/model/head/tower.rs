@@ -43,11 +43,7 @@ pub enum Tower {
 impl Tower {
     pub fn new(spec: TowerSpec, norm: NormCfg, device: &Device) -> Self {
         let c_in = |i: usize| {
-            if i == 0 {
-                spec.in_channels
-            } else {
-                spec.feat_channels
-            }
+            if i == 0 { spec.in_channels } else { spec.feat_channels }
         };
         if spec.shared {
             Tower::Shared(SharedTower {
@@ -55,11 +51,7 @@ impl Tower {
                     .map(|i| conv2d(c_in(i), spec.feat_channels, 3, 1, 1, false, device))
                     .collect(),
                 norms: (0..spec.levels)
-                    .map(|_| {
-                        (0..spec.stacked_convs)
-                            .map(|_| batch_norm(spec.feat_channels, norm, device))
-                            .collect()
-                    })
+                    .map(|_| (0..spec.stacked_convs).map(|_| batch_norm(spec.feat_channels, norm, device)).collect())
                     .collect(),
             })
         } else {
@@ -67,17 +59,7 @@ impl Tower {
                 (0..spec.levels)
                     .map(|_| {
                         (0..spec.stacked_convs)
-                            .map(|i| {
-                                Conv::new(
-                                    c_in(i),
-                                    spec.feat_channels,
-                                    3,
-                                    1,
-                                    spec.depthwise,
-                                    norm,
-                                    device,
-                                )
-                            })
+                            .map(|i| Conv::new(c_in(i), spec.feat_channels, 3, 1, spec.depthwise, norm, device))
                             .collect()
                     })
                     .collect(),
@@ -88,11 +70,9 @@ impl Tower {
     /// `[N, in, H, W]` → `[N, feat, H, W]` for pyramid level `level`.
     pub fn forward(&self, level: usize, x: Tensor<4>) -> Tensor<4> {
         match self {
-            Tower::Shared(t) => t
-                .convs
-                .iter()
-                .zip(&t.norms[level])
-                .fold(x, |x, (conv, bn)| silu(bn.forward(conv.forward(x)))),
+            Tower::Shared(t) => {
+                t.convs.iter().zip(&t.norms[level]).fold(x, |x, (conv, bn)| silu(bn.forward(conv.forward(x))))
+            }
             Tower::PerLevel(levels) => levels[level].iter().fold(x, |x, c| c.forward(x)),
         }
     }
@@ -106,37 +86,23 @@ impl Tower {
 
     /// Visits the tensors used at `level` under mmdet's `{prefix}.{level}.{i}` names. A shared
     /// conv is visited once, at level 0, under the names of every level.
-    pub fn visit_level<V: ParamVisitor>(
-        &mut self,
-        level: usize,
-        prefix: &str,
-        v: &mut V,
-    ) -> Result<()> {
+    pub fn visit_level<V: ParamVisitor>(&mut self, level: usize, prefix: &str, v: &mut V) -> Result<()> {
         match self {
             Tower::Shared(t) => {
                 let levels = t.norms.len();
                 for (i, conv) in t.convs.iter_mut().enumerate() {
                     if level == 0 {
-                        let names: Vec<String> = (0..levels)
-                            .map(|n| join(prefix, format!("{n}.{i}.conv.weight")))
-                            .collect();
+                        let names: Vec<String> =
+                            (0..levels).map(|n| join(prefix, format!("{n}.{i}.conv.weight"))).collect();
                         v.param(&names, &mut conv.weight)?;
                     }
-                    visit_bn(
-                        &mut t.norms[level][i],
-                        &join(prefix, format!("{level}.{i}.bn")),
-                        v,
-                    )?;
+                    visit_bn(&mut t.norms[level][i], &join(prefix, format!("{level}.{i}.bn")), v)?;
                 }
                 Ok(())
             }
             Tower::PerLevel(levels) => {
                 for (i, c) in levels[level].iter_mut().enumerate() {
-                    crate::weights::VisitWeights::visit_weights(
-                        c,
-                        &join(prefix, format!("{level}.{i}")),
-                        v,
-                    )?;
+                    crate::weights::VisitWeights::visit_weights(c, &join(prefix, format!("{level}.{i}")), v)?;
                 }
                 Ok(())
             }
@@ -145,11 +111,6 @@ impl Tower {
 }
 
 /// Visits a per-level 1×1 predictor conv (`rtm_cls.{n}`, `rtm_reg.{n}`, ...).
-pub fn visit_predictor<V: ParamVisitor>(
-    convs: &mut [Conv2d],
-    level: usize,
-    prefix: &str,
-    v: &mut V,
-) -> Result<()> {
+pub fn visit_predictor<V: ParamVisitor>(convs: &mut [Conv2d], level: usize, prefix: &str, v: &mut V) -> Result<()> {
     visit_conv(&mut convs[level], &join(prefix, level), v)
 }

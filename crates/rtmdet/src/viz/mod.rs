@@ -1,5 +1,7 @@
-//! Drawing detections: class-coloured boxes with a filled label tag whose text colour is
+//! Drawing: [`plots`] for metrics; here, class-coloured boxes with a filled label tag whose text colour is
 //! chosen for contrast, so labels stay readable on any background.
+
+pub mod plots;
 
 use font8x8::UnicodeFonts;
 use image::{Rgb, RgbImage};
@@ -10,9 +12,8 @@ use crate::postprocess::Detection;
 
 /// Ultralytics' palette (hex), cycled by class index.
 const PALETTE: [u32; 20] = [
-    0xFF3838, 0xFF9D97, 0xFF701F, 0xFFB21D, 0xCFD231, 0x48F90A, 0x92CC17, 0x3DDB86, 0x1A9334,
-    0x00D4BB, 0x2C99A8, 0x00C2FF, 0x344593, 0x6473FF, 0x0018EC, 0x8438FF, 0x520085, 0xCB38FF,
-    0xFF95C8, 0xFF37C7,
+    0xFF3838, 0xFF9D97, 0xFF701F, 0xFFB21D, 0xCFD231, 0x48F90A, 0x92CC17, 0x3DDB86, 0x1A9334, 0x00D4BB, 0x2C99A8,
+    0x00C2FF, 0x344593, 0x6473FF, 0x0018EC, 0x8438FF, 0x520085, 0xCB38FF, 0xFF95C8, 0xFF37C7,
 ];
 
 pub fn class_color(label: usize) -> Rgb<u8> {
@@ -23,28 +24,21 @@ pub fn class_color(label: usize) -> Rgb<u8> {
 fn text_color(bg: Rgb<u8>) -> Rgb<u8> {
     let [r, g, b] = bg.0;
     let luma = 0.299 * r as f32 + 0.587 * g as f32 + 0.114 * b as f32;
-    if luma > 150.0 {
-        Rgb([0, 0, 0])
-    } else {
-        Rgb([255, 255, 255])
-    }
+    if luma > 150.0 { Rgb([0, 0, 0]) } else { Rgb([255, 255, 255]) }
 }
 
 /// Draws `text` with the 8×8 bitmap font scaled by `scale`, top-left at (x, y).
 fn draw_text(img: &mut RgbImage, x: i32, y: i32, scale: u32, color: Rgb<u8>, text: &str) {
     for (i, ch) in text.chars().enumerate() {
-        let Some(glyph) = font8x8::BASIC_FONTS
-            .get(ch)
-            .or_else(|| font8x8::BASIC_FONTS.get('?'))
-        else {
+        let Some(glyph) = font8x8::BASIC_FONTS.get(ch).or_else(|| font8x8::BASIC_FONTS.get('?')) else {
             continue;
         };
         let gx = x + (i as u32 * 8 * scale) as i32;
         for (row, bits) in glyph.iter().enumerate() {
             for col in 0..8 {
                 if bits & (1 << col) != 0 {
-                    let rect = Rect::at(gx + (col * scale) as i32, y + (row as u32 * scale) as i32)
-                        .of_size(scale, scale);
+                    let rect =
+                        Rect::at(gx + (col * scale) as i32, y + (row as u32 * scale) as i32).of_size(scale, scale);
                     draw_filled_rect_mut(img, rect, color);
                 }
             }
@@ -62,18 +56,12 @@ pub fn draw_detections(img: &mut RgbImage, dets: &[Detection], name: impl Fn(usi
         let color = class_color(d.label);
         let [x1, y1, x2, y2] = d.bbox;
         let (x1, y1) = (x1.round().max(0.0) as i32, y1.round().max(0.0) as i32);
-        let (x2, y2) = (
-            (x2.round() as i32).min(w as i32 - 1),
-            (y2.round() as i32).min(h as i32 - 1),
-        );
+        let (x2, y2) = ((x2.round() as i32).min(w as i32 - 1), (y2.round() as i32).min(h as i32 - 1));
         if x2 <= x1 || y2 <= y1 {
             continue;
         }
         for t in 0..thickness as i32 {
-            let (bw, bh) = (
-                (x2 - x1 - 2 * t).max(1) as u32,
-                (y2 - y1 - 2 * t).max(1) as u32,
-            );
+            let (bw, bh) = ((x2 - x1 - 2 * t).max(1) as u32, (y2 - y1 - 2 * t).max(1) as u32);
             draw_hollow_rect_mut(img, Rect::at(x1 + t, y1 + t).of_size(bw, bh), color);
         }
         let label = format!("{} {:.2}", name(d.label), d.score);
