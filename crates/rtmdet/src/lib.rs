@@ -16,6 +16,7 @@
 //! # Ok::<(), rtmdet::Error>(())
 //! ```
 
+pub mod assign;
 pub mod classes;
 pub mod config;
 pub mod data;
@@ -23,9 +24,12 @@ pub mod detector;
 pub mod error;
 pub mod eval;
 pub mod image_io;
+pub mod loss;
 pub mod model;
 pub mod postprocess;
 pub mod preprocess;
+pub mod priors;
+pub mod train;
 pub mod viz;
 pub mod weights;
 

@@ -5,13 +5,14 @@
 //! export (ONNX) maps onto the same walk.
 
 use burn::module::Module;
+use burn::nn::PaddingConfig2d;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
-use burn::nn::{BatchNorm, BatchNormConfig, PaddingConfig2d};
 use burn::tensor::activation::{hard_sigmoid, silu};
 use burn::tensor::module::max_pool2d;
 use burn::tensor::ops::MaxPoolOptions;
 use burn::tensor::{Device, Tensor};
 
+use super::norm::BatchNorm2d;
 use crate::error::Result;
 use crate::weights::{ParamVisitor, VisitWeights, join};
 
@@ -39,8 +40,8 @@ pub(crate) fn conv2d(
         .init(device)
 }
 
-pub(crate) fn batch_norm(c: usize, norm: NormCfg, device: &Device) -> BatchNorm {
-    BatchNormConfig::new(c).with_epsilon(norm.eps).with_momentum(norm.momentum).init(device)
+pub(crate) fn batch_norm(c: usize, norm: NormCfg, device: &Device) -> BatchNorm2d {
+    BatchNorm2d::new(c, norm.eps, norm.momentum, device)
 }
 
 /// Visits a conv's weight (and bias when it has one) under `prefix`.
@@ -53,7 +54,7 @@ pub(crate) fn visit_conv<V: ParamVisitor>(conv: &mut Conv2d, prefix: &str, v: &m
 }
 
 /// Visits a BatchNorm under mmdet's names (`weight`, `bias`, `running_mean`, `running_var`).
-pub(crate) fn visit_bn<V: ParamVisitor>(bn: &mut BatchNorm, prefix: &str, v: &mut V) -> Result<()> {
+pub(crate) fn visit_bn<V: ParamVisitor>(bn: &mut BatchNorm2d, prefix: &str, v: &mut V) -> Result<()> {
     v.param(&[join(prefix, "weight")], &mut bn.gamma)?;
     v.param(&[join(prefix, "bias")], &mut bn.beta)?;
     v.buffer(&join(prefix, "running_mean"), &mut bn.running_mean)?;
@@ -66,7 +67,7 @@ pub(crate) fn visit_bn<V: ParamVisitor>(bn: &mut BatchNorm, prefix: &str, v: &mu
 #[derive(Module, Debug)]
 pub struct ConvModule {
     pub conv: Conv2d,
-    pub bn: BatchNorm,
+    pub bn: BatchNorm2d,
 }
 
 impl ConvModule {

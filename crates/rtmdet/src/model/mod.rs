@@ -6,6 +6,7 @@ pub mod head;
 pub mod backbone;
 pub mod blocks;
 pub mod neck;
+pub mod norm;
 
 use burn::module::Module;
 use burn::tensor::{Device, Tensor};

@@ -120,14 +120,15 @@ impl ParamVisitor for Loader<'_> {
                 )));
             }
         }
-        let tensor = first.to_tensor::<D>(&self.device);
-        let id = param.id;
-        *param = Param::initialized(id, tensor);
+        // Keep the parameter's id (optimizer state refers to it) and make it trainable.
+        let mut loaded = Param::from_tensor(first.to_tensor::<D>(&self.device));
+        loaded.id = param.id;
+        *param = loaded;
         Ok(())
     }
 
     fn buffer(&mut self, name: &str, state: &mut RunningState<Tensor<1>>) -> Result<()> {
-        let expected = state.value().dims().to_vec();
+        let expected = state.value_sync().dims().to_vec();
         let t = self.fetch(name, &expected)?;
         *state = RunningState::new(t.to_tensor::<1>(&self.device));
         Ok(())
@@ -156,7 +157,7 @@ impl ParamVisitor for Collector {
     }
 
     fn buffer(&mut self, name: &str, state: &mut RunningState<Tensor<1>>) -> Result<()> {
-        self.map.insert(name.to_string(), HostTensor::from_tensor(&state.value()));
+        self.map.insert(name.to_string(), HostTensor::from_tensor(&state.value_sync()));
         Ok(())
     }
 }
@@ -175,7 +176,7 @@ impl ParamVisitor for Lister {
     }
 
     fn buffer(&mut self, name: &str, state: &mut RunningState<Tensor<1>>) -> Result<()> {
-        self.entries.push((name.to_string(), state.value().dims().to_vec()));
+        self.entries.push((name.to_string(), state.value_sync().dims().to_vec()));
         Ok(())
     }
 }

@@ -4,13 +4,13 @@
 //! branches from this one type.
 
 use burn::module::Module;
-use burn::nn::BatchNorm;
 use burn::nn::conv::Conv2d;
 use burn::tensor::activation::silu;
 use burn::tensor::{Device, Tensor};
 
 use crate::error::Result;
 use crate::model::blocks::{Conv, NormCfg, batch_norm, conv2d, visit_bn, visit_conv};
+use crate::model::norm::BatchNorm2d;
 use crate::weights::{ParamVisitor, join};
 
 /// Shape of a tower.
@@ -30,7 +30,7 @@ pub struct SharedTower {
     /// `[stacked_convs]`
     pub convs: Vec<Conv2d>,
     /// `[level][stacked_convs]`
-    pub norms: Vec<Vec<BatchNorm>>,
+    pub norms: Vec<Vec<BatchNorm2d>>,
 }
 
 #[derive(Module, Debug)]

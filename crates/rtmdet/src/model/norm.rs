@@ -1,0 +1,66 @@
+//! BatchNorm2d with PyTorch's semantics: batch statistics in training (biased variance to
+//! normalise, unbiased variance into the running estimate, `running = (1 - m)·running +
+//! m·batch`), running statistics otherwise.
+//!
+//! The batch mean and variance are reduced hierarchically (width, height, then batch), which
+//! keeps float32 sums short: a single sequential sum over N·H·W values loses enough precision
+//! to move the normalised activations of low-variance channels visibly.
+
+use burn::module::{Module, Param, RunningState};
+use burn::tensor::module::batch_norm;
+use burn::tensor::{Device, Tensor};
+
+#[derive(Module, Debug)]
+pub struct BatchNorm2d {
+    pub gamma: Param<Tensor<1>>,
+    pub beta: Param<Tensor<1>>,
+    pub running_mean: RunningState<Tensor<1>>,
+    pub running_var: RunningState<Tensor<1>>,
+    pub epsilon: f64,
+    pub momentum: f64,
+}
+
+impl BatchNorm2d {
+    pub fn new(channels: usize, epsilon: f64, momentum: f64, device: &Device) -> Self {
+        BatchNorm2d {
+            gamma: Param::from_tensor(Tensor::ones([channels], device)),
+            beta: Param::from_tensor(Tensor::zeros([channels], device)),
+            running_mean: RunningState::new(Tensor::zeros([channels], device)),
+            running_var: RunningState::new(Tensor::ones([channels], device)),
+            epsilon,
+            momentum,
+        }
+    }
+
+    /// `[N, C, H, W]` → `[N, C, H, W]`. Training statistics are used on an autodiff device.
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        if x.device().is_autodiff() {
+            self.forward_train(x)
+        } else {
+            batch_norm(
+                x,
+                self.gamma.val(),
+                self.beta.val(),
+                self.running_mean.value_sync(),
+                self.running_var.value_sync(),
+                self.epsilon,
+            )
+        }
+    }
+
+    fn forward_train(&self, x: Tensor<4>) -> Tensor<4> {
+        let [n, c, h, w] = x.dims();
+        let mean = x.clone().mean_dim(3).mean_dim(2).mean_dim(0); // [1, C, 1, 1]
+        let centered = x - mean.clone();
+        let var = centered.clone().square().mean_dim(3).mean_dim(2).mean_dim(0); // biased
+        let count = (n * h * w) as f64;
+        let unbiased = var.clone().detach().mul_scalar(count / (count - 1.0).max(1.0)).reshape([c]);
+        let m = self.momentum;
+        self.running_mean.update(
+            self.running_mean.value_sync().mul_scalar(1.0 - m) + mean.clone().detach().reshape([c]).mul_scalar(m),
+        );
+        self.running_var.update(self.running_var.value_sync().mul_scalar(1.0 - m) + unbiased.mul_scalar(m));
+        let inv_std = (var + self.epsilon).sqrt().recip();
+        centered * inv_std * self.gamma.val().reshape([1, c, 1, 1]) + self.beta.val().reshape([1, c, 1, 1])
+    }
+}
