@@ -3,12 +3,13 @@
 mod eval;
 mod predict;
 mod sources;
+mod train;
 mod val;
 
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "rtmdet", version, about = "RTMDet real-time object detection: predict, val, eval")]
+#[command(name = "rtmdet", version, about = "RTMDet real-time object detection: predict, val, eval, train")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -22,6 +23,10 @@ enum Command {
     Val(val::ValArgs),
     /// Score a COCO results file against COCO ground truth, as pycocotools does.
     Eval(eval::EvalArgs),
+    /// Train or fine-tune a detector with the full RTMDet recipe.
+    Train(train::TrainArgs),
+    /// Save augmented training batches of a dataset, without training.
+    Browse(train::BrowseArgs),
 }
 
 fn main() {
@@ -30,6 +35,8 @@ fn main() {
         Command::Predict(args) => predict::run(args),
         Command::Val(args) => val::run(args),
         Command::Eval(args) => eval::run(args),
+        Command::Train(args) => train::run(args),
+        Command::Browse(args) => train::browse(args),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

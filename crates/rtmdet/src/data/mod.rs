@@ -2,6 +2,8 @@
 //! [`Dataset`] with a [`CheckReport`] of everything that was wrong with them.
 
 pub mod coco;
+pub mod pipeline;
+pub mod transforms;
 pub mod yolo;
 
 use std::fmt;

@@ -64,7 +64,8 @@ pub fn draw_detections(img: &mut RgbImage, dets: &[Detection], name: impl Fn(usi
             let (bw, bh) = ((x2 - x1 - 2 * t).max(1) as u32, (y2 - y1 - 2 * t).max(1) as u32);
             draw_hollow_rect_mut(img, Rect::at(x1 + t, y1 + t).of_size(bw, bh), color);
         }
-        let label = format!("{} {:.2}", name(d.label), d.score);
+        // A NaN score marks a ground-truth box: the name alone.
+        let label = if d.score.is_nan() { name(d.label) } else { format!("{} {:.2}", name(d.label), d.score) };
         let (tw, th) = (label.chars().count() as u32 * 8 * scale + 4, 8 * scale + 4);
         // Above the box when there is room, inside it otherwise.
         let ty = if y1 >= th as i32 { y1 - th as i32 } else { y1 };

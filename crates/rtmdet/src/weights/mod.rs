@@ -71,11 +71,24 @@ pub struct Loader<'a> {
     map: &'a TensorMap,
     used: BTreeSet<String>,
     device: Device,
+    /// Tensors under these prefixes keep their initial values (fine-tuning a new classifier).
+    keep_initial: Vec<String>,
 }
 
 impl<'a> Loader<'a> {
     pub fn new(map: &'a TensorMap, device: &Device) -> Self {
-        Loader { map, used: BTreeSet::new(), device: device.clone() }
+        Loader { map, used: BTreeSet::new(), device: device.clone(), keep_initial: Vec::new() }
+    }
+
+    /// True (and the file's tensor marked as seen) when `name` keeps its initial value.
+    fn skipped(&mut self, name: &str) -> bool {
+        if self.keep_initial.iter().any(|p| name.starts_with(p.as_str())) {
+            if self.map.contains_key(name) {
+                self.used.insert(name.to_string());
+            }
+            return true;
+        }
+        false
     }
 
     fn fetch(&mut self, name: &str, expected: &[usize]) -> Result<&'a HostTensor> {
@@ -109,6 +122,9 @@ impl<'a> Loader<'a> {
 
 impl ParamVisitor for Loader<'_> {
     fn param<const D: usize>(&mut self, names: &[String], param: &mut Param<Tensor<D>>) -> Result<()> {
+        if names.iter().fold(false, |any, n| self.skipped(n) || any) {
+            return Ok(());
+        }
         let expected = param.val().dims().to_vec();
         let first = self.fetch(&names[0], &expected)?;
         for alias in &names[1..] {
@@ -128,6 +144,9 @@ impl ParamVisitor for Loader<'_> {
     }
 
     fn buffer(&mut self, name: &str, state: &mut RunningState<Tensor<1>>) -> Result<()> {
+        if self.skipped(name) {
+            return Ok(());
+        }
         let expected = state.value_sync().dims().to_vec();
         let t = self.fetch(name, &expected)?;
         *state = RunningState::new(t.to_tensor::<1>(&self.device));
@@ -184,6 +203,20 @@ impl ParamVisitor for Lister {
 /// Loads `map` into `module`, failing on any missing, mis-shaped or unexpected tensor.
 pub fn load_into<M: VisitWeights>(module: &mut M, map: &TensorMap, device: &Device) -> Result<()> {
     let mut loader = Loader::new(map, device);
+    module.visit_weights("", &mut loader)?;
+    loader.finish()
+}
+
+/// [`load_into`], except that tensors whose names start with one of `keep_initial` keep the
+/// module's initial values (and may be absent or differently shaped in `map`).
+pub fn load_into_except<M: VisitWeights>(
+    module: &mut M,
+    map: &TensorMap,
+    device: &Device,
+    keep_initial: &[&str],
+) -> Result<()> {
+    let mut loader = Loader::new(map, device);
+    loader.keep_initial = keep_initial.iter().map(|s| s.to_string()).collect();
     module.visit_weights("", &mut loader)?;
     loader.finish()
 }

@@ -17,6 +17,15 @@ const CONFIG_KEY: &str = "rtmdet_config";
 /// Writes `map` and `cfg` to `path` atomically: a temporary file in the same folder is
 /// written, synced and renamed over the target, so a crash never leaves a half-written file.
 pub fn save(path: &Path, cfg: &ModelConfig, map: &TensorMap) -> Result<()> {
+    save_with(path, cfg, map, &[])
+}
+
+/// Tensors under this prefix are training state (raw weights, optimizer moments), not part of
+/// the detector: [`load`] leaves them out, [`load_training_state`] reads them.
+pub const TRAIN_PREFIX: &str = "train.";
+
+/// [`save`] with extra metadata entries (training state as JSON).
+pub fn save_with(path: &Path, cfg: &ModelConfig, map: &TensorMap, extra: &[(&str, String)]) -> Result<()> {
     let bytes: Vec<(String, Vec<u8>, Vec<usize>)> = map
         .iter()
         .map(|(k, t)| (k.clone(), t.data.iter().flat_map(|v| v.to_le_bytes()).collect(), t.shape.clone()))
@@ -27,8 +36,9 @@ pub fn save(path: &Path, cfg: &ModelConfig, map: &TensorMap) -> Result<()> {
             Ok((k.as_str(), TensorView::new(Dtype::F32, s.clone(), b).map_err(|e| Error::Other(e.to_string()))?))
         })
         .collect::<Result<Vec<_>>>()?;
-    let meta =
+    let mut meta =
         HashMap::from([(CONFIG_KEY.to_string(), serde_json::to_string(cfg).map_err(|e| Error::Other(e.to_string()))?)]);
+    meta.extend(extra.iter().map(|(k, v)| (k.to_string(), v.clone())));
     let out = safetensors::tensor::serialize(views, Some(meta)).map_err(|e| Error::weights(path, e))?;
     write_atomically(path, &out)
 }
@@ -53,11 +63,19 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
 /// Reads a file written by [`save`]. The configuration is `None` for a plain safetensors
 /// state dict (then it is inferred from the tensors).
 pub fn load(path: &Path) -> Result<(Option<ModelConfig>, TensorMap)> {
+    let (cfg, mut map, _) = load_all(path)?;
+    map.retain(|k, _| !k.starts_with(TRAIN_PREFIX));
+    Ok((cfg, map))
+}
+
+/// Everything in the file: configuration, all tensors and the metadata.
+pub fn load_all(path: &Path) -> Result<(Option<ModelConfig>, TensorMap, HashMap<String, String>)> {
     let bytes = std::fs::read(path).map_err(|e| Error::weights(path, e))?;
     let st =
         SafeTensors::deserialize(&bytes).map_err(|e| Error::weights(path, format!("not a safetensors file ({e})")))?;
     let (_, header) = SafeTensors::read_metadata(&bytes).map_err(|e| Error::weights(path, e))?;
-    let cfg = match header.metadata().as_ref().and_then(|m| m.get(CONFIG_KEY)) {
+    let metadata = header.metadata().clone().unwrap_or_default();
+    let cfg = match metadata.get(CONFIG_KEY) {
         Some(json) => {
             Some(serde_json::from_str(json).map_err(|e| Error::weights(path, format!("bad model config ({e})")))?)
         }
@@ -77,5 +95,5 @@ pub fn load(path: &Path) -> Result<(Option<ModelConfig>, TensorMap)> {
         };
         map.insert(name, HostTensor::new(view.shape().to_vec(), data));
     }
-    Ok((cfg, map))
+    Ok((cfg, map, metadata))
 }

@@ -1,0 +1,209 @@
+//! `rtmdet train` and `rtmdet browse`.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use anyhow::{Result, bail};
+use clap::Args;
+use rtmdet::Size;
+use rtmdet::data::Dataset;
+use rtmdet::data::pipeline::{EpochLoader, PipelineConfig, train_items};
+use rtmdet::detector::parse_device;
+use rtmdet::train::trainer::{TrainEvent, TrainOptions, Trainer, preview_grid};
+
+use crate::sources;
+
+#[derive(Args)]
+pub struct TrainArgs {
+    /// Dataset: an Ultralytics .yaml (train/val splits) or a COCO .json.
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// Validation COCO .json when --data is a COCO .json (default: the training set).
+    #[arg(long)]
+    pub val_data: Option<PathBuf>,
+    /// Model size: tiny, s, m, l, x (or nano).
+    #[arg(long, default_value = "tiny")]
+    pub model: String,
+    /// Initial weights (official .pth or ours); another number of classes re-initialises the classifier.
+    #[arg(long)]
+    pub weights: Option<PathBuf>,
+    #[arg(long, default_value_t = 300)]
+    pub epochs: usize,
+    #[arg(long, default_value_t = 32)]
+    pub batch: usize,
+    #[arg(long, default_value_t = 640)]
+    pub imgsz: usize,
+    /// Data workers (decoding and augmentation threads).
+    #[arg(long, default_value_t = 2)]
+    pub workers: usize,
+    /// Validate every N epochs (and every epoch of stage 2).
+    #[arg(long, default_value_t = 10)]
+    pub val_interval: usize,
+    /// Parent of the run folders.
+    #[arg(long, default_value = "runs/train")]
+    pub out: PathBuf,
+    /// Continue the run in this folder from its weights/last.safetensors.
+    #[arg(long)]
+    pub resume: Option<PathBuf>,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Base learning rate (default 0.004 × batch / 256).
+    #[arg(long)]
+    pub lr: Option<f64>,
+    /// Linear warm-up iterations (default 1000).
+    #[arg(long)]
+    pub warmup_iters: Option<usize>,
+    /// Final epochs without Mosaic/MixUp (default: 20 of 300, proportionally).
+    #[arg(long)]
+    pub stage2_epochs: Option<usize>,
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+}
+
+pub fn run(args: TrainArgs) -> Result<()> {
+    let device = parse_device(&args.device)?.autodiff();
+    let mut trainer = match &args.resume {
+        Some(dir) => Trainer::resume(dir, device)?,
+        None => {
+            let Some(data) = args.data.clone() else { bail!("give --data DATA (or --resume RUN_DIR)") };
+            let opts = TrainOptions {
+                data,
+                val_data: args.val_data.clone(),
+                size: Size::parse(&args.model)?,
+                weights: args.weights.clone(),
+                epochs: args.epochs,
+                batch: args.batch,
+                imgsz: args.imgsz,
+                workers: args.workers,
+                val_interval: args.val_interval,
+                seed: args.seed,
+                lr: args.lr,
+                warmup_iters: args.warmup_iters,
+                stage2_epochs: args.stage2_epochs,
+            };
+            Trainer::new(&opts, &args.out, device)?
+        }
+    };
+    eprintln!(
+        "training RTMDet-{} on {} ({} classes), {} epochs (last {} without mosaic/mixup), batch {}, lr {:.2e}; run folder {}",
+        trainer.cfg.model.size.name(),
+        trainer.cfg.data.display(),
+        trainer.cfg.model.num_classes,
+        trainer.cfg.epochs,
+        trainer.cfg.stage2_epochs,
+        trainer.cfg.batch,
+        trainer.cfg.lr,
+        trainer.run_dir.display()
+    );
+    let stop = Arc::new(AtomicBool::new(false));
+    {
+        let stop = stop.clone();
+        let _ = ctrlc::set_handler(move || {
+            eprintln!("\nstopping after this iteration; saving weights/last.safetensors");
+            stop.store(true, Ordering::SeqCst);
+        });
+    }
+    let mut bar: Option<indicatif::ProgressBar> = None;
+    let completed = trainer.run(&stop, &mut |event| match event {
+        TrainEvent::EpochStart { epoch, epochs, batches, stage2 } => {
+            let b = indicatif::ProgressBar::new(batches as u64);
+            let style =
+                indicatif::ProgressStyle::with_template("{prefix} {bar:25} {pos}/{len} {msg}").expect("template");
+            b.set_style(style);
+            b.set_prefix(format!("epoch {}/{}{}", epoch + 1, epochs, if stage2 { " (stage 2)" } else { "" }));
+            bar = Some(b);
+        }
+        TrainEvent::Iteration { batch, loss_cls, loss_bbox, lr, instances, images_per_s } => {
+            if let Some(b) = &bar {
+                b.set_position(batch as u64 + 1);
+                b.set_message(format!(
+                    "cls {loss_cls:.4} bbox {loss_bbox:.4} lr {lr:.2e} inst {instances} {images_per_s:.1} img/s"
+                ));
+            }
+        }
+        TrainEvent::Validating { .. } => {
+            if let Some(b) = &bar {
+                b.set_message("validating");
+            }
+        }
+        TrainEvent::EpochEnd { row } => {
+            if let Some(b) = bar.take() {
+                b.finish_and_clear();
+            }
+            let ap = row.ap.map_or("-".to_string(), |v| format!("{v:.4}"));
+            let ap50 = row.ap50.map_or("-".to_string(), |v| format!("{v:.4}"));
+            eprintln!(
+                "epoch {}: loss_cls {:.4} loss_bbox {:.4} lr {:.2e} AP {ap} AP50 {ap50} ({:.1} s)",
+                row.epoch, row.loss_cls, row.loss_bbox, row.lr, row.seconds
+            );
+        }
+        TrainEvent::Saved { path } => eprintln!("saved {}", path.display()),
+    })?;
+    if completed {
+        eprintln!("done: {}", trainer.run_dir.display());
+    }
+    Ok(())
+}
+
+#[derive(Args)]
+pub struct BrowseArgs {
+    /// Dataset (.yaml or COCO .json).
+    #[arg(long)]
+    pub data: PathBuf,
+    #[arg(long, default_value = "train")]
+    pub split: String,
+    #[arg(long, default_value = "tiny")]
+    pub model: String,
+    #[arg(long, default_value_t = 640)]
+    pub imgsz: usize,
+    /// Augmented batches to save.
+    #[arg(long, default_value_t = 3)]
+    pub batches: usize,
+    #[arg(long, default_value_t = 4)]
+    pub batch: usize,
+    /// Show the stage-2 (weak) augmentation instead of stage 1.
+    #[arg(long)]
+    pub stage2: bool,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Output folder (default runs/browse/<n>).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+/// Saves augmented batches of a dataset as `train_batch<k>.jpg`, without training.
+pub fn browse(args: BrowseArgs) -> Result<()> {
+    let data = Dataset::load(&args.data, &args.split)?;
+    eprintln!("dataset {}: {}", data.name, data.report);
+    let size = Size::parse(&args.model)?;
+    let cfg =
+        if args.stage2 { PipelineConfig::stage2(size, args.imgsz) } else { PipelineConfig::stage1(size, args.imgsz) };
+    let mut model = rtmdet::ModelConfig::new(size).with_num_classes(data.categories.len());
+    model.class_names = data.class_names();
+    let items = Arc::new(train_items(&data));
+    if items.is_empty() {
+        bail!("no image with objects to show");
+    }
+    let out = match args.out {
+        Some(d) => {
+            std::fs::create_dir_all(&d)?;
+            d
+        }
+        None => sources::next_run_dir(&PathBuf::from("runs/browse"))?,
+    };
+    let mut saved = 0;
+    for epoch in 0.. {
+        for batch in EpochLoader::new(items.clone(), cfg.clone(), args.batch, 1, args.seed, epoch) {
+            let batch = batch?;
+            let path = out.join(format!("train_batch{saved}.jpg"));
+            preview_grid(&batch.images, &batch.targets, &model).save(&path)?;
+            saved += 1;
+            if saved == args.batches {
+                eprintln!("{saved} batches saved to {}", out.display());
+                return Ok(());
+            }
+        }
+    }
+    Ok(())
+}

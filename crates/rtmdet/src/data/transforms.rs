@@ -1,0 +1,405 @@
+//! Training augmentations of RTMDet (spec §9.5–9.7), on BGR images with xyxy pixel boxes:
+//! cached Mosaic, random keep-ratio resize, random crop, YOLOX HSV jitter, horizontal flip,
+//! pad, cached MixUp. Geometry follows mmdetection's implementations.
+
+use rand::RngExt;
+use rand_pcg::Pcg64Mcg;
+
+use crate::image_io::BgrImage;
+use crate::preprocess::{PAD_VALUE, resize_linear};
+
+/// An image with its objects.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Sample {
+    pub image: BgrImage,
+    /// `[x1, y1, x2, y2]` in image pixels.
+    pub boxes: Vec<[f32; 4]>,
+    pub labels: Vec<usize>,
+}
+
+pub type Rng = Pcg64Mcg;
+
+fn filled(w: usize, h: usize) -> BgrImage {
+    BgrImage { width: w, height: h, data: vec![PAD_VALUE; w * h * 3] }
+}
+
+/// Copies `src[sy.., sx..]` (size `w`×`h`) into `dst` at `(dx, dy)`.
+fn blit(
+    dst: &mut BgrImage,
+    src: &BgrImage,
+    (sx, sy): (usize, usize),
+    (dx, dy): (usize, usize),
+    (w, h): (usize, usize),
+) {
+    for row in 0..h {
+        let s = ((sy + row) * src.width + sx) * 3;
+        let d = ((dy + row) * dst.width + dx) * 3;
+        dst.data[d..d + w * 3].copy_from_slice(&src.data[s..s + w * 3]);
+    }
+}
+
+fn clip_boxes(boxes: &mut [[f32; 4]], w: f32, h: f32) {
+    for b in boxes {
+        b[0] = b[0].clamp(0.0, w);
+        b[2] = b[2].clamp(0.0, w);
+        b[1] = b[1].clamp(0.0, h);
+        b[3] = b[3].clamp(0.0, h);
+    }
+}
+
+/// Keeps the objects for which `keep(box)` holds.
+fn retain(s: &mut Sample, keep: impl Fn(&[f32; 4]) -> bool) {
+    let flags: Vec<bool> = s.boxes.iter().map(&keep).collect();
+    let mut it = flags.iter();
+    s.boxes.retain(|_| *it.next().unwrap());
+    let mut it = flags.iter();
+    s.labels.retain(|_| *it.next().unwrap());
+}
+
+/// Boxes overlapping the image (mmdet `is_inside`).
+fn inside(b: &[f32; 4], w: f32, h: f32) -> bool {
+    b[0] < w && b[1] < h && b[2] > 0.0 && b[3] > 0.0
+}
+
+/// Resizes to exactly `new_w`×`new_h` and scales the boxes.
+pub fn resize(s: &Sample, new_w: usize, new_h: usize) -> Sample {
+    let (sx, sy) = (new_w as f32 / s.image.width as f32, new_h as f32 / s.image.height as f32);
+    let mut boxes: Vec<[f32; 4]> = s.boxes.iter().map(|b| [b[0] * sx, b[1] * sy, b[2] * sx, b[3] * sy]).collect();
+    clip_boxes(&mut boxes, new_w as f32, new_h as f32);
+    Sample { image: resize_linear(&s.image, new_w.max(1), new_h.max(1)), boxes, labels: s.labels.clone() }
+}
+
+/// A FIFO (or random-pop) cache of recent samples, as in mmdet's cached transforms.
+#[derive(Clone, Debug)]
+pub struct SampleCache {
+    pub items: Vec<Sample>,
+    pub max: usize,
+    pub random_pop: bool,
+}
+
+impl SampleCache {
+    pub fn new(max: usize, random_pop: bool) -> Self {
+        SampleCache { items: Vec::new(), max, random_pop }
+    }
+
+    fn push(&mut self, s: &Sample, rng: &mut Rng) {
+        self.items.push(s.clone());
+        if self.items.len() > self.max {
+            let i = if self.random_pop { rng.random_range(0..self.items.len()) } else { 0 };
+            self.items.remove(i);
+        }
+    }
+}
+
+/// CachedMosaic: the sample top-left and three cached samples around a random centre on a
+/// 2·size canvas.
+pub fn cached_mosaic(s: Sample, cache: &mut SampleCache, size: usize, prob: f64, rng: &mut Rng) -> Sample {
+    cache.push(&s, rng);
+    if cache.items.len() <= 4 || rng.random::<f64>() > prob {
+        return s;
+    }
+    let parts: Vec<Sample> =
+        std::iter::once(s).chain((0..3).map(|_| cache.items[rng.random_range(0..cache.items.len())].clone())).collect();
+    let canvas_side = 2 * size;
+    let mut canvas = filled(canvas_side, canvas_side);
+    let cx = (rng.random_range(0.5..1.5) * size as f64) as i64;
+    let cy = (rng.random_range(0.5..1.5) * size as f64) as i64;
+    let (mut boxes, mut labels) = (Vec::new(), Vec::new());
+    let side = canvas_side as i64;
+    for (loc, part) in parts.iter().enumerate() {
+        let (h0, w0) = (part.image.height as f64, part.image.width as f64);
+        let r = (size as f64 / h0).min(size as f64 / w0);
+        let tile = resize(part, ((w0 * r) as usize).max(1), ((h0 * r) as usize).max(1));
+        let (w, h) = (tile.image.width as i64, tile.image.height as i64);
+        // Paste region on the canvas and crop region in the tile (YOLOX geometry).
+        let ((x1, y1, x2, y2), (cx1, cy1)) = match loc {
+            0 => {
+                let (x1, y1) = ((cx - w).max(0), (cy - h).max(0));
+                ((x1, y1, cx, cy), (w - (cx - x1), h - (cy - y1)))
+            }
+            1 => {
+                let (y1, x2) = ((cy - h).max(0), (cx + w).min(side));
+                ((cx, y1, x2, cy), (0, h - (cy - y1)))
+            }
+            2 => {
+                let (x1, y2) = ((cx - w).max(0), (cy + h).min(side));
+                ((x1, cy, cx, y2), (w - (cx - x1), 0))
+            }
+            _ => ((cx, cy, (cx + w).min(side), (cy + h).min(side)), (0, 0)),
+        };
+        let (pw, ph) = ((x2 - x1).min(w - cx1), (y2 - y1).min(h - cy1));
+        if pw > 0 && ph > 0 {
+            blit(
+                &mut canvas,
+                &tile.image,
+                (cx1 as usize, cy1 as usize),
+                (x1 as usize, y1 as usize),
+                (pw as usize, ph as usize),
+            );
+        }
+        let (dx, dy) = ((x1 - cx1) as f32, (y1 - cy1) as f32);
+        boxes.extend(tile.boxes.iter().map(|b| [b[0] + dx, b[1] + dy, b[2] + dx, b[3] + dy]));
+        labels.extend(&tile.labels);
+    }
+    let mut out = Sample { image: canvas, boxes, labels };
+    let f = canvas_side as f32;
+    clip_boxes(&mut out.boxes, f, f);
+    retain(&mut out, |b| inside(b, f, f));
+    out
+}
+
+/// RandomResize: keep-ratio resize to fit `(scale·ratio)²`, `ratio ~ U(lo, hi)`.
+pub fn random_resize(s: &Sample, scale: usize, (lo, hi): (f64, f64), rng: &mut Rng) -> Sample {
+    let ratio = rng.random::<f64>() * (hi - lo) + lo;
+    let target = (scale as f64 * ratio) as usize;
+    let (w, h) = (s.image.width as f64, s.image.height as f64);
+    let f = (target as f64 / w).min(target as f64 / h);
+    resize(s, ((w * f + 0.5) as usize).max(1), ((h * f + 0.5) as usize).max(1))
+}
+
+/// RandomCrop (absolute size): `None` when no object keeps a positive area.
+pub fn random_crop(s: &Sample, size: usize, rng: &mut Rng) -> Option<Sample> {
+    let (ch, cw) = (size.min(s.image.height), size.min(s.image.width));
+    let oy = rng.random_range(0..=s.image.height - ch);
+    let ox = rng.random_range(0..=s.image.width - cw);
+    let mut image = filled(cw, ch);
+    blit(&mut image, &s.image, (ox, oy), (0, 0), (cw, ch));
+    let mut out = Sample {
+        image,
+        boxes: s
+            .boxes
+            .iter()
+            .map(|b| [b[0] - ox as f32, b[1] - oy as f32, b[2] - ox as f32, b[3] - oy as f32])
+            .collect(),
+        labels: s.labels.clone(),
+    };
+    clip_boxes(&mut out.boxes, cw as f32, ch as f32);
+    retain(&mut out, |b| b[2] > b[0] && b[3] > b[1]);
+    (!out.boxes.is_empty()).then_some(out)
+}
+
+/// OpenCV's 8-bit BGR → HSV (H in [0, 180)).
+fn bgr_to_hsv(b: u8, g: u8, r: u8) -> (i32, i32, i32) {
+    let (bf, gf, rf) = (b as f32, g as f32, r as f32);
+    let v = bf.max(gf).max(rf);
+    let min = bf.min(gf).min(rf);
+    let diff = v - min;
+    let s = if v > 0.0 { diff * 255.0 / v } else { 0.0 };
+    let mut h = if diff == 0.0 {
+        0.0
+    } else if v == rf {
+        60.0 * (gf - bf) / diff
+    } else if v == gf {
+        120.0 + 60.0 * (bf - rf) / diff
+    } else {
+        240.0 + 60.0 * (rf - gf) / diff
+    };
+    if h < 0.0 {
+        h += 360.0;
+    }
+    ((h / 2.0).round() as i32 % 180, s.round() as i32, v as i32)
+}
+
+/// OpenCV's 8-bit HSV → BGR.
+fn hsv_to_bgr(h: i32, s: i32, v: i32) -> [u8; 3] {
+    let (h, s, v) = (h as f32 * 2.0, s as f32 / 255.0, v as f32 / 255.0);
+    let hh = (h / 60.0).rem_euclid(6.0);
+    let i = hh.floor();
+    let f = hh - i;
+    let (p, q, t) = (v * (1.0 - s), v * (1.0 - s * f), v * (1.0 - s * (1.0 - f)));
+    let (r, g, b) = match i as i32 {
+        0 => (v, t, p),
+        1 => (q, v, p),
+        2 => (p, v, t),
+        3 => (p, q, v),
+        4 => (t, p, v),
+        _ => (v, p, q),
+    };
+    [(b * 255.0).round() as u8, (g * 255.0).round() as u8, (r * 255.0).round() as u8]
+}
+
+/// YOLOX HSV jitter: gains `U(-1, 1)·(5, 30, 30)`, each kept with probability 0.5.
+pub fn hsv_jitter(s: &mut Sample, deltas: (f64, f64, f64), rng: &mut Rng) {
+    let mut gains = [deltas.0, deltas.1, deltas.2].map(|d| rng.random_range(-1.0..1.0) * d);
+    for g in gains.iter_mut() {
+        if rng.random_range(0..2) == 0 {
+            *g = 0.0;
+        }
+    }
+    let [gh, gs, gv] = gains.map(|g| g as i32);
+    if gh == 0 && gs == 0 && gv == 0 {
+        return;
+    }
+    for px in s.image.data.chunks_exact_mut(3) {
+        let (h, sat, v) = bgr_to_hsv(px[0], px[1], px[2]);
+        let out = hsv_to_bgr((h + gh).rem_euclid(180), (sat + gs).clamp(0, 255), (v + gv).clamp(0, 255));
+        px.copy_from_slice(&out);
+    }
+}
+
+/// Mirrors the image and boxes left-right.
+pub fn hflip(s: &mut Sample) {
+    let (w, h) = (s.image.width, s.image.height);
+    for y in 0..h {
+        let row = &mut s.image.data[y * w * 3..(y + 1) * w * 3];
+        for x in 0..w / 2 {
+            for c in 0..3 {
+                row.swap(x * 3 + c, (w - 1 - x) * 3 + c);
+            }
+        }
+    }
+    let wf = w as f32;
+    for b in &mut s.boxes {
+        *b = [wf - b[2], b[1], wf - b[0], b[3]];
+    }
+}
+
+/// Pads bottom/right with 114 up to `size`×`size`.
+pub fn pad(s: &mut Sample, size: usize) {
+    let (w, h) = (s.image.width, s.image.height);
+    if w >= size && h >= size {
+        return;
+    }
+    let mut canvas = filled(w.max(size), h.max(size));
+    blit(&mut canvas, &s.image, (0, 0), (0, 0), (w, h));
+    s.image = canvas;
+}
+
+/// CachedMixUp: blends with a cached sample (resized to fit `size`, maybe flipped, randomly
+/// placed), 0.5/0.5, and concatenates the objects.
+pub fn cached_mixup(s: Sample, cache: &mut SampleCache, size: usize, prob: f64, rng: &mut Rng) -> Sample {
+    cache.push(&s, rng);
+    if cache.items.len() <= 1 || rng.random::<f64>() > prob {
+        return s;
+    }
+    let mut pick = None;
+    for _ in 0..15 {
+        let i = rng.random_range(0..cache.items.len());
+        if !cache.items[i].boxes.is_empty() {
+            pick = Some(i);
+            break;
+        }
+    }
+    let Some(i) = pick else { return s };
+    let other = cache.items[i].clone();
+    let is_flip = rng.random::<f64>() > 0.5;
+    let r = (size as f64 / other.image.height as f64).min(size as f64 / other.image.width as f64);
+    let fitted = resize(
+        &other,
+        ((other.image.width as f64 * r) as usize).max(1),
+        ((other.image.height as f64 * r) as usize).max(1),
+    );
+    let mut placed = Sample { image: filled(size, size), boxes: fitted.boxes, labels: fitted.labels };
+    blit(&mut placed.image, &fitted.image, (0, 0), (0, 0), (fitted.image.width, fitted.image.height));
+    if is_flip {
+        hflip(&mut placed);
+    }
+    // Random placement of the size×size canvas relative to the current image.
+    let (tw, th) = (s.image.width, s.image.height);
+    let (pw, ph) = (size.max(tw), size.max(th));
+    let mut padded = filled(pw, ph);
+    blit(&mut padded, &placed.image, (0, 0), (0, 0), (size, size));
+    let oy = if ph > th { rng.random_range(0..ph - th) } else { 0 };
+    let ox = if pw > tw { rng.random_range(0..pw - tw) } else { 0 };
+    let mut out = s;
+    for y in 0..th {
+        for x in 0..tw {
+            for c in 0..3 {
+                let a = out.image.data[(y * tw + x) * 3 + c] as f32;
+                let b = padded.data[((y + oy) * pw + x + ox) * 3 + c] as f32;
+                out.image.data[(y * tw + x) * 3 + c] = (0.5 * a + 0.5 * b) as u8;
+            }
+        }
+    }
+    let mut moved: Vec<[f32; 4]> =
+        placed.boxes.iter().map(|b| [b[0] - ox as f32, b[1] - oy as f32, b[2] - ox as f32, b[3] - oy as f32]).collect();
+    clip_boxes(&mut moved, tw as f32, th as f32);
+    out.boxes.extend(moved);
+    out.labels.extend(placed.labels);
+    let (fw, fh) = (tw as f32, th as f32);
+    retain(&mut out, |b| inside(b, fw, fh));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+
+    fn sample(w: usize, h: usize, boxes: Vec<[f32; 4]>) -> Sample {
+        let data = (0..w * h * 3).map(|i| (i % 251) as u8).collect();
+        let labels = (0..boxes.len()).collect();
+        Sample { image: BgrImage::new(w, h, data).unwrap(), boxes, labels }
+    }
+
+    #[test]
+    fn flip_and_resize_move_boxes_exactly() {
+        let mut s = sample(100, 50, vec![[10.0, 5.0, 30.0, 25.0]]);
+        hflip(&mut s);
+        assert_eq!(s.boxes[0], [70.0, 5.0, 90.0, 25.0]);
+        let r = resize(&s, 200, 25);
+        assert_eq!(r.boxes[0], [140.0, 2.5, 180.0, 12.5]);
+        assert_eq!((r.image.width, r.image.height), (200, 25));
+    }
+
+    #[test]
+    fn crop_translates_clips_and_rejects_empty() {
+        let s = sample(100, 100, vec![[10.0, 10.0, 30.0, 30.0], [80.0, 80.0, 95.0, 95.0]]);
+        let mut rng = Rng::seed_from_u64(1);
+        for _ in 0..20 {
+            match random_crop(&s, 50, &mut rng) {
+                Some(c) => {
+                    assert_eq!((c.image.width, c.image.height), (50, 50));
+                    assert!(c.boxes.iter().all(|b| b[0] >= 0.0 && b[2] <= 50.0 && b[2] > b[0] && b[3] > b[1]));
+                }
+                None => {}
+            }
+        }
+        // A crop as large as the image keeps everything in place.
+        let c = random_crop(&s, 100, &mut rng).unwrap();
+        assert_eq!(c.boxes, s.boxes);
+        assert_eq!(c.image, s.image);
+    }
+
+    #[test]
+    fn mosaic_places_the_current_sample_top_left_of_the_centre() {
+        let mut rng = Rng::seed_from_u64(3);
+        let mut cache = SampleCache::new(20, false);
+        let s = sample(64, 64, vec![[0.0, 0.0, 64.0, 64.0]]);
+        for _ in 0..4 {
+            let out = cached_mosaic(s.clone(), &mut cache, 64, 1.0, &mut rng);
+            assert_eq!(out, s); // fewer than 5 cached: unchanged
+        }
+        let out = cached_mosaic(s.clone(), &mut cache, 64, 1.0, &mut rng);
+        assert_eq!((out.image.width, out.image.height), (128, 128));
+        assert_eq!(out.boxes.len(), 4);
+        // The first box ends at the centre, the last starts there.
+        let (c0, c3) = (out.boxes[0], out.boxes[3]);
+        assert_eq!((c0[2], c0[3]), (c3[0], c3[1]));
+        assert_eq!([c0[2] - c0[0], c0[3] - c0[1]], [c0[2].min(64.0), c0[3].min(64.0)]);
+    }
+
+    #[test]
+    fn hsv_round_trip_is_identity_without_gain() {
+        for (b, g, r) in [(0u8, 0u8, 0u8), (255, 255, 255), (10, 200, 30), (250, 5, 128), (114, 114, 114)] {
+            let (h, s, v) = bgr_to_hsv(b, g, r);
+            let back = hsv_to_bgr(h, s, v);
+            for (x, y) in back.iter().zip([b, g, r]) {
+                assert!((*x as i32 - y as i32).abs() <= 3, "{:?} -> {:?}", (b, g, r), back);
+            }
+        }
+    }
+
+    #[test]
+    fn mixup_keeps_size_and_adds_boxes() {
+        let mut rng = Rng::seed_from_u64(5);
+        let mut cache = SampleCache::new(10, false);
+        let a = sample(64, 64, vec![[5.0, 5.0, 20.0, 20.0]]);
+        let first = cached_mixup(a.clone(), &mut cache, 64, 1.0, &mut rng);
+        assert_eq!(first, a);
+        let out = cached_mixup(a.clone(), &mut cache, 64, 1.0, &mut rng);
+        assert_eq!((out.image.width, out.image.height), (64, 64));
+        assert_eq!(out.boxes.len(), 2);
+        assert_eq!(out.boxes[0], a.boxes[0]);
+    }
+}

@@ -1,0 +1,454 @@
+//! The training loop: data workers → train-mode forward → assignment and loss → backward →
+//! AdamW with the flat-cosine schedule → EMA; validation of the EMA weights; a run folder with
+//! checkpoints, `args.yaml`, `results.csv`, `results.png` and augmented batch previews.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use burn::tensor::{Device, Tensor, TensorData};
+use serde::{Deserialize, Serialize};
+
+use super::ema::ExpMomentumEma;
+use super::optim::AdamW;
+use super::schedule::LrSchedule;
+use crate::assign::DynamicSoftLabelAssigner;
+use crate::config::{ModelConfig, Size};
+use crate::data::Dataset;
+use crate::data::pipeline::{Batch, EpochLoader, PipelineConfig, TrainItem, train_items};
+use crate::detector::{Detector, LoadOptions, read_weights};
+use crate::error::{Error, Result};
+use crate::eval::validate::validate;
+use crate::loss::detection::detection_loss;
+use crate::model::RtmDet;
+use crate::postprocess::{DetectParams, Detection};
+use crate::weights::own::{TRAIN_PREFIX, load_all, save_with, write_atomically};
+use crate::weights::{TensorMap, collect, load_into, load_into_except};
+
+/// Every resolved hyper-parameter of a run (written to `args.yaml`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TrainConfig {
+    pub data: PathBuf,
+    /// A separate validation set (COCO JSON); YAML datasets use their `val` split.
+    pub val_data: Option<PathBuf>,
+    pub weights: Option<PathBuf>,
+    pub model: ModelConfig,
+    pub epochs: usize,
+    pub stage2_epochs: usize,
+    pub batch: usize,
+    pub imgsz: usize,
+    pub workers: usize,
+    pub val_interval: usize,
+    pub seed: u64,
+    pub lr: f64,
+    pub warmup_iters: usize,
+    pub weight_decay: f64,
+    pub min_lr_ratio: f64,
+    pub ema_momentum: f64,
+    pub ema_gamma: f64,
+    pub stage1: PipelineConfig,
+    pub stage2: PipelineConfig,
+}
+
+/// What the user chooses; everything else follows the official recipe.
+#[derive(Clone, Debug)]
+pub struct TrainOptions {
+    pub data: PathBuf,
+    pub val_data: Option<PathBuf>,
+    pub size: Size,
+    pub weights: Option<PathBuf>,
+    pub epochs: usize,
+    pub batch: usize,
+    pub imgsz: usize,
+    pub workers: usize,
+    pub val_interval: usize,
+    pub seed: u64,
+    pub lr: Option<f64>,
+    pub warmup_iters: Option<usize>,
+    /// Final epochs without Mosaic/MixUp (default: 20 of 300, proportionally).
+    pub stage2_epochs: Option<usize>,
+}
+
+impl TrainConfig {
+    pub fn resolve(o: &TrainOptions, classes: Vec<String>) -> Result<Self> {
+        if o.epochs == 0 || o.batch == 0 || o.imgsz == 0 || o.imgsz % 32 != 0 {
+            return Err(Error::Config("epochs and batch must be positive, imgsz a multiple of 32".into()));
+        }
+        let mut model = ModelConfig::new(o.size).with_num_classes(classes.len());
+        model.class_names = classes;
+        model.input_size = o.imgsz;
+        Ok(TrainConfig {
+            data: o.data.clone(),
+            val_data: o.val_data.clone(),
+            weights: o.weights.clone(),
+            model,
+            epochs: o.epochs,
+            // 20 of 300 epochs, proportionally.
+            stage2_epochs: o
+                .stage2_epochs
+                .unwrap_or((o.epochs as f64 * 20.0 / 300.0).round() as usize)
+                .clamp(1, o.epochs),
+            batch: o.batch,
+            imgsz: o.imgsz,
+            workers: o.workers.max(1),
+            val_interval: o.val_interval.max(1),
+            seed: o.seed,
+            lr: o.lr.unwrap_or(0.004 * o.batch as f64 / 256.0),
+            warmup_iters: o.warmup_iters.unwrap_or(1000),
+            weight_decay: 0.05,
+            min_lr_ratio: 0.05,
+            ema_momentum: 0.0002,
+            ema_gamma: 2000.0,
+            stage1: PipelineConfig::stage1(o.size, o.imgsz),
+            stage2: PipelineConfig::stage2(o.size, o.imgsz),
+        })
+    }
+
+    fn schedule(&self, iters_per_epoch: usize) -> LrSchedule {
+        LrSchedule {
+            base_lr: self.lr,
+            warmup_iters: self.warmup_iters,
+            warmup_start_factor: 1e-5,
+            cosine_begin: self.epochs / 2 * iters_per_epoch,
+            total_iters: self.epochs * iters_per_epoch,
+            min_lr_ratio: self.min_lr_ratio,
+        }
+    }
+}
+
+/// One row of `results.csv`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EpochRow {
+    pub epoch: usize,
+    pub loss_cls: f64,
+    pub loss_bbox: f64,
+    pub lr: f64,
+    pub ap: Option<f64>,
+    pub ap50: Option<f64>,
+    pub seconds: f64,
+}
+
+/// Where a run stands; saved in every checkpoint.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct TrainState {
+    /// The epoch in progress (or next to start).
+    pub epoch: usize,
+    /// Batches of that epoch already trained.
+    pub batch_in_epoch: usize,
+    /// Iterations trained so far.
+    pub iter: usize,
+    pub adam_step: u64,
+    pub ema_steps: u64,
+    pub best_ap: Option<f64>,
+    pub history: Vec<EpochRow>,
+    /// Running sums of the epoch in progress.
+    pub epoch_loss_cls: f64,
+    pub epoch_loss_bbox: f64,
+}
+
+/// Progress reports for a user interface.
+pub enum TrainEvent<'a> {
+    EpochStart { epoch: usize, epochs: usize, batches: usize, stage2: bool },
+    Iteration { batch: usize, loss_cls: f64, loss_bbox: f64, lr: f64, instances: usize, images_per_s: f64 },
+    Validating { epoch: usize },
+    EpochEnd { row: &'a EpochRow },
+    Saved { path: &'a Path },
+}
+
+pub struct Trainer {
+    pub cfg: TrainConfig,
+    pub run_dir: PathBuf,
+    pub state: TrainState,
+    model: RtmDet,
+    opt: AdamW,
+    ema: ExpMomentumEma,
+    device: Device,
+    train: Arc<Vec<TrainItem>>,
+    val: Dataset,
+}
+
+const STATE_KEY: &str = "rtmdet_train_state";
+const TRAIN_CONFIG_KEY: &str = "rtmdet_train_config";
+
+fn json_err(e: serde_json::Error) -> Error {
+    Error::Other(e.to_string())
+}
+
+fn load_datasets(cfg: &TrainConfig) -> Result<(Dataset, Dataset)> {
+    let train = Dataset::load(&cfg.data, "train")?;
+    let val = match &cfg.val_data {
+        Some(v) => Dataset::load(v, "val")?,
+        None if cfg.data.extension().is_some_and(|e| e == "json") => train.clone(),
+        None => Dataset::load(&cfg.data, "val")?,
+    };
+    Ok((train, val))
+}
+
+impl Trainer {
+    /// A new run in the next free `out/<n>` folder.
+    pub fn new(opts: &TrainOptions, out: &Path, device: Device) -> Result<Self> {
+        let probe = Dataset::load(&opts.data, "train")?;
+        let cfg = TrainConfig::resolve(opts, probe.class_names())?;
+        let (train, val) = load_datasets(&cfg)?;
+        let items = train_items(&train);
+        if items.is_empty() {
+            return Err(Error::Other(format!(
+                "{}: no training image with objects ({})",
+                cfg.data.display(),
+                train.report
+            )));
+        }
+        let mut model = RtmDet::new(&cfg.model, &device)?;
+        if let Some(w) = &cfg.weights {
+            init_from(&mut model, &cfg.model, w, &device)?;
+        }
+        let run_dir = (1..).map(|n| out.join(n.to_string())).find(|d| !d.exists()).expect("a free folder");
+        std::fs::create_dir_all(run_dir.join("weights"))?;
+        let text = serde_yaml_ng::to_string(&cfg).map_err(|e| Error::Other(e.to_string()))?;
+        write_atomically(&run_dir.join("args.yaml"), text.as_bytes())?;
+        let opt = AdamW { weight_decay: cfg.weight_decay, ..AdamW::default() };
+        let ema = ExpMomentumEma { momentum: cfg.ema_momentum, gamma: cfg.ema_gamma, ..ExpMomentumEma::default() };
+        Ok(Trainer { cfg, run_dir, state: TrainState::default(), model, opt, ema, device, train: Arc::new(items), val })
+    }
+
+    /// Continues the run in `run_dir` from `weights/last.safetensors`, exactly where it stopped.
+    pub fn resume(run_dir: &Path, device: Device) -> Result<Self> {
+        let path = run_dir.join("weights/last.safetensors");
+        let (_, map, meta) = load_all(&path)?;
+        let get =
+            |k: &str| meta.get(k).ok_or_else(|| Error::weights(&path, format!("not a training checkpoint (no {k})")));
+        let cfg: TrainConfig = serde_json::from_str(get(TRAIN_CONFIG_KEY)?).map_err(json_err)?;
+        let state: TrainState = serde_json::from_str(get(STATE_KEY)?).map_err(json_err)?;
+        let strip = |prefix: &str| -> TensorMap {
+            map.iter().filter_map(|(k, v)| k.strip_prefix(prefix).map(|n| (n.to_string(), v.clone()))).collect()
+        };
+        let mut model = RtmDet::new(&cfg.model, &device)?;
+        load_into(&mut model, &strip(&format!("{TRAIN_PREFIX}model.")), &device)?;
+        let (m, v) = (strip(&format!("{TRAIN_PREFIX}optim.m.")), strip(&format!("{TRAIN_PREFIX}optim.v.")));
+        let moments = m.into_iter().filter_map(|(k, mt)| v.get(&k).map(|vt| (k, (mt, vt.clone())))).collect();
+        let opt = AdamW { weight_decay: cfg.weight_decay, step: state.adam_step, moments, ..AdamW::default() };
+        let averaged = map.into_iter().filter(|(k, _)| !k.starts_with(TRAIN_PREFIX)).collect();
+        let ema = ExpMomentumEma { momentum: cfg.ema_momentum, gamma: cfg.ema_gamma, steps: state.ema_steps, averaged };
+        let (train, val) = load_datasets(&cfg)?;
+        let items = Arc::new(train_items(&train));
+        Ok(Trainer { cfg, run_dir: run_dir.to_path_buf(), state, model, opt, ema, device, train: items, val })
+    }
+
+    fn iters_per_epoch(&self) -> usize {
+        self.train.len().div_ceil(self.cfg.batch)
+    }
+
+    /// Trains until the last epoch, or until `stop` is raised (then `last` is saved first).
+    /// Returns whether the run completed.
+    pub fn run(&mut self, stop: &AtomicBool, on: &mut dyn FnMut(TrainEvent)) -> Result<bool> {
+        let schedule = self.cfg.schedule(self.iters_per_epoch());
+        let assigner = DynamicSoftLabelAssigner::default();
+        while self.state.epoch < self.cfg.epochs {
+            let epoch = self.state.epoch;
+            let stage2 = epoch >= self.cfg.epochs - self.cfg.stage2_epochs;
+            let pipe = if stage2 { self.cfg.stage2.clone() } else { self.cfg.stage1.clone() };
+            let loader =
+                EpochLoader::new(self.train.clone(), pipe, self.cfg.batch, self.cfg.workers, self.cfg.seed, epoch);
+            let batches = loader.num_batches();
+            on(TrainEvent::EpochStart { epoch, epochs: self.cfg.epochs, batches, stage2 });
+            let started = Instant::now();
+            let skip = self.state.batch_in_epoch;
+            for batch in loader {
+                let batch = batch?;
+                if batch.index < skip {
+                    continue; // replayed to reach the interrupted position
+                }
+                if epoch == 0 && batch.index < 3 {
+                    self.save_preview(&batch)?;
+                }
+                let t = Instant::now();
+                let (lc, lb) = self.step(&batch, &assigner, schedule.lr(self.state.iter))?;
+                let n = batch.images.len();
+                on(TrainEvent::Iteration {
+                    batch: batch.index,
+                    loss_cls: lc,
+                    loss_bbox: lb,
+                    lr: schedule.lr(self.state.iter - 1),
+                    instances: batch.targets.iter().map(|t| t.boxes.len()).sum(),
+                    images_per_s: n as f64 / t.elapsed().as_secs_f64(),
+                });
+                if stop.load(Ordering::SeqCst) {
+                    let path = self.run_dir.join("weights/last.safetensors");
+                    self.save_checkpoint(&path)?;
+                    on(TrainEvent::Saved { path: &path });
+                    return Ok(false);
+                }
+            }
+            let done = self.state.batch_in_epoch.max(1) as f64;
+            let mut row = EpochRow {
+                epoch: epoch + 1,
+                loss_cls: self.state.epoch_loss_cls / done,
+                loss_bbox: self.state.epoch_loss_bbox / done,
+                lr: schedule.lr(self.state.iter.saturating_sub(1)),
+                ap: None,
+                ap50: None,
+                seconds: started.elapsed().as_secs_f64(),
+            };
+            let last = epoch + 1 == self.cfg.epochs;
+            if (epoch + 1) % self.cfg.val_interval == 0 || stage2 || last {
+                on(TrainEvent::Validating { epoch });
+                let stats = self.validate()?;
+                row.ap = Some(stats[0]);
+                row.ap50 = Some(stats[1]);
+            }
+            self.state.epoch += 1;
+            self.state.batch_in_epoch = 0;
+            self.state.epoch_loss_cls = 0.0;
+            self.state.epoch_loss_bbox = 0.0;
+            self.state.history.push(row.clone());
+            let improved = row.ap.is_some_and(|ap| self.state.best_ap.is_none_or(|b| ap > b));
+            if improved {
+                self.state.best_ap = row.ap;
+            }
+            let last_path = self.run_dir.join("weights/last.safetensors");
+            self.save_checkpoint(&last_path)?;
+            if improved {
+                self.save_checkpoint(&self.run_dir.join("weights/best.safetensors"))?;
+            }
+            self.write_results()?;
+            on(TrainEvent::EpochEnd { row: &row });
+        }
+        Ok(true)
+    }
+
+    /// One optimisation step; returns the batch's (cls, bbox) losses.
+    fn step(&mut self, batch: &Batch, assigner: &DynamicSoftLabelAssigner, lr: f64) -> Result<(f64, f64)> {
+        let s = self.cfg.imgsz;
+        let x =
+            Tensor::<4>::from_data(TensorData::new(batch.input.clone(), [batch.images.len(), 3, s, s]), &self.device);
+        let outputs = self.model.forward(x);
+        let loss = detection_loss(&outputs, &batch.targets, assigner);
+        let scalar = |ts: &[Tensor<1>]| ts.iter().map(|t| crate::weights::to_vec(t)[0] as f64).sum::<f64>();
+        let (lc, lb) = (scalar(&loss.cls), scalar(&loss.bbox));
+        if !lc.is_finite() || !lb.is_finite() {
+            return Err(Error::Other(format!(
+                "the loss is not finite at iteration {} (epoch {}, batch {}): loss_cls {lc}, loss_bbox {lb}; \
+                 nothing was saved from this step (try a lower --lr)",
+                self.state.iter,
+                self.state.epoch + 1,
+                batch.index
+            )));
+        }
+        let grads = loss.total.backward();
+        self.opt.step(&mut self.model, &grads, lr)?;
+        self.ema.update(&mut self.model)?;
+        self.state.iter += 1;
+        self.state.batch_in_epoch = batch.index + 1;
+        self.state.epoch_loss_cls += lc;
+        self.state.epoch_loss_bbox += lb;
+        self.state.adam_step = self.opt.step;
+        self.state.ema_steps = self.ema.steps;
+        Ok((lc, lb))
+    }
+
+    /// The EMA weights as an inference detector.
+    pub fn ema_detector(&self) -> Result<Detector> {
+        let mut det = Detector::from_tensors(self.cfg.model.clone(), &self.ema.averaged, Device::flex())?;
+        det.input_size = self.cfg.imgsz;
+        Ok(det)
+    }
+
+    /// COCO stats of the EMA weights on the validation set.
+    pub fn validate(&self) -> Result<[f64; 12]> {
+        let det = self.ema_detector()?;
+        Ok(validate(&det, &self.val, &DetectParams::EVAL, self.cfg.batch, |_, _| {})?.eval.stats)
+    }
+
+    /// Writes model, EMA, optimizer and state atomically. The EMA weights sit under the plain
+    /// names, so the file is also a detector checkpoint (`rtmdet predict --weights`).
+    pub fn save_checkpoint(&mut self, path: &Path) -> Result<()> {
+        let mut map: TensorMap = self.ema.averaged.clone();
+        for (k, v) in collect(&mut self.model) {
+            map.insert(format!("{TRAIN_PREFIX}model.{k}"), v);
+        }
+        for (k, (m, v)) in &self.opt.moments {
+            map.insert(format!("{TRAIN_PREFIX}optim.m.{k}"), m.clone());
+            map.insert(format!("{TRAIN_PREFIX}optim.v.{k}"), v.clone());
+        }
+        let state = serde_json::to_string(&self.state).map_err(json_err)?;
+        let cfg = serde_json::to_string(&self.cfg).map_err(json_err)?;
+        save_with(path, &self.cfg.model, &map, &[(STATE_KEY, state), (TRAIN_CONFIG_KEY, cfg)])
+    }
+
+    fn write_results(&self) -> Result<()> {
+        let fmt = |v: Option<f64>| v.map_or(String::new(), |x| format!("{x:.5}"));
+        let mut csv = String::from("epoch,train/loss_cls,train/loss_bbox,lr,metrics/AP,metrics/AP50,time\n");
+        for r in &self.state.history {
+            csv.push_str(&format!(
+                "{},{:.5},{:.5},{:.6e},{},{},{:.1}\n",
+                r.epoch,
+                r.loss_cls,
+                r.loss_bbox,
+                r.lr,
+                fmt(r.ap),
+                fmt(r.ap50),
+                r.seconds
+            ));
+        }
+        write_atomically(&self.run_dir.join("results.csv"), csv.as_bytes())?;
+        let series = |name: &str, f: &dyn Fn(&EpochRow) -> Option<f64>| {
+            (
+                name.to_string(),
+                self.state.history.iter().filter_map(|r| f(r).map(|v| (r.epoch as f64, v))).collect::<Vec<_>>(),
+            )
+        };
+        crate::viz::plots::series_grid(
+            &self.run_dir.join("results.png"),
+            &[
+                series("train/loss_cls", &|r| Some(r.loss_cls)),
+                series("train/loss_bbox", &|r| Some(r.loss_bbox)),
+                series("lr", &|r| Some(r.lr)),
+                series("metrics/AP", &|r| r.ap),
+                series("metrics/AP50", &|r| r.ap50),
+            ],
+        )
+    }
+
+    /// `train_batch<k>.jpg`: the augmented images of a batch with their boxes.
+    fn save_preview(&self, batch: &Batch) -> Result<()> {
+        let img = preview_grid(&batch.images, &batch.targets, &self.cfg.model);
+        img.save(self.run_dir.join(format!("train_batch{}.jpg", batch.index)))
+            .map_err(|e| Error::Other(format!("cannot write a batch preview: {e}")))
+    }
+}
+
+/// Tiles images with their boxes drawn into one picture.
+pub fn preview_grid(
+    images: &[crate::image_io::BgrImage],
+    targets: &[crate::loss::detection::ImageTargets],
+    model: &ModelConfig,
+) -> image::RgbImage {
+    let cols = (images.len() as f64).sqrt().ceil().max(1.0) as u32;
+    let rows = (images.len() as u32).div_ceil(cols);
+    let (tw, th) = (
+        images.iter().map(|i| i.width).max().unwrap_or(1) as u32,
+        images.iter().map(|i| i.height).max().unwrap_or(1) as u32,
+    );
+    let mut grid = image::RgbImage::from_pixel(cols * tw, rows * th, image::Rgb([114, 114, 114]));
+    for (i, (img, t)) in images.iter().zip(targets).enumerate() {
+        let mut tile = img.to_rgb();
+        let dets: Vec<Detection> =
+            t.boxes.iter().zip(&t.labels).map(|(b, &l)| Detection { bbox: *b, score: f32::NAN, label: l }).collect();
+        crate::viz::draw_detections(&mut tile, &dets, |l| model.class_name(l));
+        image::imageops::replace(&mut grid, &tile, ((i as u32 % cols) * tw) as i64, ((i as u32 / cols) * th) as i64);
+    }
+    grid
+}
+
+/// Loads initial weights; a classifier of another width (fine-tuning to new classes) keeps
+/// its fresh initialisation.
+fn init_from(model: &mut RtmDet, cfg: &ModelConfig, path: &Path, device: &Device) -> Result<()> {
+    let (init_cfg, map) = read_weights(path, &LoadOptions { size: Some(cfg.size), ..Default::default() })?;
+    if init_cfg.num_classes == cfg.num_classes {
+        load_into(model, &map, device)
+    } else {
+        load_into_except(model, &map, device, &["bbox_head.rtm_cls."])
+    }
+    .map_err(|e| Error::weights(path, e))
+}
