@@ -1,5 +1,6 @@
 //! `rtmdet`: a thin command-line shell over the `rtmdet` library.
 
+mod bench;
 mod eval;
 mod predict;
 mod sources;
@@ -27,6 +28,9 @@ enum Command {
     Train(train::TrainArgs),
     /// Save augmented training batches of a dataset, without training.
     Browse(train::BrowseArgs),
+    /// Measure speed.
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
 }
 
 fn main() {
@@ -37,6 +41,7 @@ fn main() {
         Command::Eval(args) => eval::run(args),
         Command::Train(args) => train::run(args),
         Command::Browse(args) => train::browse(args),
+        Command::Bench(cmd) => bench::run(cmd),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

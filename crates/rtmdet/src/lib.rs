@@ -33,6 +33,8 @@ pub mod train;
 pub mod viz;
 pub mod weights;
 
+/// The burn version this crate is built on, for callers that build tensors or devices.
+pub use burn;
 pub use config::{ModelConfig, Size};
 pub use detector::{Detector, LoadOptions};
 pub use error::{Error, Result};
