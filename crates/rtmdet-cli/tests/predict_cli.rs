@@ -1,23 +1,9 @@
 //! The `rtmdet predict` contract: flags, run folder, and the JSON format.
 
-use std::path::PathBuf;
-use std::process::Command;
+mod common;
 
+use common::{rtmdet, shared, tmp};
 use serde_json::Value;
-
-fn shared(rel: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared").join(rel)
-}
-
-fn tmp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("rtmdet-cli-{}-{name}", std::process::id()));
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-fn rtmdet(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_rtmdet")).args(args).output().unwrap()
-}
 
 /// `(bbox, score, label)` of one image in the JSON output.
 fn dets(v: &Value) -> Vec<([f64; 4], f64, u64)> {

@@ -1,29 +1,17 @@
 //! `rtmdet train` end to end: fine-tuning the reference tiny checkpoint on coco8 (validated
 //! on its own training images) must learn, and the run folder must hold what the docs say.
 
-use std::path::{Path, PathBuf};
+mod common;
+
 use std::process::Command;
 
-fn shared(rel: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared").join(rel)
-}
-
-fn coco8_memorise_yaml(dir: &Path) -> PathBuf {
-    let mut text =
-        format!("path: {}\ntrain: images/train\nval: images/train\nnames:\n", shared("assets/coco8").display());
-    for (i, n) in rtmdet::classes::COCO.iter().enumerate() {
-        text.push_str(&format!("  {i}: {n}\n"));
-    }
-    let p = dir.join("coco8_train.yaml");
-    std::fs::write(&p, text).unwrap();
-    p
-}
+use common::{coco8_yaml, shared, tmp};
 
 #[test]
 fn fine_tuning_on_coco8_learns_and_fills_the_run_folder() {
-    let dir = std::env::temp_dir().join(format!("rtmdet-train-cli-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let yaml = coco8_memorise_yaml(&dir);
+    let dir = tmp("train");
+    // Validated on its own training images: a model that memorises 4 images must score.
+    let yaml = coco8_yaml(&dir, &shared("assets/coco8"), "train");
     let out = dir.join("runs");
     let o = Command::new(env!("CARGO_BIN_EXE_rtmdet"))
         .args(["train", "--data", yaml.to_str().unwrap(), "--model", "tiny"])
@@ -73,9 +61,8 @@ fn fine_tuning_on_coco8_learns_and_fills_the_run_folder() {
 
 #[test]
 fn browse_saves_augmented_batches() {
-    let dir = std::env::temp_dir().join(format!("rtmdet-browse-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let yaml = coco8_memorise_yaml(&dir);
+    let dir = tmp("browse");
+    let yaml = coco8_yaml(&dir, &shared("assets/coco8"), "train");
     let o = Command::new(env!("CARGO_BIN_EXE_rtmdet"))
         .args(["browse", "--data", yaml.to_str().unwrap(), "--imgsz", "256", "--batches", "2", "--out"])
         .arg(dir.join("browse"))

@@ -1,43 +1,20 @@
 //! `rtmdet val` and `rtmdet eval` end to end.
 
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
+use common::{coco8_yaml, rtmdet, shared, tmp};
 use serde_json::Value;
-
-fn shared(rel: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared").join(rel)
-}
-
-fn tmp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("rtmdet-cli-val-{}-{name}", std::process::id()));
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-fn rtmdet(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_rtmdet")).args(args).output().unwrap()
-}
 
 fn read_json(p: &Path) -> Value {
     serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
 }
 
-/// An Ultralytics YAML for coco8 with the 80 COCO names.
-fn coco8_yaml(dir: &Path, root: &Path) -> PathBuf {
-    let mut text = format!("path: {}\ntrain: images/train\nval: images/val\nnames:\n", root.display());
-    for (i, n) in rtmdet::classes::COCO.iter().enumerate() {
-        text.push_str(&format!("  {i}: {n}\n"));
-    }
-    let p = dir.join("coco8.yaml");
-    std::fs::write(&p, text).unwrap();
-    p
-}
-
 #[test]
 fn val_on_coco8_writes_the_run_folder_and_agrees_with_predict() {
     let dir = tmp("coco8");
-    let yaml = coco8_yaml(&dir, &shared("assets/coco8"));
+    let yaml = coco8_yaml(&dir, &shared("assets/coco8"), "val");
     let out = dir.join("run");
     let weights = shared("reference/checkpoints/rtmdet_tiny_ref_seed1.pth");
     let o = rtmdet(&[
@@ -111,7 +88,7 @@ fn val_reports_malformed_labels_with_file_and_line() {
     std::fs::create_dir_all(root.join("labels/val")).unwrap();
     std::fs::copy(shared("assets/coco8/images/val/000000000049.jpg"), root.join("images/val/a.jpg")).unwrap();
     std::fs::write(root.join("labels/val/a.txt"), "0 0.5 0.5 0.2 0.2\n0 0.5 0.5 0.2\n").unwrap();
-    let yaml = coco8_yaml(&dir, &root);
+    let yaml = coco8_yaml(&dir, &root, "val");
     let o = rtmdet(&[
         "val",
         "--weights",

@@ -3,26 +3,15 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use common::shared;
+use common::{coco8_yaml, shared};
 use rtmdet::data::{Dataset, coco};
 
 fn tmp(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("rtmdet-data-{}-{name}", std::process::id()));
     std::fs::create_dir_all(&d).unwrap();
     d
-}
-
-fn coco8_yaml(dir: &Path) -> PathBuf {
-    let names: String = rtmdet::classes::COCO.iter().map(|n| format!("  - {n}\n")).collect();
-    let p = dir.join("coco8.yaml");
-    std::fs::write(
-        &p,
-        format!("path: {}\ntrain: images/train\nval: images/val\nnames:\n{names}", shared("assets/coco8").display()),
-    )
-    .unwrap();
-    p
 }
 
 #[test]

@@ -6,20 +6,12 @@ mod common;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use burn::tensor::Device;
-use common::shared;
 use rtmdet::Size;
 use rtmdet::train::trainer::{TrainEvent, TrainOptions, Trainer};
 
 fn options(dir: &std::path::Path) -> TrainOptions {
-    let names: String = rtmdet::classes::COCO.iter().map(|n| format!("  - {n}\n")).collect();
-    let yaml = dir.join("coco8.yaml");
-    std::fs::write(
-        &yaml,
-        format!("path: {}\ntrain: images/train\nval: images/val\nnames:\n{names}", shared("assets/coco8").display()),
-    )
-    .unwrap();
     TrainOptions {
-        data: yaml,
+        data: common::coco8_yaml(dir),
         val_data: None,
         size: Size::Tiny,
         weights: Some(common::reference("checkpoints/rtmdet_tiny_ref_seed1.pth")),
@@ -76,4 +68,37 @@ fn resume_continues_exactly() {
         rows.iter().cloned().map(|r| rtmdet::train::trainer::EpochRow { seconds: 0.0, ..r }).collect::<Vec<_>>()
     };
     assert_eq!(untimed(&resumed.state.history), untimed(&full.state.history));
+}
+
+#[test]
+fn fine_tuning_to_other_classes_reinitialises_only_the_classifier() {
+    let dir = std::env::temp_dir().join(format!("rtmdet-finetune-{}", std::process::id()));
+    let root = dir.join("ds");
+    std::fs::create_dir_all(root.join("images/train")).unwrap();
+    std::fs::create_dir_all(root.join("labels/train")).unwrap();
+    std::fs::copy(shared_image(), root.join("images/train/a.jpg")).unwrap();
+    std::fs::write(root.join("labels/train/a.txt"), "1 0.5 0.5 0.3 0.3\n").unwrap();
+    let yaml = dir.join("two.yaml");
+    std::fs::write(
+        &yaml,
+        format!("path: {}\ntrain: images/train\nval: images/train\nnames: [cat, dog]\n", root.display()),
+    )
+    .unwrap();
+    let opts = TrainOptions { data: yaml, epochs: 1, ..options(&dir) };
+    let trainer = Trainer::new(&opts, &dir.join("runs"), Device::default()).unwrap();
+    let m = trainer.model();
+    assert_eq!(m.bbox_head.rtm_cls[0].weight.val().dims(), [2, 96, 1, 1]);
+    assert_eq!(trainer.cfg.model.class_names, vec!["cat", "dog"]);
+    // Everything else comes from the checkpoint.
+    let (_, map) = rtmdet::detector::read_weights(
+        &common::reference("checkpoints/rtmdet_tiny_ref_seed1.pth"),
+        &Default::default(),
+    )
+    .unwrap();
+    let ours = rtmdet::weights::to_vec(&m.bbox_head.rtm_reg[0].weight.val());
+    assert_eq!(ours, map["bbox_head.rtm_reg.0.weight"].data);
+}
+
+fn shared_image() -> std::path::PathBuf {
+    common::shared("assets/coco8/images/train/000000000009.jpg")
 }

@@ -235,6 +235,11 @@ impl Trainer {
         Ok(Trainer { cfg, run_dir: run_dir.to_path_buf(), state, model, opt, ema, device, train: items, val })
     }
 
+    /// The model being trained.
+    pub fn model(&self) -> &RtmDet {
+        &self.model
+    }
+
     fn iters_per_epoch(&self) -> usize {
         self.train.len().div_ceil(self.cfg.batch)
     }

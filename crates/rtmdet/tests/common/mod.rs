@@ -127,3 +127,13 @@ pub fn rows(npz: &mut Npz, prefix: &str) -> Vec<Row> {
 pub fn det_rows(dets: &[rtmdet::Detection]) -> Vec<Row> {
     dets.iter().map(|d| (d.bbox, d.score, d.label)).collect()
 }
+
+/// An Ultralytics YAML for the shared coco8 with the 80 COCO names.
+pub fn coco8_yaml(dir: &std::path::Path) -> PathBuf {
+    let names: String = rtmdet::classes::COCO.iter().map(|n| format!("  - {n}\n")).collect();
+    let p = dir.join("coco8.yaml");
+    let text =
+        format!("path: {}\ntrain: images/train\nval: images/val\nnames:\n{names}", shared("assets/coco8").display());
+    std::fs::write(&p, text).unwrap();
+    p
+}
