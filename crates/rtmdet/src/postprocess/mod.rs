@@ -130,9 +130,8 @@ pub fn drop_empty(c: &mut Candidates) {
 
 /// NMS then the `max_det` cut; detections in descending score order.
 pub fn nms_and_limit(c: &Candidates, params: &DetectParams) -> Vec<Detection> {
-    nms::batched_nms(&c.bboxes, &c.scores, &c.labels, params.iou_thr)
+    nms::batched_nms_top(&c.bboxes, &c.scores, &c.labels, params.iou_thr, params.max_det)
         .into_iter()
-        .take(params.max_det)
         .map(|i| Detection { bbox: c.bboxes[i], score: c.scores[i], label: c.labels[i] })
         .collect()
 }

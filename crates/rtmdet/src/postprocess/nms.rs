@@ -23,11 +23,15 @@ fn order_by_score(scores: &[f32], idx: impl Iterator<Item = usize>) -> Vec<usize
 }
 
 /// Greedy NMS over `order` (already score-descending): a box is suppressed when its IoU with
-/// a kept box is strictly greater than `thr`.
-fn greedy(boxes: &[[f32; 4]], order: &[usize], thr: f32) -> Vec<usize> {
+/// a kept box is strictly greater than `thr`. Stops after `max_keep` boxes: any later one
+/// ranks below them and cannot survive a top-`max_keep` cut.
+fn greedy(boxes: &[[f32; 4]], order: &[usize], thr: f32, max_keep: usize) -> Vec<usize> {
     let mut suppressed = vec![false; order.len()];
     let mut keep = Vec::new();
     for i in 0..order.len() {
+        if keep.len() == max_keep {
+            break;
+        }
         if suppressed[i] {
             continue;
         }
@@ -44,6 +48,12 @@ fn greedy(boxes: &[[f32; 4]], order: &[usize], thr: f32) -> Vec<usize> {
 
 /// Class-aware NMS; returns kept indices in descending score order.
 pub fn batched_nms(boxes: &[[f32; 4]], scores: &[f32], labels: &[usize], thr: f32) -> Vec<usize> {
+    batched_nms_top(boxes, scores, labels, thr, usize::MAX)
+}
+
+/// [`batched_nms`] followed by a cut to the best `max_keep`, computed without running NMS past
+/// what the cut keeps.
+pub fn batched_nms_top(boxes: &[[f32; 4]], scores: &[f32], labels: &[usize], thr: f32, max_keep: usize) -> Vec<usize> {
     if boxes.is_empty() {
         return Vec::new();
     }
@@ -60,7 +70,7 @@ pub fn batched_nms(boxes: &[[f32; 4]], scores: &[f32], labels: &[usize], thr: f3
             })
             .collect();
         let order = order_by_score(scores, 0..boxes.len());
-        greedy(&shifted, &order, thr)
+        greedy(&shifted, &order, thr, max_keep)
     } else {
         let num_labels = labels.iter().max().map_or(0, |m| m + 1);
         let mut per_class: Vec<Vec<usize>> = vec![Vec::new(); num_labels];
@@ -70,10 +80,12 @@ pub fn batched_nms(boxes: &[[f32; 4]], scores: &[f32], labels: &[usize], thr: f3
         let mut keep = Vec::new();
         for idx in per_class.into_iter().filter(|v| !v.is_empty()) {
             let order = order_by_score(scores, idx.into_iter());
-            keep.extend(greedy(boxes, &order, thr));
+            keep.extend(greedy(boxes, &order, thr, max_keep));
         }
         keep.sort_unstable();
-        order_by_score(scores, keep.into_iter())
+        let mut keep = order_by_score(scores, keep.into_iter());
+        keep.truncate(max_keep);
+        keep
     }
 }
 
