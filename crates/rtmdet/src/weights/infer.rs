@@ -17,16 +17,27 @@ fn required<'a>(map: &'a TensorMap, name: &str) -> Result<&'a [usize]> {
 /// (an error names what does not fit); `exp_on_reg` overrides the size default.
 pub fn infer_config(map: &TensorMap, hint: Option<Size>, exp_on_reg: Option<bool>) -> Result<ModelConfig> {
     let depthwise = map.contains_key("backbone.stage1.0.depthwise_conv.conv.weight");
-    let c5 = if depthwise {
-        required(map, "backbone.stage4.0.pointwise_conv.conv.weight")?[0]
-    } else {
-        required(map, "backbone.stage4.0.conv.weight")?[0]
-    };
+    let stage4 =
+        if depthwise { "backbone.stage4.0.pointwise_conv.conv.weight" } else { "backbone.stage4.0.conv.weight" };
+    let c5 = *required(map, stage4)?.first().ok_or_else(|| Error::ShapeMismatch {
+        name: stage4.into(),
+        expected: vec![0, 0, 0, 0],
+        found: vec![],
+    })?;
     let stage2_blocks = (0..)
         .take_while(|j| map.contains_key(&format!("backbone.stage2.1.blocks.{j}.conv2.pointwise_conv.conv.weight")))
         .count();
     let cls = required(map, "bbox_head.rtm_cls.0.weight")?;
-    let (num_classes, feat) = (cls[0], cls[1]);
+    let (num_classes, feat) = match cls {
+        [n, c, 1, 1] => (*n, *c),
+        other => {
+            return Err(Error::ShapeMismatch {
+                name: "bbox_head.rtm_cls.0.weight".into(),
+                expected: vec![0, 0, 1, 1],
+                found: other.to_vec(),
+            });
+        }
+    };
 
     let candidates: Vec<Size> = match hint {
         Some(h) => vec![h],

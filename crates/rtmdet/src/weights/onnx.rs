@@ -161,8 +161,8 @@ fn fold(slots: &[Slot], convs: Vec<GraphConv>, eps: f32) -> TensorMap {
                 // sqrt(var + eps) == 1
                 map.insert(format!("{prefix}.bn.running_var"), HostTensor::new(vec![c], vec![1.0 - eps; c]));
             }
-            Slot::Biased { prefix, .. } => {
-                let c = conv.weight.shape[0];
+            Slot::Biased { prefix, weight_shape } => {
+                let c = weight_shape[0];
                 map.insert(format!("{prefix}.weight"), conv.weight);
                 map.insert(
                     format!("{prefix}.bias"),
