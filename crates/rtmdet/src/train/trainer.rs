@@ -175,22 +175,22 @@ fn json_err(e: serde_json::Error) -> Error {
     Error::Other(e.to_string())
 }
 
-fn load_datasets(cfg: &TrainConfig) -> Result<(Dataset, Dataset)> {
-    let train = Dataset::load(&cfg.data, "train")?;
-    let val = match &cfg.val_data {
-        Some(v) => Dataset::load(v, "val")?,
-        None if cfg.data.extension().is_some_and(|e| e == "json") => train.clone(),
-        None => Dataset::load(&cfg.data, "val")?,
-    };
-    Ok((train, val))
+/// The validation set: `val_data`, else the YAML's `val` split, else (a COCO file) the
+/// training set itself.
+fn load_val(cfg: &TrainConfig, train: &Dataset) -> Result<Dataset> {
+    match &cfg.val_data {
+        Some(v) => Dataset::load(v, "val"),
+        None if cfg.data.extension().is_some_and(|e| e == "json") => Ok(train.clone()),
+        None => Dataset::load(&cfg.data, "val"),
+    }
 }
 
 impl Trainer {
     /// A new run in the next free `out/<n>` folder.
     pub fn new(opts: &TrainOptions, out: &Path, device: Device) -> Result<Self> {
-        let probe = Dataset::load(&opts.data, "train")?;
-        let cfg = TrainConfig::resolve(opts, probe.class_names())?;
-        let (train, val) = load_datasets(&cfg)?;
+        let train = Dataset::load(&opts.data, "train")?;
+        let cfg = TrainConfig::resolve(opts, train.class_names())?;
+        let val = load_val(&cfg, &train)?;
         let items = train_items(&train);
         if items.is_empty() {
             return Err(Error::Other(format!(
@@ -230,7 +230,8 @@ impl Trainer {
         let opt = AdamW { weight_decay: cfg.weight_decay, step: state.adam_step, moments, ..AdamW::default() };
         let averaged = map.into_iter().filter(|(k, _)| !k.starts_with(TRAIN_PREFIX)).collect();
         let ema = ExpMomentumEma { momentum: cfg.ema_momentum, gamma: cfg.ema_gamma, steps: state.ema_steps, averaged };
-        let (train, val) = load_datasets(&cfg)?;
+        let train = Dataset::load(&cfg.data, "train")?;
+        let val = load_val(&cfg, &train)?;
         let items = Arc::new(train_items(&train));
         Ok(Trainer { cfg, run_dir: run_dir.to_path_buf(), state, model, opt, ema, device, train: items, val })
     }
