@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{rtmdet, shared, tmp};
+use common::{predict_with_eval_settings, rtmdet, shared, tmp};
 use serde_json::Value;
 
 /// `(bbox, score, label)` of one image in the JSON output.
@@ -69,24 +69,7 @@ fn predict_writes_images_and_json_in_the_documented_format() {
 #[test]
 fn evaluation_settings_reproduce_the_config_detections() {
     let out = tmp("eval");
-    let json = out.join("dets.json");
-    let o = rtmdet(&[
-        "predict",
-        shared("assets/images/people.jpg").to_str().unwrap(),
-        "--weights",
-        shared("reference/checkpoints/rtmdet_tiny_ref_seed1.pth").to_str().unwrap(),
-        "--conf",
-        "0.001",
-        "--nms-pre",
-        "30000",
-        "--max-det",
-        "300",
-        "--no-draw",
-        "--save-json",
-        json.to_str().unwrap(),
-    ]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let v: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let v = predict_with_eval_settings(&shared("assets/images/people.jpg"), &out.join("dets.json"));
     let d = dets(&v[0]);
     assert_eq!((v[0]["width"].as_u64(), v[0]["height"].as_u64()), (Some(1024), Some(707)));
     // Exactly what the library gives with the evaluation settings (the library is tested

@@ -4,12 +4,8 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::{coco8_yaml, rtmdet, shared, tmp};
+use common::{coco8_yaml, predict_with_eval_settings, read_json, rtmdet, shared, tmp};
 use serde_json::Value;
-
-fn read_json(p: &Path) -> Value {
-    serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
-}
 
 #[test]
 fn val_on_coco8_writes_the_run_folder_and_agrees_with_predict() {
@@ -41,27 +37,11 @@ fn val_on_coco8_writes_the_run_folder_and_agrees_with_predict() {
     }
 
     // predict with the evaluation settings gives the same detections.
-    let json = dir.join("predict.json");
-    let o = rtmdet(&[
-        "predict",
-        shared("assets/coco8/images/val").to_str().unwrap(),
-        "--weights",
-        weights.to_str().unwrap(),
-        "--conf",
-        "0.001",
-        "--nms-pre",
-        "30000",
-        "--max-det",
-        "300",
-        "--no-draw",
-        "--save-json",
-        json.to_str().unwrap(),
-    ]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let predicted = predict_with_eval_settings(&shared("assets/coco8/images/val"), &dir.join("predict.json"));
     let preds = read_json(&out.join("predictions.json"));
     let preds = preds.as_array().unwrap();
     let mut total = 0;
-    for img in read_json(&json).as_array().unwrap() {
+    for img in predicted.as_array().unwrap() {
         let stem: u64 =
             Path::new(img["image"].as_str().unwrap()).file_stem().unwrap().to_str().unwrap().parse().unwrap();
         let ours: Vec<&Value> = preds.iter().filter(|p| p["image_id"].as_u64() == Some(stem)).collect();

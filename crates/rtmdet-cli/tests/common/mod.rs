@@ -34,3 +34,29 @@ pub fn coco8_yaml(dir: &Path, root: &Path, val: &str) -> PathBuf {
     std::fs::write(&p, text).unwrap();
     p
 }
+
+pub fn read_json(p: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
+}
+
+/// `rtmdet predict SOURCE` with the reference tiny weights and the evaluation settings
+/// (`--conf 0.001 --nms-pre 30000 --max-det 300`); returns the `--save-json` output.
+pub fn predict_with_eval_settings(source: &Path, json: &Path) -> serde_json::Value {
+    let o = rtmdet(&[
+        "predict",
+        source.to_str().unwrap(),
+        "--weights",
+        &tiny_weights(),
+        "--conf",
+        "0.001",
+        "--nms-pre",
+        "30000",
+        "--max-det",
+        "300",
+        "--no-draw",
+        "--save-json",
+        json.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    read_json(json)
+}
