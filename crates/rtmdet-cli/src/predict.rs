@@ -120,13 +120,10 @@ pub fn run(args: PredictArgs) -> Result<()> {
     );
 
     let paths = sources::expand(&args.sources)?;
-    let run_dir = match &args.out {
-        Some(d) => {
-            std::fs::create_dir_all(d).with_context(|| format!("cannot create {}", d.display()))?;
-            d.clone()
-        }
-        None if args.no_draw => PathBuf::new(),
-        None => sources::next_run_dir(&PathBuf::from("runs/predict"))?,
+    let run_dir = if args.no_draw && args.out.is_none() {
+        PathBuf::new()
+    } else {
+        sources::run_dir(args.out.as_deref(), "runs/predict")?
     };
 
     let mut records = Vec::new();

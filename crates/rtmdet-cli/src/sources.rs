@@ -38,6 +38,17 @@ pub fn expand(sources: &[PathBuf]) -> Result<Vec<PathBuf>> {
     Ok(out)
 }
 
+/// The run folder: `out` when given (created if needed), else the next free `base/<n>`.
+pub fn run_dir(out: Option<&Path>, base: &str) -> Result<PathBuf> {
+    match out {
+        Some(d) => {
+            std::fs::create_dir_all(d).map_err(|e| anyhow::anyhow!("cannot create {}: {e}", d.display()))?;
+            Ok(d.to_path_buf())
+        }
+        None => next_run_dir(Path::new(base)),
+    }
+}
+
 /// `base/1`, `base/2`, ...: the first number not taken yet.
 pub fn next_run_dir(base: &Path) -> Result<PathBuf> {
     for n in 1.. {

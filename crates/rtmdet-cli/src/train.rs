@@ -185,13 +185,7 @@ pub fn browse(args: BrowseArgs) -> Result<()> {
     if items.is_empty() {
         bail!("no image with objects to show");
     }
-    let out = match args.out {
-        Some(d) => {
-            std::fs::create_dir_all(&d)?;
-            d
-        }
-        None => sources::next_run_dir(&PathBuf::from("runs/browse"))?,
-    };
+    let out = sources::run_dir(args.out.as_deref(), "runs/browse")?;
     let mut saved = 0;
     for epoch in 0.. {
         for batch in EpochLoader::new(items.clone(), cfg.clone(), args.batch, 1, args.seed, epoch) {

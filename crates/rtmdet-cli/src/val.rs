@@ -59,13 +59,7 @@ pub fn run(args: ValArgs) -> Result<()> {
     if data.images.is_empty() {
         bail!("the dataset has no readable images");
     }
-    let run_dir = match &args.out {
-        Some(d) => {
-            std::fs::create_dir_all(d)?;
-            d.clone()
-        }
-        None => sources::next_run_dir(&PathBuf::from("runs/val"))?,
-    };
+    let run_dir = sources::run_dir(args.out.as_deref(), "runs/val")?;
 
     let bar = indicatif::ProgressBar::new(data.images.len() as u64);
     bar.set_style(indicatif::ProgressStyle::with_template(

@@ -366,6 +366,15 @@ impl CocoEval {
         out
     }
 
+    /// Per-class precision at IoU 0.5 on the 101 recall points (area all, 100 detections),
+    /// for the PR-curve plot; -1 where undefined.
+    pub fn pr_curves(&self) -> Vec<Vec<f64>> {
+        let m = MAX_DETS.len();
+        (0..self.num_classes)
+            .map(|k| (0..R).map(|r| self.precision[((r * self.num_classes + k) * A) * m + 2]).collect())
+            .collect()
+    }
+
     /// `{"AP": .., "AP50": .., ...}`
     pub fn stats_json(&self) -> serde_json::Value {
         serde_json::Value::Object(

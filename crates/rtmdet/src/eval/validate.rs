@@ -84,14 +84,3 @@ pub fn validate(
     let eval = evaluate(&data.ground_truth(), &predictions)?;
     Ok(Validation { predictions, eval, confusion, speed })
 }
-
-impl CocoEval {
-    /// Per-class precision at IoU 0.5 on the 101 recall points (area all, 100 detections),
-    /// for the PR-curve plot; -1 where undefined.
-    pub fn pr_curves(&self) -> Vec<Vec<f64>> {
-        let (r_n, a_n, m_n) = (101, 4, 3);
-        (0..self.num_classes)
-            .map(|k| (0..r_n).map(|r| self.precision[((r * self.num_classes + k) * a_n) * m_n + 2]).collect())
-            .collect()
-    }
-}
