@@ -1,16 +1,25 @@
-//! `rtmdet bench train`: time of one training step (forward, assignment and loss, backward,
-//! AdamW + EMA) at a given batch and image size, for each thread count.
+//! `rtmdet bench`: inference latency of the CPU engine (model alone and end to end) and
+//! achieved vs measured-peak GFLOP/s, per thread count; `rtmdet bench train`: time of one
+//! training step (forward, assignment and loss, backward, AdamW + EMA).
 
+use std::path::PathBuf;
 use std::time::Instant;
 
-use anyhow::Result;
+use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
 use rtmdet::assign::DynamicSoftLabelAssigner;
+use rtmdet::cpu::peak::fma_peak_gflops;
+use rtmdet::cpu::{CpuOptions, Isa};
+use rtmdet::detector::Engine;
+use rtmdet::image_io::{BgrImage, decode_image};
 use rtmdet::loss::detection::{ImageTargets, detection_loss};
 use rtmdet::model::RtmDet;
 use rtmdet::train::ema::ExpMomentumEma;
 use rtmdet::train::optim::AdamW;
+use rtmdet::weights::own::write_atomically;
+use rtmdet::{DetectParams, Detector};
 use rtmdet::{ModelConfig, Size};
+use serde::Serialize;
 
 #[derive(Subcommand)]
 pub enum BenchCommand {
@@ -34,15 +43,271 @@ pub struct BenchTrainArgs {
     pub iters: usize,
 }
 
-pub fn run(cmd: BenchCommand) -> Result<()> {
-    match cmd {
-        BenchCommand::Train(args) => bench_train(args),
+/// `rtmdet bench [OPTIONS]` (inference) or `rtmdet bench train [OPTIONS]`.
+#[derive(Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct BenchArgs {
+    #[command(subcommand)]
+    pub command: Option<BenchCommand>,
+    #[command(flatten)]
+    pub infer: BenchInferArgs,
+}
+
+#[derive(Args)]
+pub struct BenchInferArgs {
+    /// Model size (tiny, s, m, l, x, nano) with freshly initialised weights: speed does not
+    /// depend on the values, and nothing is downloaded.
+    #[arg(long, conflicts_with = "weights")]
+    pub model: Option<String>,
+    /// Weights file (.pth, .safetensors, .onnx) instead of --model.
+    #[arg(long)]
+    pub weights: Option<PathBuf>,
+    #[arg(long, default_value_t = 640)]
+    pub imgsz: usize,
+    #[arg(long, default_value_t = 1)]
+    pub batch: usize,
+    /// Comma-separated thread counts.
+    #[arg(long, default_value = "1,2", value_delimiter = ',')]
+    pub threads: Vec<usize>,
+    /// Timed iterations per thread count (after warm-up).
+    #[arg(long, default_value_t = 20)]
+    pub iters: usize,
+    /// Image decoded in the end-to-end timing (default: a synthetic 810×1080 JPEG).
+    #[arg(long)]
+    pub source: Option<PathBuf>,
+    /// Instruction set: avx512, avx2 or scalar (default: the best available).
+    #[arg(long)]
+    pub isa: Option<String>,
+    /// Print the time of every kernel call (first thread count).
+    #[arg(long)]
+    pub profile: bool,
+    /// Write the results as JSON.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+}
+
+pub fn run(args: BenchArgs) -> Result<()> {
+    match args.command {
+        Some(BenchCommand::Train(a)) => bench_train(a),
+        None => bench_infer(args.infer),
     }
 }
 
 fn median(v: &mut [f64]) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     v[v.len() / 2]
+}
+
+#[derive(Serialize, Clone, Copy)]
+struct Stats {
+    median: f64,
+    p90: f64,
+    min: f64,
+}
+
+impl Stats {
+    fn of(mut v: Vec<f64>) -> Stats {
+        v.sort_by(|a, b| a.total_cmp(b));
+        let at = |q: f64| v[((v.len() - 1) as f64 * q).round() as usize];
+        Stats { median: at(0.5), p90: at(0.9), min: v[0] }
+    }
+}
+
+#[derive(Serialize)]
+struct Row {
+    threads: usize,
+    batch: usize,
+    imgsz: usize,
+    model_ms: Stats,
+    e2e_ms: Stats,
+    gflops: f64,
+    peak_gflops: f64,
+    images_per_s: f64,
+    /// Median ms per batch of each end-to-end stage.
+    decode_ms: f64,
+    preprocess_ms: f64,
+    postprocess_ms: f64,
+    isa: String,
+    model: String,
+    peak_rss_mib: f64,
+}
+
+fn bench_infer(args: BenchInferArgs) -> Result<()> {
+    if args.batch == 0 || args.iters == 0 || args.threads.contains(&0) {
+        bail!("--batch, --iters and --threads must be at least 1");
+    }
+    if args.imgsz == 0 || !args.imgsz.is_multiple_of(32) {
+        bail!("--imgsz must be a positive multiple of 32");
+    }
+    let isa =
+        args.isa.as_deref().map(|s| Isa::parse(s).context("--isa: expected avx512, avx2 or scalar")).transpose()?;
+    let mut det = match (&args.weights, &args.model) {
+        (Some(w), _) => Detector::load(w, &Default::default())?,
+        (None, m) => {
+            let cfg = rtmdet::ModelConfig::new(rtmdet::Size::parse(m.as_deref().unwrap_or("tiny"))?);
+            let model = rtmdet::model::RtmDet::new(&cfg, &Default::default())?;
+            Detector::new(model, cfg, Default::default())
+        }
+    };
+    det.input_size = args.imgsz;
+    let (b, s) = (args.batch, args.imgsz);
+    let jpeg = match &args.source {
+        Some(p) => std::fs::read(p).with_context(|| format!("reading {}", p.display()))?,
+        None => synthetic_jpeg()?,
+    };
+    let image = decode_image(&jpeg).map_err(|e| anyhow::anyhow!("decoding the source image: {e}"))?;
+    let images = vec![image; b];
+    let (input, _) = det.preprocess(&images);
+    let params = DetectParams::default();
+    let name = format!("rtmdet-{}", det.config().size.name());
+    println!("{name}, {s}x{s}, batch {b}; model alone and end to end (decode + preprocess + model + post-process)");
+    println!(
+        "{:>7} {:>6} {:>11} {:>9} {:>9} {:>11} {:>9} {:>8} {:>13} {:>8}",
+        "threads", "isa", "model ms", "p90", "min", "e2e ms", "img/s", "GFLOP/s", "peak GFLOP/s", "of peak"
+    );
+    let mut rows = Vec::new();
+    for (ti, &t) in args.threads.iter().enumerate() {
+        det.set_engine(Engine::Cpu, CpuOptions { threads: Some(t), isa })?;
+        let engine = det.cpu_engine().expect("CPU engine");
+        let flops = engine.plan().flops(s, s) * b as f64;
+        let isa_used = engine.isa();
+        for _ in 0..3 {
+            det.forward_host(input.clone(), [b, 3, s, s]);
+        }
+        let mut model_ms = Vec::new();
+        for _ in 0..args.iters {
+            let x = input.clone();
+            let t0 = Instant::now();
+            std::hint::black_box(det.forward_host(x, [b, 3, s, s]));
+            model_ms.push(t0.elapsed().as_secs_f64() * 1e3);
+        }
+        let (mut e2e, mut dec, mut pre, mut post) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for _ in 0..args.iters {
+            let t0 = Instant::now();
+            let imgs: Vec<BgrImage> = (0..b)
+                .map(|_| decode_image(&jpeg))
+                .collect::<std::result::Result<_, _>>()
+                .map_err(anyhow::Error::msg)?;
+            let t1 = Instant::now();
+            let (x, boxes) = det.preprocess(&imgs);
+            let t2 = Instant::now();
+            let out = det.forward_host(x, [b, 3, s, s]);
+            let t3 = Instant::now();
+            std::hint::black_box(det.postprocess_host(&out, &boxes, &params));
+            let t4 = Instant::now();
+            let ms = |a: Instant, z: Instant| (z - a).as_secs_f64() * 1e3;
+            e2e.push(ms(t0, t4));
+            dec.push(ms(t0, t1));
+            pre.push(ms(t1, t2));
+            post.push(ms(t3, t4));
+        }
+        let peak = fma_peak_gflops(isa_used, t, 300);
+        let m = Stats::of(model_ms);
+        let e = Stats::of(e2e);
+        let gflops = flops / m.median / 1e6;
+        println!(
+            "{t:>7} {:>6} {:>11.2} {:>9.2} {:>9.2} {:>11.2} {:>9.1} {:>8.0} {:>13.0} {:>7.0}%",
+            isa_used.to_string(),
+            m.median,
+            m.p90,
+            m.min,
+            e.median,
+            b as f64 * 1e3 / e.median,
+            gflops,
+            peak,
+            100.0 * gflops / peak
+        );
+        let row = Row {
+            threads: t,
+            batch: b,
+            imgsz: s,
+            model_ms: m,
+            e2e_ms: e,
+            gflops,
+            peak_gflops: peak,
+            images_per_s: b as f64 * 1e3 / e.median,
+            decode_ms: median(&mut dec),
+            preprocess_ms: median(&mut pre),
+            postprocess_ms: median(&mut post),
+            isa: isa_used.to_string(),
+            model: name.clone(),
+            peak_rss_mib: peak_rss_mib(),
+        };
+        println!(
+            "        end to end: decode {:.2} ms, preprocess {:.2} ms, model {:.2} ms, post-process {:.2} ms",
+            row.decode_ms, row.preprocess_ms, m.median, row.postprocess_ms
+        );
+        if args.profile && ti == 0 {
+            print_profile(&det, &input, [b, 3, s, s]);
+        }
+        rows.push(row);
+    }
+    println!("peak RSS {:.0} MiB", peak_rss_mib());
+    if let Some(path) = &args.json {
+        write_atomically(path, &serde_json::to_vec_pretty(&rows)?)?;
+        println!("results written to {}", path.display());
+    }
+    Ok(())
+}
+
+/// Time per kernel kind and the slowest calls, averaged over 5 runs.
+fn print_profile(det: &Detector, input: &[f32], dims: [usize; 4]) {
+    let engine = det.cpu_engine().expect("CPU engine");
+    let runs = 5;
+    let mut steps: Vec<(String, &'static str, f64, f64)> = Vec::new();
+    for r in 0..runs {
+        let (_, times) = engine.forward_profiled(input, dims);
+        if r == 0 {
+            steps = times.iter().map(|t| (t.what.clone(), t.kind, 0.0, t.flops)).collect();
+        }
+        for (s, t) in steps.iter_mut().zip(&times) {
+            s.2 += t.ms / runs as f64;
+        }
+    }
+    let mut kinds: Vec<(&str, f64, f64)> = Vec::new();
+    for (_, kind, ms, fl) in &steps {
+        match kinds.iter_mut().find(|k| k.0 == *kind) {
+            Some(k) => {
+                k.1 += ms;
+                k.2 += fl;
+            }
+            None => kinds.push((kind, *ms, *fl)),
+        }
+    }
+    let total: f64 = kinds.iter().map(|k| k.1).sum();
+    println!("        kernel time by kind ({total:.1} ms in {} calls):", steps.len());
+    for (kind, ms, fl) in &kinds {
+        println!("          {kind:<10} {ms:8.2} ms {:5.1}% {:7.0} GFLOP/s", 100.0 * ms / total, fl / ms / 1e6);
+    }
+    steps.sort_by(|a, b| b.2.total_cmp(&a.2));
+    println!("        slowest calls:");
+    for (what, _, ms, fl) in steps.iter().take(12) {
+        println!("          {ms:8.2} ms {:7.0} GFLOP/s  {what}", fl / ms / 1e6);
+    }
+}
+
+/// A deterministic 1080×810 photo-like JPEG (smooth gradients with texture).
+fn synthetic_jpeg() -> Result<Vec<u8>> {
+    let (w, h) = (1080u32, 810u32);
+    let img = image::RgbImage::from_fn(w, h, |x, y| {
+        let t = ((x * 7 + y * 13) % 97) as u8;
+        image::Rgb([(x * 255 / w) as u8 ^ t, (y * 255 / h) as u8, ((x + y) % 256) as u8])
+    });
+    let mut out = std::io::Cursor::new(Vec::new());
+    img.write_to(&mut out, image::ImageFormat::Jpeg)?;
+    Ok(out.into_inner())
+}
+
+/// The process's peak resident set (Linux `VmHWM`), 0 where unknown.
+pub fn peak_rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse::<f64>().ok()))
+        })
+        .map_or(0.0, |kib| kib / 1024.0)
 }
 
 fn bench_train(args: BenchTrainArgs) -> Result<()> {

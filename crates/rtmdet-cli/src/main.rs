@@ -28,9 +28,8 @@ enum Command {
     Train(train::TrainArgs),
     /// Save augmented training batches of a dataset, without training.
     Browse(train::BrowseArgs),
-    /// Measure speed.
-    #[command(subcommand)]
-    Bench(bench::BenchCommand),
+    /// Measure inference speed (or `bench train`: a training step).
+    Bench(bench::BenchArgs),
 }
 
 fn main() {
@@ -41,7 +40,7 @@ fn main() {
         Command::Eval(args) => eval::run(args),
         Command::Train(args) => train::run(args),
         Command::Browse(args) => train::browse(args),
-        Command::Bench(cmd) => bench::run(cmd),
+        Command::Bench(args) => bench::run(args),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

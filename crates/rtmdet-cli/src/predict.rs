@@ -5,7 +5,8 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use rtmdet::detector::{LoadOptions, parse_device};
+use rtmdet::cpu::CpuOptions;
+use rtmdet::detector::{Engine, LoadOptions, parse_device};
 use rtmdet::image_io::{BgrImage, read_image};
 use rtmdet::weights::{hub, own::write_atomically};
 use rtmdet::{DetectParams, Detection, Detector, Size};
@@ -58,6 +59,28 @@ pub struct PredictArgs {
     /// cpu, or cuda[:N] in CUDA builds.
     #[arg(long, default_value = "cpu")]
     pub device: String,
+    #[command(flatten)]
+    pub engine: EngineArgs,
+}
+
+/// How inference runs on the CPU.
+#[derive(Args, Clone, Debug)]
+pub struct EngineArgs {
+    /// CPU threads (default: all cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// auto (the fused CPU engine on CPU, burn on GPU), cpu, or burn.
+    #[arg(long, default_value = "auto")]
+    pub engine: String,
+}
+
+impl EngineArgs {
+    pub fn options(&self) -> Result<(Engine, CpuOptions)> {
+        if self.threads == Some(0) {
+            bail!("--threads must be at least 1");
+        }
+        Ok((Engine::parse(&self.engine)?, CpuOptions { threads: self.threads, isa: None }))
+    }
 }
 
 #[derive(Serialize)]
@@ -82,15 +105,17 @@ pub fn load_detector(
     model: Option<&str>,
     exp_on_reg: Option<bool>,
     device: &str,
+    engine: &EngineArgs,
 ) -> Result<Detector> {
     let device = parse_device(device)?;
+    let (engine, cpu) = engine.options()?;
     let size = model.map(Size::parse).transpose()?;
     let path = match (weights, model) {
         (Some(w), _) => w.clone(),
         (None, Some(m)) => hub::fetch(&hub::find(m)?)?,
         (None, None) => bail!("give --weights FILE or --model NAME (e.g. --model rtmdet-tiny)"),
     };
-    let opts = LoadOptions { size, exp_on_reg, device: Some(device) };
+    let opts = LoadOptions { size, exp_on_reg, device: Some(device), engine, cpu };
     Ok(Detector::load(&path, &opts)?)
 }
 
@@ -101,7 +126,8 @@ pub fn run(args: PredictArgs) -> Result<()> {
     if args.batch == 0 || args.max_det == 0 || args.nms_pre == 0 {
         bail!("--batch, --max-det and --nms-pre must be at least 1");
     }
-    let mut det = load_detector(args.weights.as_ref(), args.model.as_deref(), args.exp_on_reg, &args.device)?;
+    let mut det =
+        load_detector(args.weights.as_ref(), args.model.as_deref(), args.exp_on_reg, &args.device, &args.engine)?;
     if let Some(s) = args.imgsz {
         if s == 0 || s % 32 != 0 {
             bail!("--imgsz must be a positive multiple of 32");

@@ -12,7 +12,7 @@ use rtmdet::viz::plots;
 use rtmdet::weights::own::write_atomically;
 use serde_json::json;
 
-use crate::predict::load_detector;
+use crate::predict::{EngineArgs, load_detector};
 use crate::sources;
 
 #[derive(Args)]
@@ -43,13 +43,16 @@ pub struct ValArgs {
     pub exp_on_reg: Option<bool>,
     #[arg(long, default_value = "cpu")]
     pub device: String,
+    #[command(flatten)]
+    pub engine: EngineArgs,
 }
 
 pub fn run(args: ValArgs) -> Result<()> {
     if args.imgsz == 0 || args.imgsz % 32 != 0 {
         bail!("--imgsz must be a positive multiple of 32");
     }
-    let mut det = load_detector(args.weights.as_ref(), args.model.as_deref(), args.exp_on_reg, &args.device)?;
+    let mut det =
+        load_detector(args.weights.as_ref(), args.model.as_deref(), args.exp_on_reg, &args.device, &args.engine)?;
     det.input_size = args.imgsz;
     let data = match &args.images {
         Some(dir) => rtmdet::data::coco::load(&args.data, Some(dir))?,

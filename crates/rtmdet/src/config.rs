@@ -174,7 +174,7 @@ impl ModelConfig {
         if !(self.widen_factor > 0.0 && self.deepen_factor > 0.0) {
             return Err(Error::Config("widen and deepen factors must be positive".into()));
         }
-        if self.input_size == 0 || self.input_size % 32 != 0 {
+        if self.input_size == 0 || !self.input_size.is_multiple_of(32) {
             return Err(Error::Config(format!("input size {} must be a positive multiple of 32", self.input_size)));
         }
         if self.use_depthwise && self.share_conv {

@@ -6,6 +6,7 @@ use std::path::Path;
 use burn::tensor::{Device, Tensor, TensorData};
 
 use crate::config::{ModelConfig, Size};
+use crate::cpu::{CpuModel, CpuOptions};
 use crate::error::{Error, Result};
 use crate::image_io::BgrImage;
 use crate::model::{LevelOutput, RtmDet};
@@ -22,6 +23,33 @@ pub struct LoadOptions {
     pub exp_on_reg: Option<bool>,
     /// The burn device to run on (default: the best available).
     pub device: Option<Device>,
+    /// Which code runs the network (default: the CPU engine on a CPU device).
+    pub engine: Engine,
+    /// Threads and instruction set of the CPU engine.
+    pub cpu: CpuOptions,
+}
+
+/// Which code runs the network at inference.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Engine {
+    /// The CPU engine when the device is the CPU, burn otherwise.
+    #[default]
+    Auto,
+    /// The burn model (training, GPU, reference).
+    Burn,
+    /// The fused CPU engine ([`crate::cpu`]).
+    Cpu,
+}
+
+impl Engine {
+    pub fn parse(text: &str) -> Result<Engine> {
+        match text.trim().to_ascii_lowercase().as_str() {
+            "auto" => Ok(Engine::Auto),
+            "burn" => Ok(Engine::Burn),
+            "cpu" | "fast" => Ok(Engine::Cpu),
+            other => Err(Error::Config(format!("unknown engine '{other}' (expected auto, burn or cpu)"))),
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -59,6 +87,8 @@ pub struct Detector {
     model: RtmDet,
     config: ModelConfig,
     device: Device,
+    /// Runs inference instead of `model` when set.
+    cpu: Option<CpuModel>,
     /// Post-processing thresholds used by [`Detector::predict`].
     pub params: DetectParams,
     /// Network input side (square), `config.input_size` unless changed.
@@ -81,10 +111,12 @@ impl Detector {
     pub fn load(path: &Path, opts: &LoadOptions) -> Result<Self> {
         let (config, map) = read_weights(path, opts)?;
         let device = opts.device.clone().unwrap_or_default();
-        Self::from_tensors(config, &map, device).map_err(|e| match e {
+        let mut det = Self::from_tensors(config, &map, device).map_err(|e| match e {
             Error::Weights { .. } => e,
             other => Error::weights(path, other),
-        })
+        })?;
+        det.set_engine(opts.engine, opts.cpu).map_err(|e| Error::weights(path, e))?;
+        Ok(det)
     }
 
     /// Builds the model of `config` and loads `map` into it (strict: every tensor must fit).
@@ -96,7 +128,28 @@ impl Detector {
 
     pub fn new(model: RtmDet, config: ModelConfig, device: Device) -> Self {
         let input_size = config.input_size;
-        Detector { model, config, device, params: DetectParams::default(), input_size }
+        Detector { model, config, device, cpu: None, params: DetectParams::default(), input_size }
+    }
+
+    /// Chooses the inference engine; `Cpu` (or `Auto` on a CPU device) compiles the loaded
+    /// model for the CPU engine.
+    pub fn set_engine(&mut self, engine: Engine, opts: CpuOptions) -> Result<()> {
+        let use_cpu = match engine {
+            Engine::Auto => self.device == Device::flex(),
+            Engine::Burn => false,
+            Engine::Cpu => true,
+        };
+        self.cpu = None;
+        if use_cpu {
+            let map = weights::collect(&mut self.model);
+            self.cpu = Some(CpuModel::new(&self.config, &map, opts)?);
+        }
+        Ok(())
+    }
+
+    /// The CPU engine, when it runs inference.
+    pub fn cpu_engine(&self) -> Option<&CpuModel> {
+        self.cpu.as_ref()
     }
 
     pub fn config(&self) -> &ModelConfig {
@@ -141,8 +194,16 @@ impl Detector {
         }
         let (input, boxes) = self.preprocess(images);
         let s = self.input_size;
-        let outputs = self.forward(input, [images.len(), 3, s, s]);
-        Ok(self.postprocess_host(&Self::outputs_to_host(&outputs), &boxes, params))
+        let outputs = self.forward_host(input, [images.len(), 3, s, s]);
+        Ok(self.postprocess_host(&outputs, &boxes, params))
+    }
+
+    /// Head outputs on the host from whichever engine runs inference.
+    pub fn forward_host(&self, input: Vec<f32>, dims: [usize; 4]) -> Vec<HostLevel> {
+        match &self.cpu {
+            Some(cpu) => cpu.forward(&input, dims),
+            None => Self::outputs_to_host(&self.forward(input, dims)),
+        }
     }
 
     /// Letterboxes and normalises images into one NCHW buffer.

@@ -19,6 +19,7 @@
 pub mod assign;
 pub mod classes;
 pub mod config;
+pub mod cpu;
 pub mod data;
 pub mod detector;
 pub mod error;

@@ -4,25 +4,36 @@
 mod common;
 
 use common::*;
+use rtmdet::detector::{Engine, LoadOptions};
 use rtmdet::postprocess::{self, DetectParams, LevelMaps};
 use rtmdet::{Detector, Size};
 
+/// Both engines: burn, and the fused CPU engine (depthwise 3×3 stride-2 paths of nano).
 #[test]
 fn nano_onnx_reproduces_its_raw_outputs_and_detections() {
-    let det = Detector::from_checkpoint(shared("assets/onnx/rtmdet_nano_person.onnx")).unwrap();
+    for engine in [Engine::Burn, Engine::Cpu] {
+        check_nano(engine);
+    }
+}
+
+fn check_nano(engine: Engine) {
+    println!("engine {engine:?}");
+    let opts = LoadOptions { engine, ..Default::default() };
+    let det = Detector::load(&shared("assets/onnx/rtmdet_nano_person.onnx"), &opts).unwrap();
+    assert_eq!(det.cpu_engine().is_some(), engine == Engine::Cpu);
     let cfg = det.config();
     assert_eq!((cfg.size, cfg.num_classes, cfg.use_depthwise, cfg.share_conv), (Size::Nano, 1, true, false));
     assert_eq!(cfg.input_size, 320);
 
     let mut npz = Npz::open(shared("assets/onnx/rtmdet_nano_person__people_640.npz"));
-    let outs = det.forward(npz.f32("input").1, [1, 3, 640, 640]);
+    let outs = det.forward_host(npz.f32("input").1, [1, 3, 640, 640]);
     let mut host = Vec::new();
     for (l, o) in outs.iter().enumerate() {
         let stride = 8 << l;
         let (shape, cls) = npz.f32(&format!("cls_s{stride}"));
         let reg: Vec<f32> = npz.f32(&format!("reg_s{stride}")).1.iter().map(|v| v * stride as f32).collect();
-        let (ours_cls, ours_reg) = (rtmdet::weights::to_vec(&o.cls), rtmdet::weights::to_vec(&o.reg));
-        assert_eq!(o.cls.dims().to_vec(), shape);
+        let (ours_cls, ours_reg) = (o.cls.clone(), o.reg.clone());
+        assert_eq!(o.dims.to_vec(), shape);
         let (dc, dr) = (max_abs_diff(&ours_cls, &cls), max_abs_diff(&ours_reg, &reg));
         // The reference is ONNX Runtime running BN-folded convs of a trained model whose
         // activations are large (logits up to 41, distances up to 183 px), so the comparison sits

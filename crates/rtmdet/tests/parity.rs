@@ -115,6 +115,52 @@ fn head_outputs_match() {
     }
 }
 
+/// The fused CPU engine on the same stored inputs, at the same tolerances (cls logits atol
+/// 2e-3, distances 0.03 px or relative 1e-3), with the best instruction set and, for tiny,
+/// the portable scalar code CI machines without AVX run.
+#[test]
+fn cpu_engine_head_outputs_match() {
+    use rtmdet::cpu::{CpuOptions, Isa};
+    use rtmdet::detector::{Engine, LoadOptions};
+    for (ckpt, keys) in CASES {
+        let mut isas = vec![None];
+        if ckpt == "rtmdet_tiny_ref_seed1" {
+            isas.push(Some(Isa::Scalar));
+        }
+        for isa in isas {
+            let opts =
+                LoadOptions { engine: Engine::Cpu, cpu: CpuOptions { threads: None, isa }, ..Default::default() };
+            let det = Detector::load(&reference(&format!("checkpoints/{ckpt}.pth")), &opts).unwrap();
+            let engine = det.cpu_engine().unwrap();
+            assert!(isa.is_none_or(|i| engine.isa() == i));
+            let exp = det.config().exp_on_reg;
+            for key in keys.iter() {
+                let mut input_npz = Npz::open(reference(&format!("inputs/{key}.npz")));
+                let mut npz = Npz::open(reference(&format!("infer/{ckpt}__{key}.npz")));
+                let outs = det.forward_host(input_npz.f32("input").1, [1, 3, 640, 640]);
+                let (mut w_cls, mut w_reg) = (0f32, 0f32);
+                for (l, o) in outs.iter().enumerate() {
+                    let (shape, cls) = npz.f32(&format!("cls_l{l}"));
+                    assert_eq!(o.dims.to_vec(), shape);
+                    w_cls = w_cls.max(max_abs_diff(&o.cls, &cls));
+                    let theirs = npz.f32(&format!("reg_l{l}")).1;
+                    let d = o
+                        .reg
+                        .iter()
+                        .zip(&theirs)
+                        .map(|(a, b)| if exp { (a - b).abs() / b.abs().max(1.0) } else { (a - b).abs() })
+                        .fold(0.0, f32::max);
+                    w_reg = w_reg.max(d);
+                }
+                println!("{ckpt} {key} ({}): max |cls| {w_cls:.2e}, max reg {w_reg:.2e}", engine.isa());
+                assert!(w_cls <= 2e-3, "{ckpt} {key} {}: cls logits differ by {w_cls}", engine.isa());
+                let tol = if exp { 1e-3 } else { 0.03 };
+                assert!(w_reg <= tol, "{ckpt} {key} {}: distances differ by {w_reg}", engine.isa());
+            }
+        }
+    }
+}
+
 #[test]
 fn backbone_and_neck_features_match() {
     let det = detector("rtmdet_tiny_ref_seed1");
@@ -216,7 +262,8 @@ fn det_like(c: &postprocess::Candidates) -> Vec<Row> {
     (0..c.scores.len()).map(|i| (c.bboxes[i], c.scores[i], c.labels[i])).collect()
 }
 
-/// Image file → detections, compared with the reference as sets: same count and labels,
+/// Image file → detections (on the CPU engine, the default on a CPU), compared with the
+/// reference as sets: same count and labels,
 /// boxes within 0.05 px, scores within 1e-4. Our logits differ from PyTorch's by up to
 /// 6e-4 (its own oneDNN on/off noise is of the same order), which moves a score near 0.45 by
 /// up to 1.5e-4: at most 3 detections per image may use a 2e-4 score tolerance.
@@ -224,20 +271,32 @@ fn det_like(c: &postprocess::Candidates) -> Vec<Row> {
 fn end_to_end_detections_match() {
     for (ckpt, keys) in CASES {
         let det = detector(ckpt);
-        for key in keys.iter() {
-            let mut npz = Npz::open(reference(&format!("infer/{ckpt}__{key}.npz")));
-            let img = read_image(&image_path(key)).unwrap();
-            for (params, prefix) in [(DetectParams::DEPLOY, "dep_"), (DetectParams::EVAL, "cfg_")] {
-                let ours = det.predict_batch_with(std::slice::from_ref(&img), &params).unwrap().remove(0);
-                let reference = rows(&mut npz, prefix);
-                let tol = SetTol { boxes: 0.05, scores: 1e-4, soft_scores: 2e-4, soft_count: 3 };
-                let (wb, ws) = match_sets(&det_rows(&ours), &reference, tol)
-                    .unwrap_or_else(|e| panic!("{ckpt} {key} {prefix}: {e}"));
-                println!(
-                    "{ckpt} {key} {prefix}: {} detections, worst box {wb:.2e} px, worst score {ws:.2e}",
-                    ours.len()
-                );
-            }
+        assert!(det.cpu_engine().is_some(), "the CPU engine is the default on a CPU");
+        end_to_end(ckpt, det, keys);
+    }
+}
+
+/// The same through the burn model, for tiny.
+#[test]
+fn end_to_end_detections_match_with_burn() {
+    let (ckpt, keys) = CASES[0];
+    let opts = rtmdet::detector::LoadOptions { engine: rtmdet::detector::Engine::Burn, ..Default::default() };
+    let det = Detector::load(&reference(&format!("checkpoints/{ckpt}.pth")), &opts).unwrap();
+    assert!(det.cpu_engine().is_none());
+    end_to_end(ckpt, &det, &keys[..2]);
+}
+
+fn end_to_end(ckpt: &str, det: &Detector, keys: &[&str]) {
+    for key in keys.iter() {
+        let mut npz = Npz::open(reference(&format!("infer/{ckpt}__{key}.npz")));
+        let img = read_image(&image_path(key)).unwrap();
+        for (params, prefix) in [(DetectParams::DEPLOY, "dep_"), (DetectParams::EVAL, "cfg_")] {
+            let ours = det.predict_batch_with(std::slice::from_ref(&img), &params).unwrap().remove(0);
+            let reference = rows(&mut npz, prefix);
+            let tol = SetTol { boxes: 0.05, scores: 1e-4, soft_scores: 2e-4, soft_count: 3 };
+            let (wb, ws) =
+                match_sets(&det_rows(&ours), &reference, tol).unwrap_or_else(|e| panic!("{ckpt} {key} {prefix}: {e}"));
+            println!("{ckpt} {key} {prefix}: {} detections, worst box {wb:.2e} px, worst score {ws:.2e}", ours.len());
         }
     }
 }

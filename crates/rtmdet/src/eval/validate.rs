@@ -62,8 +62,7 @@ pub fn validate(
         let (input, boxes) = det.preprocess(&images);
         pre += t.elapsed().as_secs_f64();
         let t = Instant::now();
-        let outputs = det.forward(input, [images.len(), 3, det.input_size, det.input_size]);
-        let host = Detector::outputs_to_host(&outputs);
+        let host = det.forward_host(input, [images.len(), 3, det.input_size, det.input_size]);
         inf += t.elapsed().as_secs_f64();
         let t = Instant::now();
         let results = det.postprocess_host(&host, &boxes, params);

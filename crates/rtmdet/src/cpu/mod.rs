@@ -1,0 +1,205 @@
+//! The fast CPU inference engine.
+//!
+//! burn runs training and GPU inference; on a CPU, [`CpuModel`] runs the same network from
+//! the same tensors much faster: [`plan`] folds BatchNorm into the convolutions and fuses
+//! activations, residuals and concatenations, [`kernels`] are direct NHWC convolutions written
+//! once over [`simd::Simd`] and compiled for AVX-512, AVX2+FMA and portable Rust, chosen at run
+//! time, and buffers are allocated on the first call and reused.
+
+pub mod kernels;
+pub mod peak;
+pub mod plan;
+pub mod simd;
+pub mod tensor;
+
+use std::sync::Mutex;
+
+pub use plan::Plan;
+pub use simd::Isa;
+use tensor::FeatureMap;
+
+use crate::config::ModelConfig;
+use crate::detector::HostLevel;
+use crate::error::{Error, Result};
+use crate::weights::TensorMap;
+use kernels::{attention, conv, depthwise, layout, pool};
+use plan::{INPUT_SLOT, Step};
+
+/// How to run the engine.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CpuOptions {
+    /// Worker threads (default: all cores).
+    pub threads: Option<usize>,
+    /// Instruction set (default: the best the CPU has, capped by `RTMDET_ISA`).
+    pub isa: Option<Isa>,
+}
+
+/// A network compiled for the CPU.
+pub struct CpuModel {
+    plan: Plan,
+    isa: Isa,
+    threads: usize,
+    pool: rayon::ThreadPool,
+    buffers: Mutex<Vec<FeatureMap>>,
+}
+
+impl CpuModel {
+    /// Builds the engine from a model's tensors (mmdet names, as [`crate::weights::collect`]
+    /// returns them for any loaded model).
+    pub fn new(cfg: &ModelConfig, map: &TensorMap, opts: CpuOptions) -> Result<Self> {
+        let plan = Plan::build(cfg, map)?;
+        let best = Isa::detect();
+        let isa = opts.isa.map_or(best, |i| i.min(Isa::available().last().copied().unwrap_or(Isa::Scalar)));
+        let threads = opts.threads.unwrap_or_else(default_threads).max(1);
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .thread_name(|i| format!("rtmdet-cpu-{i}"))
+            .build()
+            .map_err(|e| Error::Config(format!("cannot start {threads} threads: {e}")))?;
+        let buffers = Mutex::new(vec![FeatureMap::default(); plan.slots.len()]);
+        Ok(CpuModel { plan, isa, threads, pool, buffers })
+    }
+
+    pub fn isa(&self) -> Isa {
+        self.isa
+    }
+
+    pub fn threads(&self) -> usize {
+        self.threads
+    }
+
+    pub fn plan(&self) -> &Plan {
+        &self.plan
+    }
+
+    /// Runs normalised NCHW inputs `dims` = `[N, 3, H, W]` (H, W multiples of 32) to head
+    /// outputs per level, like the burn model's.
+    pub fn forward(&self, input: &[f32], dims: [usize; 4]) -> Vec<HostLevel> {
+        self.forward_timed(input, dims, None)
+    }
+
+    /// [`CpuModel::forward`] that also times every step (for `rtmdet bench --profile`).
+    pub fn forward_profiled(&self, input: &[f32], dims: [usize; 4]) -> (Vec<HostLevel>, Vec<StepTime>) {
+        let mut times = Vec::new();
+        let out = self.forward_timed(input, dims, Some(&mut times));
+        (out, times)
+    }
+
+    fn forward_timed(&self, input: &[f32], dims: [usize; 4], mut times: Option<&mut Vec<StepTime>>) -> Vec<HostLevel> {
+        let [n, c, h, w] = dims;
+        assert!(c == 3 && h % 32 == 0 && w % 32 == 0, "input {dims:?} must be [N, 3, 32k, 32k]");
+        let mut bufs = self.buffers.lock().unwrap_or_else(|e| e.into_inner());
+        for (buf, spec) in bufs.iter_mut().zip(&self.plan.slots) {
+            buf.ensure(n, h / spec.stride, w / spec.stride, spec.cs);
+        }
+        bufs[INPUT_SLOT].fill_from_nchw(input, dims);
+        let bufs_ref: &mut [FeatureMap] = &mut bufs;
+        self.pool.install(|| {
+            for step in &self.plan.steps {
+                let t = std::time::Instant::now();
+                self.run_step(step, bufs_ref);
+                if let Some(times) = times.as_deref_mut() {
+                    times.push(StepTime::of(step, &self.plan, h, w, n, t.elapsed().as_secs_f64() * 1e3));
+                }
+            }
+        });
+        self.outputs(&bufs)
+    }
+
+    fn run_step(&self, step: &Step, bufs: &mut [FeatureMap]) {
+        let isa = self.isa;
+        match step {
+            Step::Conv { conv, input, output, out_off, residual } => {
+                let mut out = std::mem::take(&mut bufs[*output]);
+                let res = residual.map(|(s, off)| (&bufs[s], off));
+                conv::conv2d(isa, conv, &bufs[*input], &mut out, *out_off, res);
+                bufs[*output] = out;
+            }
+            Step::Depthwise { dw, input, output } => {
+                let mut out = std::mem::take(&mut bufs[*output]);
+                depthwise::depthwise2d(isa, dw, &bufs[*input], &mut out);
+                bufs[*output] = out;
+            }
+            Step::Pool { slot, pairs, channels } => {
+                for &(src, dst) in pairs {
+                    pool::max_pool(isa, &mut bufs[*slot], src, dst, *channels, 5);
+                }
+            }
+            Step::Attention { gate, slot } => attention::channel_attention(isa, gate, &mut bufs[*slot]),
+            Step::Upsample { input, output, out_off, channels } => {
+                let mut out = std::mem::take(&mut bufs[*output]);
+                layout::upsample2x(&bufs[*input], 0, &mut out, *out_off, *channels);
+                bufs[*output] = out;
+            }
+            Step::Copy { input, in_off, output, out_off, channels } => {
+                let mut out = std::mem::take(&mut bufs[*output]);
+                layout::copy_channels(&bufs[*input], *in_off, &mut out, *out_off, *channels);
+                bufs[*output] = out;
+            }
+        }
+    }
+
+    /// Logits and decoded distances (`raw·stride` or `exp(raw)·stride`) as NCHW.
+    fn outputs(&self, bufs: &[FeatureMap]) -> Vec<HostLevel> {
+        self.plan
+            .heads
+            .iter()
+            .map(|h| {
+                let cls_map = &bufs[h.cls];
+                let cls = cls_map.to_nchw(0, self.plan.num_classes);
+                let stride = h.stride as f32;
+                let exp = self.plan.exp_on_reg;
+                let reg =
+                    bufs[h.reg].to_nchw(0, 4).into_iter().map(|v| if exp { v.exp() * stride } else { v * stride });
+                HostLevel {
+                    cls,
+                    reg: reg.collect(),
+                    dims: [cls_map.n, self.plan.num_classes, cls_map.h, cls_map.w],
+                    stride: h.stride,
+                }
+            })
+            .collect()
+    }
+}
+
+/// The measured time of one step.
+#[derive(Clone, Debug)]
+pub struct StepTime {
+    /// `conv3x3/s2 24→48 @160x160` style description.
+    pub what: String,
+    pub kind: &'static str,
+    pub ms: f64,
+    pub flops: f64,
+}
+
+impl StepTime {
+    fn of(step: &Step, plan: &Plan, h: usize, w: usize, n: usize, ms: f64) -> StepTime {
+        let at = |slot: usize| {
+            let st = plan.slots[slot].stride;
+            (h / st, w / st)
+        };
+        let (kind, what, flops) = match step {
+            Step::Conv { conv, output, .. } => {
+                let (oh, ow) = at(*output);
+                let kind = if conv.k == 1 { "conv1x1" } else { "conv3x3" };
+                let what = format!("conv{}x{}/s{} {}→{} @{oh}x{ow}", conv.k, conv.k, conv.stride, conv.cin, conv.cout);
+                (kind, what, conv.flops(oh, ow) * n as f64)
+            }
+            Step::Depthwise { dw, output, .. } => {
+                let (oh, ow) = at(*output);
+                let what = format!("dw{}x{}/s{} {} @{oh}x{ow}", dw.k, dw.k, dw.stride, dw.channels);
+                ("depthwise", what, dw.flops(oh, ow) * n as f64)
+            }
+            Step::Pool { slot, .. } => ("pool", format!("spp pools @{:?}", at(*slot)), 0.0),
+            Step::Attention { gate, .. } => ("attention", format!("attention {}", gate.channels), 0.0),
+            Step::Upsample { channels, .. } => ("copy", format!("upsample {channels}"), 0.0),
+            Step::Copy { channels, .. } => ("copy", format!("copy {channels}"), 0.0),
+        };
+        StepTime { what, kind, ms, flops }
+    }
+}
+
+/// All cores the process may use.
+pub fn default_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}

@@ -1,0 +1,126 @@
+//! The engine's activation layout: NHWC with a zero border.
+//!
+//! Channels are innermost so a SIMD vector holds 8 or 16 channels of one pixel; the channel
+//! stride is a multiple of [`CHANNEL_BLOCK`] (padding channels stay zero), and every image
+//! has a [`HALO`]-pixel frame of zeros so 3×3 and 5×5 convolutions read their padding from
+//! memory instead of testing bounds.
+
+/// Channel padding unit: one AVX-512 vector.
+pub const CHANNEL_BLOCK: usize = 16;
+/// Zero frame around each image: enough for a 5×5 kernel with padding 2.
+pub const HALO: usize = 2;
+
+pub fn round_up(c: usize, to: usize) -> usize {
+    c.div_ceil(to) * to
+}
+
+/// `[N, H + 2·HALO, W + 2·HALO, cs]` floats, the interior holding the feature map.
+#[derive(Clone, Debug, Default)]
+pub struct FeatureMap {
+    pub data: Vec<f32>,
+    pub n: usize,
+    pub h: usize,
+    pub w: usize,
+    /// Floats per pixel.
+    pub cs: usize,
+}
+
+impl FeatureMap {
+    pub fn zeros(n: usize, h: usize, w: usize, cs: usize) -> Self {
+        let mut f = FeatureMap { data: Vec::new(), n, h, w, cs };
+        f.data = vec![0.0; n * f.image_stride()];
+        f
+    }
+
+    /// Reshapes in place, keeping the allocation when the size is unchanged (the frame must
+    /// stay zero, so a changed shape is re-zeroed).
+    pub fn ensure(&mut self, n: usize, h: usize, w: usize, cs: usize) {
+        if (self.n, self.h, self.w, self.cs) != (n, h, w, cs) {
+            *self = FeatureMap::zeros(n, h, w, cs);
+        }
+    }
+
+    pub fn row_stride(&self) -> usize {
+        (self.w + 2 * HALO) * self.cs
+    }
+
+    pub fn image_stride(&self) -> usize {
+        (self.h + 2 * HALO) * self.row_stride()
+    }
+
+    /// Index of channel 0 of interior pixel `(y, x)` of image `n`.
+    pub fn at(&self, n: usize, y: usize, x: usize) -> usize {
+        self.geom().at(n, y, x)
+    }
+
+    pub fn geom(&self) -> Geom {
+        Geom { h: self.h, w: self.w, cs: self.cs }
+    }
+
+    /// Copies an NCHW tensor of `c` channels in.
+    pub fn from_nchw(src: &[f32], [n, c, h, w]: [usize; 4], cs: usize) -> Self {
+        let mut f = FeatureMap::zeros(n, h, w, cs);
+        f.fill_from_nchw(src, [n, c, h, w]);
+        f
+    }
+
+    pub fn fill_from_nchw(&mut self, src: &[f32], [n, c, h, w]: [usize; 4]) {
+        assert!(c <= self.cs && (n, h, w) == (self.n, self.h, self.w));
+        for b in 0..n {
+            for y in 0..h {
+                for x in 0..w {
+                    let o = self.at(b, y, x);
+                    for ch in 0..c {
+                        self.data[o + ch] = src[((b * c + ch) * h + y) * w + x];
+                    }
+                }
+            }
+        }
+    }
+
+    /// Channels `[offset, offset + c)` as NCHW.
+    pub fn to_nchw(&self, offset: usize, c: usize) -> Vec<f32> {
+        let (h, w) = (self.h, self.w);
+        let mut out = vec![0.0; self.n * c * h * w];
+        for b in 0..self.n {
+            for y in 0..h {
+                for x in 0..w {
+                    let o = self.at(b, y, x) + offset;
+                    for ch in 0..c {
+                        out[((b * c + ch) * h + y) * w + x] = self.data[o + ch];
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
+/// The addressing of a [`FeatureMap`] without its data (for raw-pointer writers).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Geom {
+    pub h: usize,
+    pub w: usize,
+    pub cs: usize,
+}
+
+impl Geom {
+    pub fn row_stride(&self) -> usize {
+        (self.w + 2 * HALO) * self.cs
+    }
+
+    pub fn image_stride(&self) -> usize {
+        (self.h + 2 * HALO) * self.row_stride()
+    }
+
+    pub fn at(&self, n: usize, y: usize, x: usize) -> usize {
+        n * self.image_stride() + (y + HALO) * self.row_stride() + (x + HALO) * self.cs
+    }
+}
+
+/// A shared view that row tasks on different threads write disjoint parts of.
+#[derive(Clone, Copy)]
+pub(crate) struct SyncPtr(pub *mut f32);
+// SAFETY: every parallel writer through a SyncPtr owns a disjoint set of output rows.
+unsafe impl Send for SyncPtr {}
+unsafe impl Sync for SyncPtr {}
