@@ -81,6 +81,9 @@ pub struct BenchInferArgs {
     /// Print the time of every kernel call (first thread count).
     #[arg(long)]
     pub profile: bool,
+    /// Direct 3×3 stride-1 convolutions instead of Winograd F(2×2, 3×3) (for comparison).
+    #[arg(long)]
+    pub direct_3x3: bool,
     /// Write the results as JSON.
     #[arg(long)]
     pub json: Option<PathBuf>,
@@ -167,7 +170,7 @@ fn bench_infer(args: BenchInferArgs) -> Result<()> {
     );
     let mut rows = Vec::new();
     for (ti, &t) in args.threads.iter().enumerate() {
-        det.set_engine(Engine::Cpu, CpuOptions { threads: Some(t), isa })?;
+        det.set_engine(Engine::Cpu, CpuOptions { threads: Some(t), isa, direct_3x3: args.direct_3x3 })?;
         let engine = det.cpu_engine().expect("CPU engine");
         let flops = engine.plan().flops(s, s) * b as f64;
         let isa_used = engine.isa();

@@ -79,7 +79,7 @@ impl EngineArgs {
         if self.threads == Some(0) {
             bail!("--threads must be at least 1");
         }
-        Ok((Engine::parse(&self.engine)?, CpuOptions { threads: self.threads, isa: None }))
+        Ok((Engine::parse(&self.engine)?, CpuOptions { threads: self.threads, ..Default::default() }))
     }
 }
 

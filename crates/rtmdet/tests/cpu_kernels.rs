@@ -10,6 +10,7 @@ use rtmdet::cpu::kernels::conv::{PackedConv, conv2d};
 use rtmdet::cpu::kernels::depthwise::{PackedDepthwise, depthwise2d};
 use rtmdet::cpu::kernels::layout::{copy_channels, upsample2x};
 use rtmdet::cpu::kernels::pool::max_pool;
+use rtmdet::cpu::kernels::winograd::{PackedWinograd, winograd_conv};
 use rtmdet::cpu::tensor::{FeatureMap, round_up};
 
 /// Deterministic values in [-1, 1).
@@ -107,6 +108,18 @@ fn worst(map: &FeatureMap, off: usize, want: &Nchw) -> f32 {
     got.iter().zip(&want.data).map(|(a, b)| (a - b).abs() / (1.0 + b.abs())).fold(0.0, f32::max)
 }
 
+/// The frame around every image must stay zero: later convolutions read it as padding.
+fn frame_is_zero(map: &FeatureMap) -> bool {
+    let mut interior = vec![false; map.data.len()];
+    for b in 0..map.n {
+        for y in 0..map.h {
+            let start = map.at(b, y, 0);
+            interior[start..start + map.w * map.cs].iter_mut().for_each(|v| *v = true);
+        }
+    }
+    map.data.iter().zip(&interior).all(|(v, inside)| *inside || *v == 0.0)
+}
+
 /// Checks the padding channels of `[off + c, off + c_pad)` are still zero.
 fn padding_is_zero(map: &FeatureMap, off: usize, c: usize, c_pad: usize) -> bool {
     (0..map.n)
@@ -154,6 +167,41 @@ fn dense_conv_matches_the_reference() {
                 assert!(d < 2e-5, "{isa} conv cin {cin} cout {cout} k{k} s{stride} {h}x{w} {act:?}: {d}");
                 assert!(padding_is_zero(&out, out_off, cout, conv.cout_pad + 16), "{isa}: padding written");
                 assert!(padding_is_zero(&out, 0, 0, out_off), "{isa}: wrote before the offset");
+                assert!(frame_is_zero(&out), "{isa}: the zero frame was written");
+            }
+        }
+    }
+}
+
+/// Winograd F(2×2, 3×3) against the direct reference, on odd sizes (tiles over the edge),
+/// a concatenation gap and a residual.
+#[test]
+fn winograd_conv_matches_the_reference() {
+    let mut rng = Lcg(6);
+    for isa in Isa::available() {
+        for (cin, cout, n, h, w) in
+            [(16, 16, 1, 1, 1), (24, 40, 2, 5, 7), (33, 50, 1, 8, 22), (96, 96, 1, 6, 20), (40, 24, 1, 3, 13)]
+        {
+            for act in [Activation::Identity, Activation::Silu] {
+                let split = cin / 2;
+                let segments = vec![(0, split), (round_up(split, 16), cin - split)];
+                let cs = round_up(segments[1].0 + segments[1].1, 16);
+                let (x, dense) = random_map(&mut rng, [n, h, w], cs, &segments);
+                let weight = rng.vec(cout * cin * 9);
+                let bias = rng.vec(cout);
+                let wg = PackedWinograd::new(&weight, &bias, cout, cin, act, segments.clone());
+                let mut out = FeatureMap::zeros(n, h, w, 16 + round_up(cout, 16));
+                let (res, res_dense) = random_map(&mut rng, [n, h, w], round_up(cout, 16), &[(0, cout)]);
+                winograd_conv(isa, &wg, &x, &mut out, 16, Some((&res, 0)));
+                let mut want = reference_conv(&dense, &weight, &bias, cout, 3, 1, false);
+                for (v, r) in want.data.iter_mut().zip(&res_dense.data) {
+                    *v = act.reference(*v) + r;
+                }
+                let d = worst(&out, 16, &want);
+                assert!(d < 2e-5, "{isa} winograd cin {cin} cout {cout} {h}x{w} {act:?}: {d}");
+                assert!(padding_is_zero(&out, 16, cout, round_up(cout, 16)), "{isa}: padding written");
+                assert!(padding_is_zero(&out, 0, 0, 16), "{isa}: wrote before the offset");
+                assert!(frame_is_zero(&out), "{isa}: the zero frame was written");
             }
         }
     }

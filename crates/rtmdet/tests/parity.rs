@@ -128,8 +128,11 @@ fn cpu_engine_head_outputs_match() {
             isas.push(Some(Isa::Scalar));
         }
         for isa in isas {
-            let opts =
-                LoadOptions { engine: Engine::Cpu, cpu: CpuOptions { threads: None, isa }, ..Default::default() };
+            let opts = LoadOptions {
+                engine: Engine::Cpu,
+                cpu: CpuOptions { isa, ..Default::default() },
+                ..Default::default()
+            };
             let det = Detector::load(&reference(&format!("checkpoints/{ckpt}.pth")), &opts).unwrap();
             let engine = det.cpu_engine().unwrap();
             assert!(isa.is_none_or(|i| engine.isa() == i));
@@ -266,7 +269,9 @@ fn det_like(c: &postprocess::Candidates) -> Vec<Row> {
 /// reference as sets: same count and labels,
 /// boxes within 0.05 px, scores within 1e-4. Our logits differ from PyTorch's by up to
 /// 6e-4 (its own oneDNN on/off noise is of the same order), which moves a score near 0.45 by
-/// up to 1.5e-4: at most 3 detections per image may use a 2e-4 score tolerance.
+/// up to 1.5e-4: at most 3 detections per image may use a 2e-4 score tolerance. When the
+/// set is cut at `max_det` (300 at evaluation settings), rows within 2e-4 of the lowest kept
+/// score are left out of the matching: which near-tie makes the cut is noise.
 #[test]
 fn end_to_end_detections_match() {
     for (ckpt, keys) in CASES {
@@ -293,10 +298,14 @@ fn end_to_end(ckpt: &str, det: &Detector, keys: &[&str]) {
         for (params, prefix) in [(DetectParams::DEPLOY, "dep_"), (DetectParams::EVAL, "cfg_")] {
             let ours = det.predict_batch_with(std::slice::from_ref(&img), &params).unwrap().remove(0);
             let reference = rows(&mut npz, prefix);
+            assert_eq!(ours.len(), reference.len(), "{ckpt} {key} {prefix}: number of detections");
             let tol = SetTol { boxes: 0.05, scores: 1e-4, soft_scores: 2e-4, soft_count: 3 };
-            let (wb, ws) =
-                match_sets(&det_rows(&ours), &reference, tol).unwrap_or_else(|e| panic!("{ckpt} {key} {prefix}: {e}"));
-            println!("{ckpt} {key} {prefix}: {} detections, worst box {wb:.2e} px, worst score {ws:.2e}", ours.len());
+            let (ours, reference) = above_cutoff(det_rows(&ours), reference, params.max_det, tol.soft_scores);
+            let (wb, ws) = match_sets(&ours, &reference, tol).unwrap_or_else(|e| panic!("{ckpt} {key} {prefix}: {e}"));
+            println!(
+                "{ckpt} {key} {prefix}: {} detections matched, worst box {wb:.2e} px, worst score {ws:.2e}",
+                ours.len()
+            );
         }
     }
 }

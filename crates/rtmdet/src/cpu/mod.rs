@@ -22,7 +22,7 @@ use crate::config::ModelConfig;
 use crate::detector::HostLevel;
 use crate::error::{Error, Result};
 use crate::weights::TensorMap;
-use kernels::{attention, conv, depthwise, layout, pool};
+use kernels::{attention, conv, depthwise, layout, pool, winograd};
 use plan::{INPUT_SLOT, Step};
 
 /// How to run the engine.
@@ -32,6 +32,8 @@ pub struct CpuOptions {
     pub threads: Option<usize>,
     /// Instruction set (default: the best the CPU has, capped by `RTMDET_ISA`).
     pub isa: Option<Isa>,
+    /// Compute 3×3 stride-1 convolutions directly instead of by Winograd F(2×2, 3×3).
+    pub direct_3x3: bool,
 }
 
 /// A network compiled for the CPU.
@@ -47,7 +49,7 @@ impl CpuModel {
     /// Builds the engine from a model's tensors (mmdet names, as [`crate::weights::collect`]
     /// returns them for any loaded model).
     pub fn new(cfg: &ModelConfig, map: &TensorMap, opts: CpuOptions) -> Result<Self> {
-        let plan = Plan::build(cfg, map)?;
+        let plan = Plan::build(cfg, map, !opts.direct_3x3)?;
         let best = Isa::detect();
         let isa = opts.isa.map_or(best, |i| i.min(Isa::available().last().copied().unwrap_or(Isa::Scalar)));
         let threads = opts.threads.unwrap_or_else(default_threads).max(1);
@@ -92,9 +94,9 @@ impl CpuModel {
         for (buf, spec) in bufs.iter_mut().zip(&self.plan.slots) {
             buf.ensure(n, h / spec.stride, w / spec.stride, spec.cs);
         }
-        bufs[INPUT_SLOT].fill_from_nchw(input, dims);
         let bufs_ref: &mut [FeatureMap] = &mut bufs;
         self.pool.install(|| {
+            bufs_ref[INPUT_SLOT].fill_from_nchw(input, dims);
             for step in &self.plan.steps {
                 let t = std::time::Instant::now();
                 self.run_step(step, bufs_ref);
@@ -103,7 +105,7 @@ impl CpuModel {
                 }
             }
         });
-        self.outputs(&bufs)
+        self.pool.install(|| self.outputs(&bufs))
     }
 
     fn run_step(&self, step: &Step, bufs: &mut [FeatureMap]) {
@@ -113,6 +115,12 @@ impl CpuModel {
                 let mut out = std::mem::take(&mut bufs[*output]);
                 let res = residual.map(|(s, off)| (&bufs[s], off));
                 conv::conv2d(isa, conv, &bufs[*input], &mut out, *out_off, res);
+                bufs[*output] = out;
+            }
+            Step::Winograd { wg, input, output, out_off, residual } => {
+                let mut out = std::mem::take(&mut bufs[*output]);
+                let res = residual.map(|(s, off)| (&bufs[s], off));
+                winograd::winograd_conv(isa, wg, &bufs[*input], &mut out, *out_off, res);
                 bufs[*output] = out;
             }
             Step::Depthwise { dw, input, output } => {
@@ -184,6 +192,11 @@ impl StepTime {
                 let kind = if conv.k == 1 { "conv1x1" } else { "conv3x3" };
                 let what = format!("conv{}x{}/s{} {}→{} @{oh}x{ow}", conv.k, conv.k, conv.stride, conv.cin, conv.cout);
                 (kind, what, conv.flops(oh, ow) * n as f64)
+            }
+            Step::Winograd { wg, output, .. } => {
+                let (oh, ow) = at(*output);
+                let what = format!("winograd3x3 {}→{} @{oh}x{ow}", wg.cin, wg.cout);
+                ("winograd", what, wg.flops(oh, ow) * n as f64)
             }
             Step::Depthwise { dw, output, .. } => {
                 let (oh, ow) = at(*output);

@@ -6,6 +6,7 @@ use super::kernels::Activation;
 use super::kernels::attention::ChannelGate;
 use super::kernels::conv::PackedConv;
 use super::kernels::depthwise::PackedDepthwise;
+use super::kernels::winograd::PackedWinograd;
 use super::tensor::{CHANNEL_BLOCK, round_up};
 use crate::config::{ModelConfig, STRIDES};
 use crate::error::{Error, Result};
@@ -40,6 +41,13 @@ impl Val {
 pub enum Step {
     Conv {
         conv: PackedConv,
+        input: usize,
+        output: usize,
+        out_off: usize,
+        residual: Option<(usize, usize)>,
+    },
+    Winograd {
+        wg: PackedWinograd,
         input: usize,
         output: usize,
         out_off: usize,
@@ -96,8 +104,11 @@ pub struct Plan {
 pub const INPUT_SLOT: usize = 0;
 
 impl Plan {
-    pub fn build(cfg: &ModelConfig, map: &TensorMap) -> Result<Plan> {
-        let mut b = Builder { map, eps: cfg.bn_eps, slots: vec![SlotSpec { stride: 1, cs: 3 }], steps: Vec::new() };
+    /// `winograd`: 3×3 stride-1 convolutions through Winograd F(2×2, 3×3) (fewer
+    /// multiplies; the direct kernel otherwise).
+    pub fn build(cfg: &ModelConfig, map: &TensorMap, winograd: bool) -> Result<Plan> {
+        let mut b =
+            Builder { map, eps: cfg.bn_eps, winograd, slots: vec![SlotSpec { stride: 1, cs: 3 }], steps: Vec::new() };
         let input = Val { slot: INPUT_SLOT, segments: vec![(0, 3)] };
         let [c3, c4, c5] = backbone(&mut b, cfg, input)?;
         let feats = neck(&mut b, cfg, [c3, c4, c5])?;
@@ -118,6 +129,10 @@ impl Plan {
                     let st = self.slots[*output].stride;
                     dw.flops(h / st, w / st)
                 }
+                Step::Winograd { wg, output, .. } => {
+                    let st = self.slots[*output].stride;
+                    wg.flops(h / st, w / st)
+                }
                 _ => 0.0,
             })
             .sum()
@@ -127,6 +142,8 @@ impl Plan {
 struct Builder<'a> {
     map: &'a TensorMap,
     eps: f64,
+    /// 3×3 stride-1 convolutions through Winograd F(2×2, 3×3).
+    winograd: bool,
     slots: Vec<SlotSpec>,
     steps: Vec<Step>,
 }
@@ -205,8 +222,23 @@ impl Builder<'_> {
                 found: vec![o, i, k, k2],
             });
         }
+        if self.winograd && PackedWinograd::suits(i, o, k, stride) {
+            let wg = PackedWinograd::new(&w, &bias, o, i, Activation::Silu, x.segments.clone());
+            return Ok(self.emit_winograd(wg, x, dest, residual));
+        }
         let conv = PackedConv::new(&w, &bias, [o, i, k], stride, Activation::Silu, Some(x.segments.clone()));
         Ok(self.emit_conv(conv, x, dest, residual))
+    }
+
+    fn emit_winograd(&mut self, wg: PackedWinograd, x: &Val, dest: Dest, residual: Option<&Val>) -> Val {
+        let (slot, off) = match dest {
+            Dest::New => (self.slot(self.slots[x.slot].stride, wg.cout), 0),
+            Dest::Into(s, o) => (s, o),
+        };
+        let residual = residual.map(|r| (r.slot, r.segments[0].0));
+        let cout = wg.cout;
+        self.steps.push(Step::Winograd { wg, input: x.slot, output: slot, out_off: off, residual });
+        Val { slot, segments: vec![(off, cout)] }
     }
 
     fn depthwise_module(&mut self, prefix: &str, x: &Val, stride: usize) -> Result<Val> {

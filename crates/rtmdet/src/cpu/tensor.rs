@@ -5,6 +5,8 @@
 //! has a [`HALO`]-pixel frame of zeros so 3×3 and 5×5 convolutions read their padding from
 //! memory instead of testing bounds.
 
+use rayon::prelude::*;
+
 /// Channel padding unit: one AVX-512 vector.
 pub const CHANNEL_BLOCK: usize = 16;
 /// Zero frame around each image: enough for a 5×5 kernel with padding 2.
@@ -65,33 +67,36 @@ impl FeatureMap {
     }
 
     pub fn fill_from_nchw(&mut self, src: &[f32], [n, c, h, w]: [usize; 4]) {
-        assert!(c <= self.cs && (n, h, w) == (self.n, self.h, self.w));
-        for b in 0..n {
-            for y in 0..h {
-                for x in 0..w {
-                    let o = self.at(b, y, x);
-                    for ch in 0..c {
-                        self.data[o + ch] = src[((b * c + ch) * h + y) * w + x];
-                    }
+        assert!(c <= self.cs && (n, h, w) == (self.n, self.h, self.w) && src.len() == n * c * h * w);
+        let (cs, rows_per_image, row_stride) = (self.cs, self.h + 2 * HALO, self.row_stride());
+        self.data.par_chunks_mut(row_stride).enumerate().for_each(|(r, row)| {
+            let (b, py) = (r / rows_per_image, r % rows_per_image);
+            if py < HALO || py >= h + HALO {
+                return;
+            }
+            let y = py - HALO;
+            for ch in 0..c {
+                let plane = &src[((b * c + ch) * h + y) * w..][..w];
+                for (x, &v) in plane.iter().enumerate() {
+                    row[(x + HALO) * cs + ch] = v;
                 }
             }
-        }
+        });
     }
 
     /// Channels `[offset, offset + c)` as NCHW.
     pub fn to_nchw(&self, offset: usize, c: usize) -> Vec<f32> {
         let (h, w) = (self.h, self.w);
         let mut out = vec![0.0; self.n * c * h * w];
-        for b in 0..self.n {
+        out.par_chunks_mut(h * w).enumerate().for_each(|(plane, dst)| {
+            let (b, ch) = (plane / c, plane % c);
             for y in 0..h {
+                let base = self.at(b, y, 0) + offset + ch;
                 for x in 0..w {
-                    let o = self.at(b, y, x) + offset;
-                    for ch in 0..c {
-                        out[((b * c + ch) * h + y) * w + x] = self.data[o + ch];
-                    }
+                    dst[y * w + x] = self.data[base + x * self.cs];
                 }
             }
-        }
+        });
         out
     }
 }

@@ -116,6 +116,18 @@ pub fn match_sets(ours: &[Row], reference: &[Row], tol: SetTol) -> Result<(f32, 
     Ok((worst_box, worst_score))
 }
 
+/// When both sets were cut at `max_det`, which of two detections with nearly equal scores
+/// made the cut is fp32 noise: drops from both sets the rows scoring within `band` of the
+/// reference's lowest kept score (the counts were compared before).
+pub fn above_cutoff(ours: Vec<Row>, reference: Vec<Row>, max_det: usize, band: f32) -> (Vec<Row>, Vec<Row>) {
+    if reference.len() < max_det || ours.len() != reference.len() {
+        return (ours, reference);
+    }
+    let floor = reference.iter().map(|r| r.1).fold(f32::INFINITY, f32::min) + band;
+    let keep = |v: Vec<Row>| v.into_iter().filter(|r| r.1 > floor).collect::<Vec<_>>();
+    (keep(ours), keep(reference))
+}
+
 /// Reads `(bboxes, scores, labels)` with a common prefix (`cfg_`, `dep_`, ...) as rows.
 pub fn rows(npz: &mut Npz, prefix: &str) -> Vec<Row> {
     let (_, b) = npz.f32(&format!("{prefix}bboxes"));

@@ -1,7 +1,10 @@
 //! CSPNeXt channel attention in place: `x · hardsigmoid(fc(mean_hw(x)))`.
 
+use rayon::prelude::*;
+
+use super::layout::for_each_row;
 use crate::cpu::simd::{Isa, Simd, dispatch};
-use crate::cpu::tensor::FeatureMap;
+use crate::cpu::tensor::{FeatureMap, HALO};
 
 /// The attention's 1×1 `fc` (`[c, c]` + bias) and where its channels sit in a pixel.
 #[derive(Clone, Debug)]
@@ -28,38 +31,49 @@ pub fn channel_attention(isa: Isa, gate: &ChannelGate, map: &mut FeatureMap) {
     }
 }
 
-/// Mean over the image's pixels of every channel slot, summed row by row.
+/// Mean over the image's pixels of every channel slot: row sums in parallel, added in row
+/// order (the same result for any thread count).
 fn channel_mean(map: &FeatureMap, n: usize) -> Vec<f32> {
     let cs = map.cs;
+    let rows: Vec<Vec<f32>> = (0..map.h)
+        .into_par_iter()
+        .map(|y| {
+            let mut row_sum = vec![0.0f32; cs];
+            let base = map.at(n, y, 0);
+            for px in map.data[base..base + map.w * cs].chunks_exact(cs) {
+                row_sum.iter_mut().zip(px).for_each(|(s, v)| *s += v);
+            }
+            row_sum
+        })
+        .collect();
     let mut total = vec![0.0f32; cs];
-    let mut row_sum = vec![0.0f32; cs];
-    for y in 0..map.h {
-        row_sum.iter_mut().for_each(|v| *v = 0.0);
-        let base = map.at(n, y, 0);
-        for px in map.data[base..base + map.w * cs].chunks_exact(cs) {
-            row_sum.iter_mut().zip(px).for_each(|(s, v)| *s += v);
-        }
-        total.iter_mut().zip(&row_sum).for_each(|(t, r)| *t += r);
+    for r in &rows {
+        total.iter_mut().zip(r).for_each(|(t, v)| *t += v);
     }
     let inv = 1.0 / (map.h * map.w) as f32;
     total.iter_mut().for_each(|t| *t *= inv);
     total
 }
 
-dispatch!(fn scale_impl => scale_generic(map: &mut FeatureMap, n: usize, scale: &[f32]));
+fn scale_impl(isa: Isa, map: &mut FeatureMap, n: usize, scale: &[f32]) {
+    let w = map.w;
+    for_each_row(map, |b, _, row, cs| {
+        if b == n {
+            scale_row(isa, &mut row[HALO * cs..(HALO + w) * cs], cs, scale);
+        }
+    });
+}
+
+dispatch!(fn scale_row => scale_row_generic(row: &mut [f32], cs: usize, scale: &[f32]));
 
 #[inline(always)]
-fn scale_generic<S: Simd>(map: &mut FeatureMap, n: usize, scale: &[f32]) {
-    let cs = map.cs;
-    for y in 0..map.h {
-        let base = map.at(n, y, 0);
-        for x in 0..map.w {
-            for c in (0..cs).step_by(S::LANES) {
-                // SAFETY: `cs` is a multiple of the lane count; in bounds.
-                unsafe {
-                    let p = map.data.as_mut_ptr().add(base + x * cs + c);
-                    S::store(p, S::mul(S::load(p), S::load(scale.as_ptr().add(c))));
-                }
+fn scale_row_generic<S: Simd>(row: &mut [f32], cs: usize, scale: &[f32]) {
+    for px in row.chunks_exact_mut(cs) {
+        for c in (0..cs).step_by(S::LANES) {
+            // SAFETY: `cs` is a multiple of the lane count; in bounds.
+            unsafe {
+                let p = px.as_mut_ptr().add(c);
+                S::store(p, S::mul(S::load(p), S::load(scale.as_ptr().add(c))));
             }
         }
     }

@@ -175,7 +175,7 @@ const L1_WEIGHT_BYTES: usize = 24 * 1024;
 /// `(16-channel blocks, pixels)` of the next register tile given the blocks left. AVX-512
 /// tiles are 8 px × 48 ch, 10 × 32 or 10 × 16 (24, 20, 10 accumulators); AVX2 6 × 16 (12).
 #[inline(always)]
-fn tile_shape<S: Simd>(left: usize) -> (usize, usize) {
+pub(crate) fn tile_shape<S: Simd>(left: usize) -> (usize, usize) {
     match S::LANES {
         16 if left >= 3 && left != 4 => (3, 8),
         16 if left >= 2 => (2, 10),
@@ -236,29 +236,16 @@ unsafe fn tile<S: Simd, const MR: usize, const NV: usize>(
                 }
             }
         }
-        // Index loops (not iterators) so LLVM keeps all accumulators in registers.
-        let vec_off = |v: usize| (v * S::LANES / B) * block_stride + (v * S::LANES) % B;
-        for t in taps {
-            let ip = inp.offset(*job.taps.get_unchecked(t));
-            let mut wp = w0.add(t * c.cin * B);
-            for &(off, cnt) in &c.segments {
-                let mut a = ip.add(off);
-                for _ in 0..cnt {
-                    let mut wv = [S::splat(0.0); NV];
-                    for v in 0..NV {
-                        wv[v] = S::load(wp.add(vec_off(v)));
-                    }
-                    for i in 0..MR {
-                        let x = S::splat(*a.add(i * in_step));
-                        for v in 0..NV {
-                            acc[i][v] = S::fma(x, wv[v], acc[i][v]);
-                        }
-                    }
-                    a = a.add(1);
-                    wp = wp.add(B);
-                }
-            }
-        }
+        let src = TileSrc {
+            a: inp,
+            a_step: in_step,
+            taps: &job.taps,
+            segments: &c.segments,
+            w: w0,
+            cin: c.cin,
+            block_stride,
+        };
+        accumulate::<S, MR, NV>(&mut acc, &src, taps);
         // Plain stores first: an epilogue indexing `acc` in a loop it does not unroll would
         // make LLVM keep the accumulators in memory during the hot loop.
         for i in 0..MR {
@@ -278,6 +265,53 @@ unsafe fn tile<S: Simd, const MR: usize, const NV: usize>(
                     y = S::add(y, S::load(r.add(i * rcs + v * S::LANES)));
                 }
                 S::store(o, y);
+            }
+        }
+    }
+}
+
+/// The operands of a register tile: `MR` rows of A starting `a_step` floats apart, read at
+/// each tap offset and channel run; weights `[tap][cin][16]` per 16-channel block, the blocks
+/// `block_stride` floats apart.
+pub(crate) struct TileSrc<'a> {
+    pub a: *const f32,
+    pub a_step: usize,
+    pub taps: &'a [isize],
+    pub segments: &'a [(usize, usize)],
+    pub w: *const f32,
+    pub cin: usize,
+    pub block_stride: usize,
+}
+
+/// `acc[i][v] += Σ_taps Σ_c A[i](tap, c) · W(tap, c)[v]`: the hot loop of every dense kernel.
+#[inline(always)]
+pub(crate) unsafe fn accumulate<S: Simd, const MR: usize, const NV: usize>(
+    acc: &mut [[S::V; NV]; MR],
+    src: &TileSrc,
+    taps: std::ops::Range<usize>,
+) {
+    // Index loops (not iterators) so LLVM keeps all accumulators in registers.
+    let vec_off = |v: usize| (v * S::LANES / B) * src.block_stride + (v * S::LANES) % B;
+    unsafe {
+        for t in taps {
+            let ip = src.a.offset(*src.taps.get_unchecked(t));
+            let mut wp = src.w.add(t * src.cin * B);
+            for &(off, cnt) in src.segments {
+                let mut a = ip.add(off);
+                for _ in 0..cnt {
+                    let mut wv = [S::splat(0.0); NV];
+                    for v in 0..NV {
+                        wv[v] = S::load(wp.add(vec_off(v)));
+                    }
+                    for i in 0..MR {
+                        let x = S::splat(*a.add(i * src.a_step));
+                        for v in 0..NV {
+                            acc[i][v] = S::fma(x, wv[v], acc[i][v]);
+                        }
+                    }
+                    a = a.add(1);
+                    wp = wp.add(B);
+                }
             }
         }
     }

@@ -6,6 +6,7 @@ pub mod conv;
 pub mod depthwise;
 pub mod layout;
 pub mod pool;
+pub mod winograd;
 
 use super::simd::Simd;
 
