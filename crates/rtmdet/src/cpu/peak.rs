@@ -8,11 +8,7 @@ const ACCUMULATORS: usize = 12;
 
 /// FMA GFLOP/s of `threads` threads running independent FMA chains for about `millis` ms.
 pub fn fma_peak_gflops(isa: Isa, threads: usize, millis: u64) -> f64 {
-    let lanes = match isa {
-        Isa::Avx512 => 16,
-        Isa::Avx2 => 8,
-        Isa::Scalar => 1,
-    };
+    let lanes = isa.lanes() as u64;
     // Calibrate the iteration count on one thread, then run all threads together.
     let mut iters = 1 << 16;
     loop {

@@ -44,6 +44,15 @@ impl Isa {
         [Isa::Scalar, Isa::Avx2, Isa::Avx512].into_iter().filter(|i| *i <= best).collect()
     }
 
+    /// f32 lanes of a vector.
+    pub fn lanes(self) -> usize {
+        match self {
+            Isa::Scalar => 1,
+            Isa::Avx2 => 8,
+            Isa::Avx512 => 16,
+        }
+    }
+
     pub fn parse(text: &str) -> Option<Isa> {
         match text.trim().to_ascii_lowercase().as_str() {
             "scalar" | "none" => Some(Isa::Scalar),

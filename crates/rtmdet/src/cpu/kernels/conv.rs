@@ -132,21 +132,38 @@ pub fn conv2d(
         hout,
         wout,
     };
-    (0..input.n * hout).into_par_iter().for_each(|row| conv_row(isa, &job, row));
+    // One task = one channel tile of one output row. Weights larger than the input go
+    // tile-major (a tile's weights stay in L2 across rows), others row-major.
+    let tiles = channel_tiles(isa.lanes(), conv.cout_pad / B, wout);
+    let rows = input.n * hout;
+    let tile_major = conv.weights.len() > input.data.len() / input.n.max(1);
+    (0..rows * tiles.len()).into_par_iter().for_each(|t| {
+        let (tile, row) = if tile_major { (t / rows, t % rows) } else { (t % tiles.len(), t / tiles.len()) };
+        conv_task(isa, &job, tiles[tile], row)
+    });
 }
 
-dispatch!(fn conv_row => conv_row_generic(job: &Job, row: usize));
+/// `(first block, blocks, pixels)` of the register tiles covering `blocks` 16-channel blocks.
+pub(crate) fn channel_tiles(lanes: usize, blocks: usize, width: usize) -> Vec<(usize, usize, usize)> {
+    let mut tiles = Vec::new();
+    let mut cb = 0;
+    while cb < blocks {
+        let (tb, mr) = tile_shape(lanes, blocks - cb, width);
+        tiles.push((cb, tb, mr));
+        cb += tb;
+    }
+    tiles
+}
 
-/// Covers one output row: channel tiles of up to 48 channels, pixel tiles along the row.
+dispatch!(fn conv_task => conv_task_generic(job: &Job, tile: (usize, usize, usize), row: usize));
+
+/// One channel tile of one output row, in pixel tiles along the row.
 #[inline(always)]
-fn conv_row_generic<S: Simd>(job: &Job, row: usize) {
+fn conv_task_generic<S: Simd>(job: &Job, (cb, tb, mr): (usize, usize, usize), row: usize) {
     let (n, oy) = (row / job.hout, row % job.hout);
     let c = job.conv;
     let kk = c.k * c.k;
-    let blocks = c.cout_pad / B;
-    let mut cb = 0;
-    while cb < blocks {
-        let (tb, mr) = tile_shape::<S>(blocks - cb);
+    {
         // The taps are split into chunks whose weights stay in L1 while the row's pixel tiles
         // stream past them, each chunk adding into the output row.
         let taps_per_chunk = (L1_WEIGHT_BYTES / (c.cin * tb * B * 4).max(1)).clamp(1, kk);
@@ -165,7 +182,6 @@ fn conv_row_generic<S: Simd>(job: &Job, row: usize) {
                 x0 += if wide { mr } else { 1 };
             }
         }
-        cb += tb;
     }
 }
 
@@ -174,10 +190,11 @@ const L1_WEIGHT_BYTES: usize = 24 * 1024;
 
 /// `(16-channel blocks, pixels)` of the next register tile given the blocks left. AVX-512
 /// tiles are 8 px × 48 ch, 10 × 32 or 10 × 16 (24, 20, 10 accumulators); AVX2 6 × 16 (12).
-#[inline(always)]
-pub(crate) fn tile_shape<S: Simd>(left: usize) -> (usize, usize) {
-    match S::LANES {
-        16 if left >= 3 && left != 4 => (3, 8),
+/// Rows of `width` pixels prefer a tile width that divides them (leftover pixels would go
+/// one at a time when the taps are chunked).
+pub(crate) fn tile_shape(lanes: usize, left: usize, width: usize) -> (usize, usize) {
+    match lanes {
+        16 if left >= 3 && left != 4 && (width % 8 == 0 || width % 10 != 0) => (3, 8),
         16 if left >= 2 => (2, 10),
         16 => (1, 10),
         8 => (1, 6),

@@ -224,7 +224,7 @@ unsafe fn gemm<S: Simd>(job: &Job, a: *const f32, u: *const f32, m: *mut f32) {
     let taps = [0isize];
     let mut cb = 0;
     while cb < blocks {
-        let (tb, mr) = tile_shape::<S>(blocks - cb);
+        let (tb, mr) = tile_shape(S::LANES, blocks - cb, tw);
         let mut x0 = 0;
         while x0 < tw {
             let wide = tw >= mr;
