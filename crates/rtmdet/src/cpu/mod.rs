@@ -42,6 +42,8 @@ pub struct CpuModel {
     isa: Isa,
     threads: usize,
     pool: rayon::ThreadPool,
+    /// Slot → buffer (slots with disjoint lifetimes share buffers).
+    buffer_of: Vec<usize>,
     buffers: Mutex<Vec<FeatureMap>>,
 }
 
@@ -58,8 +60,10 @@ impl CpuModel {
             .thread_name(|i| format!("rtmdet-cpu-{i}"))
             .build()
             .map_err(|e| Error::Config(format!("cannot start {threads} threads: {e}")))?;
-        let buffers = Mutex::new(vec![FeatureMap::default(); plan.slots.len()]);
-        Ok(CpuModel { plan, isa, threads, pool, buffers })
+        let buffer_of = plan.buffer_assignment();
+        let count = buffer_of.iter().max().map_or(0, |m| m + 1);
+        let buffers = Mutex::new(vec![FeatureMap::default(); count]);
+        Ok(CpuModel { plan, isa, threads, pool, buffer_of, buffers })
     }
 
     pub fn isa(&self) -> Isa {
@@ -91,12 +95,12 @@ impl CpuModel {
         let [n, c, h, w] = dims;
         assert!(c == 3 && h % 32 == 0 && w % 32 == 0, "input {dims:?} must be [N, 3, 32k, 32k]");
         let mut bufs = self.buffers.lock().unwrap_or_else(|e| e.into_inner());
-        for (buf, spec) in bufs.iter_mut().zip(&self.plan.slots) {
-            buf.ensure(n, h / spec.stride, w / spec.stride, spec.cs);
+        for (slot, spec) in self.plan.slots.iter().enumerate() {
+            bufs[self.buffer_of[slot]].ensure(n, h / spec.stride, w / spec.stride, spec.cs);
         }
         let bufs_ref: &mut [FeatureMap] = &mut bufs;
         self.pool.install(|| {
-            bufs_ref[INPUT_SLOT].fill_from_nchw(input, dims);
+            bufs_ref[self.buffer_of[INPUT_SLOT]].fill_from_nchw(input, dims);
             for step in &self.plan.steps {
                 let t = std::time::Instant::now();
                 self.run_step(step, bufs_ref);
@@ -110,39 +114,40 @@ impl CpuModel {
 
     fn run_step(&self, step: &Step, bufs: &mut [FeatureMap]) {
         let isa = self.isa;
+        let b = |slot: usize| self.buffer_of[slot];
         match step {
             Step::Conv { conv, input, output, out_off, residual } => {
-                let mut out = std::mem::take(&mut bufs[*output]);
-                let res = residual.map(|(s, off)| (&bufs[s], off));
-                conv::conv2d(isa, conv, &bufs[*input], &mut out, *out_off, res);
-                bufs[*output] = out;
+                let mut out = std::mem::take(&mut bufs[b(*output)]);
+                let res = residual.map(|(s, off)| (&bufs[b(s)], off));
+                conv::conv2d(isa, conv, &bufs[b(*input)], &mut out, *out_off, res);
+                bufs[b(*output)] = out;
             }
             Step::Winograd { wg, input, output, out_off, residual } => {
-                let mut out = std::mem::take(&mut bufs[*output]);
-                let res = residual.map(|(s, off)| (&bufs[s], off));
-                winograd::winograd_conv(isa, wg, &bufs[*input], &mut out, *out_off, res);
-                bufs[*output] = out;
+                let mut out = std::mem::take(&mut bufs[b(*output)]);
+                let res = residual.map(|(s, off)| (&bufs[b(s)], off));
+                winograd::winograd_conv(isa, wg, &bufs[b(*input)], &mut out, *out_off, res);
+                bufs[b(*output)] = out;
             }
             Step::Depthwise { dw, input, output } => {
-                let mut out = std::mem::take(&mut bufs[*output]);
-                depthwise::depthwise2d(isa, dw, &bufs[*input], &mut out);
-                bufs[*output] = out;
+                let mut out = std::mem::take(&mut bufs[b(*output)]);
+                depthwise::depthwise2d(isa, dw, &bufs[b(*input)], &mut out);
+                bufs[b(*output)] = out;
             }
             Step::Pool { slot, pairs, channels } => {
                 for &(src, dst) in pairs {
-                    pool::max_pool(isa, &mut bufs[*slot], src, dst, *channels, 5);
+                    pool::max_pool(isa, &mut bufs[b(*slot)], src, dst, *channels, 5);
                 }
             }
-            Step::Attention { gate, slot } => attention::channel_attention(isa, gate, &mut bufs[*slot]),
+            Step::Attention { gate, slot } => attention::channel_attention(isa, gate, &mut bufs[b(*slot)]),
             Step::Upsample { input, output, out_off, channels } => {
-                let mut out = std::mem::take(&mut bufs[*output]);
-                layout::upsample2x(&bufs[*input], 0, &mut out, *out_off, *channels);
-                bufs[*output] = out;
+                let mut out = std::mem::take(&mut bufs[b(*output)]);
+                layout::upsample2x(&bufs[b(*input)], 0, &mut out, *out_off, *channels);
+                bufs[b(*output)] = out;
             }
             Step::Copy { input, in_off, output, out_off, channels } => {
-                let mut out = std::mem::take(&mut bufs[*output]);
-                layout::copy_channels(&bufs[*input], *in_off, &mut out, *out_off, *channels);
-                bufs[*output] = out;
+                let mut out = std::mem::take(&mut bufs[b(*output)]);
+                layout::copy_channels(&bufs[b(*input)], *in_off, &mut out, *out_off, *channels);
+                bufs[b(*output)] = out;
             }
         }
     }
@@ -153,12 +158,12 @@ impl CpuModel {
             .heads
             .iter()
             .map(|h| {
-                let cls_map = &bufs[h.cls];
+                let cls_map = &bufs[self.buffer_of[h.cls]];
                 let cls = cls_map.to_nchw(0, self.plan.num_classes);
                 let stride = h.stride as f32;
                 let exp = self.plan.exp_on_reg;
                 let reg =
-                    bufs[h.reg].to_nchw(0, 4).into_iter().map(|v| if exp { v.exp() * stride } else { v * stride });
+                    bufs[self.buffer_of[h.reg]].to_nchw(0, 4).into_iter().map(|v| if exp { v.exp() * stride } else { v * stride });
                 HostLevel {
                     cls,
                     reg: reg.collect(),

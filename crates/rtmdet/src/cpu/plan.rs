@@ -83,6 +83,21 @@ pub enum Step {
     },
 }
 
+impl Step {
+    /// Every slot the step reads or writes.
+    pub fn slots(&self) -> Vec<usize> {
+        match self {
+            Step::Conv { input, output, residual, .. } | Step::Winograd { input, output, residual, .. } => {
+                [*input, *output].into_iter().chain(residual.map(|r| r.0)).collect()
+            }
+            Step::Depthwise { input, output, .. }
+            | Step::Upsample { input, output, .. }
+            | Step::Copy { input, output, .. } => vec![*input, *output],
+            Step::Pool { slot, .. } | Step::Attention { slot, .. } => vec![*slot],
+        }
+    }
+}
+
 /// One pyramid level's head outputs: logits in `cls`, raw distances in `reg` (both at offset 0).
 #[derive(Clone, Copy, Debug)]
 pub struct HeadSlots {
@@ -114,6 +129,44 @@ impl Plan {
         let feats = neck(&mut b, cfg, [c3, c4, c5])?;
         let heads = head(&mut b, cfg, &feats)?;
         Ok(Plan { slots: b.slots, steps: b.steps, heads, num_classes: cfg.num_classes, exp_on_reg: cfg.exp_on_reg })
+    }
+
+    /// Maps each slot to a buffer, slots whose lifetimes do not overlap sharing one (same
+    /// shape): every producer writes all channels of its slot's part, so a reused buffer
+    /// needs no clearing, and its zero frame is never written. The input and head outputs
+    /// live throughout.
+    pub fn buffer_assignment(&self) -> Vec<usize> {
+        let n = self.slots.len();
+        let (mut first, mut last) = (vec![usize::MAX; n], vec![0usize; n]);
+        for (i, step) in self.steps.iter().enumerate() {
+            for s in step.slots() {
+                first[s] = first[s].min(i);
+                last[s] = last[s].max(i);
+            }
+        }
+        let pinned = self.heads.iter().flat_map(|h| [h.cls, h.reg]).chain([INPUT_SLOT]);
+        for s in pinned {
+            first[s] = 0;
+            last[s] = usize::MAX;
+        }
+        let mut assignment = vec![usize::MAX; n];
+        let mut buffers: Vec<SlotSpec> = Vec::new();
+        let mut free: Vec<usize> = Vec::new();
+        for i in 0..self.steps.len().max(1) {
+            for s in (0..n).filter(|&s| first[s] == i) {
+                let spec = self.slots[s];
+                let reuse = free.iter().position(|&b| buffers[b] == spec);
+                assignment[s] = match reuse {
+                    Some(k) => free.swap_remove(k),
+                    None => {
+                        buffers.push(spec);
+                        buffers.len() - 1
+                    }
+                };
+            }
+            free.extend((0..n).filter(|&s| last[s] == i && assignment[s] != usize::MAX).map(|s| assignment[s]));
+        }
+        assignment
     }
 
     /// Arithmetic of one image at `h`×`w` (multiply-add = 2 FLOP).
