@@ -162,8 +162,10 @@ impl CpuModel {
                 let cls = cls_map.to_nchw(0, self.plan.num_classes);
                 let stride = h.stride as f32;
                 let exp = self.plan.exp_on_reg;
-                let reg =
-                    bufs[self.buffer_of[h.reg]].to_nchw(0, 4).into_iter().map(|v| if exp { v.exp() * stride } else { v * stride });
+                let reg = bufs[self.buffer_of[h.reg]]
+                    .to_nchw(0, 4)
+                    .into_iter()
+                    .map(|v| if exp { v.exp() * stride } else { v * stride });
                 HostLevel {
                     cls,
                     reg: reg.collect(),

@@ -2,7 +2,7 @@
 //! multiply-adds per channel pair instead of 36. Per row of tiles: the input tiles are
 //! transformed (`Bᵀ d B`), 16 small GEMMs multiply them with the transformed weights
 //! (`G g Gᵀ`, computed once in f64), and the output transform (`Aᵀ m A`) adds the bias,
-//! applies SiLU and the residual while storing. Scratch stays in L2 (one tile row at a time).
+//! applies SiLU and the residual while storing. Scratch stays in L2 (a few tiles at a time).
 
 #![allow(clippy::needless_range_loop)] // index loops keep register tiles in registers
 
@@ -98,6 +98,30 @@ struct Job<'a> {
     res: Option<(*const f32, Geom, usize)>,
     tile_rows: usize,
     tile_cols: usize,
+    /// Tiles per task: the scratch (`V` and `M`) stays small beside the transformed weights
+    /// in L2.
+    chunk: usize,
+}
+
+/// The tiles `first..first + count` of tile row `row` (all images' rows numbered together).
+#[derive(Clone, Copy)]
+struct Span {
+    row: usize,
+    first: usize,
+    count: usize,
+}
+
+/// Scratch floats per task (512 KiB: with the transformed weights it stays in L2).
+const SCRATCH_FLOATS: usize = 128 * 1024;
+
+/// The row's tiles, halved while their scratch exceeds [`SCRATCH_FLOATS`] (down to 10, a
+/// register tile's width).
+fn chunk_tiles(tiles: usize, floats_per_tile: usize) -> usize {
+    let mut chunk = tiles.max(1);
+    while chunk * floats_per_tile > SCRATCH_FLOATS && chunk % 2 == 0 && chunk / 2 >= 10 {
+        chunk /= 2;
+    }
+    chunk
 }
 
 // SAFETY: inputs are only read; each task writes its own two output rows.
@@ -134,50 +158,54 @@ pub fn winograd_conv(
         res: residual.map(|(r, off)| (r.data.as_ptr(), r.geom(), off)),
         tile_rows: input.h.div_ceil(2),
         tile_cols: input.w.div_ceil(2),
+        chunk: chunk_tiles(input.w.div_ceil(2), 16 * (wg.v_channels + wg.cout_pad)),
     };
-    (0..input.n * job.tile_rows).into_par_iter().for_each(|r| {
+    let chunks = job.tile_cols.div_ceil(job.chunk);
+    (0..input.n * job.tile_rows * chunks).into_par_iter().for_each(|t| {
+        let first = (t % chunks) * job.chunk;
+        let span = Span { row: t / chunks, first, count: job.chunk.min(job.tile_cols - first) };
         SCRATCH.with(|s| {
             let mut s = s.borrow_mut();
-            let need = 16 * job.tile_cols * (wg.v_channels + wg.cout_pad);
+            let need = 16 * span.count * (wg.v_channels + wg.cout_pad);
             if s.len() < need {
                 s.resize(need, 0.0);
             }
-            tile_row(isa, &job, r, &mut s);
+            tiles(isa, &job, span, &mut s);
         })
     });
 }
 
-dispatch!(fn tile_row => tile_row_generic(job: &Job, row: usize, scratch: &mut [f32]));
+dispatch!(fn tiles => tiles_generic(job: &Job, span: Span, scratch: &mut [f32]));
 
 #[inline(always)]
-fn tile_row_generic<S: Simd>(job: &Job, row: usize, scratch: &mut [f32]) {
+fn tiles_generic<S: Simd>(job: &Job, span: Span, scratch: &mut [f32]) {
     let wg = job.wg;
-    let tw = job.tile_cols;
+    let tw = span.count;
     let (v, m) = scratch.split_at_mut(16 * tw * wg.v_channels);
     // SAFETY: every access below stays inside the maps (halo ≥ 1) and the scratch.
     unsafe {
-        input_transform::<S>(job, row, v);
+        input_transform::<S>(job, span, v);
         for xi in 0..16 {
             let a = v.as_ptr().add(xi * tw * wg.v_channels);
             let u = wg.u.as_ptr().add(xi * wg.cout_pad * wg.cin);
             let mx = m.as_mut_ptr().add(xi * tw * wg.cout_pad);
-            gemm::<S>(job, a, u, mx);
+            gemm::<S>(job, tw, a, u, mx);
         }
-        output_transform::<S>(job, row, m);
+        output_transform::<S>(job, span, m);
     }
 }
 
 /// `V[ξ][tile][c] = (Bᵀ d B)[ξ]` for the 4×4 input patch `d` of every tile of the row.
 #[inline(always)]
-unsafe fn input_transform<S: Simd>(job: &Job, row: usize, v: &mut [f32]) {
+unsafe fn input_transform<S: Simd>(job: &Job, span: Span, v: &mut [f32]) {
     let wg = job.wg;
-    let (n, ty) = (row / job.tile_rows, row % job.tile_rows);
+    let (n, ty) = (span.row / job.tile_rows, span.row % job.tile_rows);
     let g = job.in_geom;
-    let (tw, vc) = (job.tile_cols, wg.v_channels);
+    let (tw, vc) = (span.count, wg.v_channels);
     unsafe {
-        for tx in 0..job.tile_cols {
+        for tx in 0..tw {
             // Patch origin (2ty − 1, 2tx − 1) lies in the zero frame for the first tiles.
-            let origin = job.inp.add(g.at(n, 2 * ty, 2 * tx)).sub(g.row_stride() + g.cs);
+            let origin = job.inp.add(g.at(n, 2 * ty, 2 * (span.first + tx))).sub(g.row_stride() + g.cs);
             for (&(off, cnt), &(voff, _)) in wg.segments.iter().zip(&wg.v_segments) {
                 for c in (0..round_up(cnt, B)).step_by(S::LANES) {
                     let mut d = [[S::splat(0.0); 4]; 4];
@@ -217,9 +245,8 @@ unsafe fn bt<S: Simd>([d0, d1, d2, d3]: [S::V; 4]) -> [S::V; 4] {
 
 /// `M[tile][co] = Σ_c V[tile][c] · U[c][co]` for one transformed position.
 #[inline(always)]
-unsafe fn gemm<S: Simd>(job: &Job, a: *const f32, u: *const f32, m: *mut f32) {
+unsafe fn gemm<S: Simd>(job: &Job, tw: usize, a: *const f32, u: *const f32, m: *mut f32) {
     let wg = job.wg;
-    let tw = job.tile_cols;
     let blocks = wg.cout_pad / B;
     let taps = [0isize];
     let mut cb = 0;
@@ -274,10 +301,10 @@ unsafe fn gemm_tile<S: Simd, const MR: usize, const NV: usize>(src: &TileSrc, ou
 
 /// `Y = Aᵀ M A` (2×2 outputs per tile) + bias, activation, residual, stored into the map.
 #[inline(always)]
-unsafe fn output_transform<S: Simd>(job: &Job, row: usize, m: &[f32]) {
+unsafe fn output_transform<S: Simd>(job: &Job, span: Span, m: &[f32]) {
     let wg = job.wg;
-    let (n, ty) = (row / job.tile_rows, row % job.tile_rows);
-    let (tw, cp) = (job.tile_cols, wg.cout_pad);
+    let (n, ty) = (span.row / job.tile_rows, span.row % job.tile_rows);
+    let (tw, cp) = (span.count, wg.cout_pad);
     let og = job.out_geom;
     unsafe {
         for tx in 0..tw {
@@ -294,7 +321,7 @@ unsafe fn output_transform<S: Simd>(job: &Job, row: usize, m: &[f32]) {
                     let y0 = S::add(S::add(S::add(t[a][0], t[a][1]), t[a][2]), bias);
                     let y1 = S::add(S::fma(t[a][3], S::splat(-1.0), S::fma(t[a][2], S::splat(-1.0), t[a][1])), bias);
                     for (b, y) in [y0, y1].into_iter().enumerate() {
-                        let (oy, ox) = (2 * ty + a, 2 * tx + b);
+                        let (oy, ox) = (2 * ty + a, 2 * (span.first + tx) + b);
                         if oy >= og.h || ox >= og.w {
                             continue;
                         }
