@@ -250,19 +250,20 @@ impl Builder<'_> {
         Ok((weight, bias, shape))
     }
 
-    fn emit_conv(&mut self, conv: PackedConv, x: &Val, dest: Dest, residual: Option<&Val>) -> Val {
-        let stride = self.slots[x.slot].stride * conv.stride;
-        let (slot, off) = match dest {
-            Dest::New => (self.slot(stride, conv.cout), 0),
+    /// The slot and channel offset a convolution of `cout` outputs at `stride` writes to.
+    fn place(&mut self, stride: usize, cout: usize, dest: Dest) -> (usize, usize) {
+        match dest {
+            Dest::New => (self.slot(stride, cout), 0),
             Dest::Into(s, o) => (s, o),
-        };
-        let residual = residual.map(|r| {
-            assert!(r.segments.len() == 1, "residual is one part");
-            (r.slot, r.segments[0].0)
-        });
+        }
+    }
+
+    fn emit_conv(&mut self, conv: PackedConv, x: &Val, dest: Dest, residual: Option<&Val>) -> Val {
+        let (slot, out_off) = self.place(self.slots[x.slot].stride * conv.stride, conv.cout, dest);
+        let residual = residual.map(residual_part);
         let cout = conv.cout;
-        self.steps.push(Step::Conv { conv, input: x.slot, output: slot, out_off: off, residual });
-        Val { slot, segments: vec![(off, cout)] }
+        self.steps.push(Step::Conv { conv, input: x.slot, output: slot, out_off, residual });
+        Val { slot, segments: vec![(out_off, cout)] }
     }
 
     /// A ConvModule (conv + BN + SiLU) with kernel `k`.
@@ -284,14 +285,11 @@ impl Builder<'_> {
     }
 
     fn emit_winograd(&mut self, wg: PackedWinograd, x: &Val, dest: Dest, residual: Option<&Val>) -> Val {
-        let (slot, off) = match dest {
-            Dest::New => (self.slot(self.slots[x.slot].stride, wg.cout), 0),
-            Dest::Into(s, o) => (s, o),
-        };
-        let residual = residual.map(|r| (r.slot, r.segments[0].0));
+        let (slot, out_off) = self.place(self.slots[x.slot].stride, wg.cout, dest);
+        let residual = residual.map(residual_part);
         let cout = wg.cout;
-        self.steps.push(Step::Winograd { wg, input: x.slot, output: slot, out_off: off, residual });
-        Val { slot, segments: vec![(off, cout)] }
+        self.steps.push(Step::Winograd { wg, input: x.slot, output: slot, out_off, residual });
+        Val { slot, segments: vec![(out_off, cout)] }
     }
 
     fn depthwise_module(&mut self, prefix: &str, x: &Val, stride: usize) -> Result<Val> {
@@ -399,19 +397,19 @@ impl Builder<'_> {
         self.conv_module(&join(prefix, "conv2"), &v, 1, Dest::New, None)
     }
 
+    /// Copies compact `b` (padding channels included) into `slot` at channel `offset`.
+    fn copy_part(&mut self, b: &Val, slot: usize, offset: usize) {
+        let channels = round_up(b.channels(), CHANNEL_BLOCK);
+        self.steps.push(Step::Copy { input: b.slot, in_off: 0, output: slot, out_off: offset, channels });
+    }
+
     /// `cat([upsample2x(a), b])` in a new slot at `b`'s resolution.
     fn upsample_cat(&mut self, a: &Val, b: &Val) -> Val {
         let (a, b) = (self.compact(a), self.compact(b));
         let (ca, cb) = (a.channels(), b.channels());
         let (cat, offs) = self.concat_slot(self.slots[b.slot].stride, &[ca, cb]);
         self.steps.push(Step::Upsample { input: a.slot, output: cat, out_off: offs[0], channels: round_up(ca, 16) });
-        self.steps.push(Step::Copy {
-            input: b.slot,
-            in_off: 0,
-            output: cat,
-            out_off: offs[1],
-            channels: round_up(cb, 16),
-        });
+        self.copy_part(&b, cat, offs[1]);
         Val { slot: cat, segments: vec![(offs[0], ca), (offs[1], cb)] }
     }
 
@@ -422,13 +420,7 @@ impl Builder<'_> {
         let cb = b.channels();
         let (cat, offs) = self.concat_slot(self.slots[b.slot].stride, &[c_down, cb]);
         self.conv(prefix, x, 2, Dest::Into(cat, offs[0]), None)?;
-        self.steps.push(Step::Copy {
-            input: b.slot,
-            in_off: 0,
-            output: cat,
-            out_off: offs[1],
-            channels: round_up(cb, 16),
-        });
+        self.copy_part(&b, cat, offs[1]);
         Ok(Val { slot: cat, segments: vec![(offs[0], c_down), (offs[1], cb)] })
     }
 
@@ -456,6 +448,12 @@ impl Builder<'_> {
         let conv = PackedConv::new(&w.data, &b.data, [o, i, 1], 1, Activation::Identity, Some(x.segments.clone()));
         Ok(self.emit_conv(conv, x, Dest::New, None))
     }
+}
+
+/// A residual is read as one part: `(slot, channel offset)`.
+fn residual_part(r: &Val) -> (usize, usize) {
+    assert!(r.segments.len() == 1, "a residual is one part");
+    (r.slot, r.segments[0].0)
 }
 
 fn block_probe(prefix: &str, j: usize) -> String {
