@@ -240,6 +240,18 @@ impl Detector {
         letterboxes: &[Letterbox],
         params: &DetectParams,
     ) -> Vec<Vec<Detection>> {
+        match &self.cpu {
+            Some(cpu) => cpu.install(|| self.postprocess_each(host, letterboxes, params)),
+            None => self.postprocess_each(host, letterboxes, params),
+        }
+    }
+
+    fn postprocess_each(
+        &self,
+        host: &[HostLevel],
+        letterboxes: &[Letterbox],
+        params: &DetectParams,
+    ) -> Vec<Vec<Detection>> {
         letterboxes
             .iter()
             .enumerate()

@@ -74,6 +74,11 @@ impl CpuModel {
         self.threads
     }
 
+    /// Runs `f` on the engine's threads (so post-processing honours `--threads` too).
+    pub fn install<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {
+        self.pool.install(f)
+    }
+
     pub fn plan(&self) -> &Plan {
         &self.plan
     }

@@ -67,6 +67,37 @@ fn sigmoid(x: f32) -> f32 {
     1.0 / (1.0 + (-x).exp())
 }
 
+fn logit(p: f32) -> f32 {
+    if p <= 0.0 {
+        f32::NEG_INFINITY
+    } else if p >= 1.0 {
+        f32::INFINITY
+    } else {
+        (p as f64 / (1.0 - p as f64)).ln() as f32
+    }
+}
+
+/// The first `n` of a stable sort by descending score, without sorting what the cut drops:
+/// everything above the `n`-th best score, then its ties in their original order.
+fn keep_best_stable(cands: &mut Vec<(f32, usize, usize)>, n: usize) {
+    if cands.len() > n && n > 0 {
+        let mut scores: Vec<f32> = cands.iter().map(|c| c.0).collect();
+        let (_, &mut nth, _) = scores.select_nth_unstable_by(n - 1, |a, b| b.total_cmp(a));
+        let above = cands.iter().filter(|c| c.0.total_cmp(&nth).is_gt()).count();
+        let mut ties = n - above;
+        cands.retain(|c| match c.0.total_cmp(&nth) {
+            std::cmp::Ordering::Greater => true,
+            std::cmp::Ordering::Equal if ties > 0 => {
+                ties -= 1;
+                true
+            }
+            _ => false,
+        });
+    }
+    cands.sort_by(|a, b| b.0.total_cmp(&a.0));
+    cands.truncate(n);
+}
+
 /// Per level: every (prior, class) with `sigmoid(logit) > score_thr`, best `nms_pre` kept,
 /// decoded from prior `(j*s, i*s)` and, with `clip_hw`, clamped to `[0, w] x [0, h]` (mmdet
 /// clamps to the padded input; mmdeploy graphs do not clamp).
@@ -78,17 +109,21 @@ pub fn select_candidates(levels: &[LevelMaps], params: &DetectParams, clip_hw: O
         let hw = lv.height * lv.width;
         let num_classes = lv.cls.len() / hw;
         // (score, prior, class) in (prior, class) row-major order, as torch.nonzero lists them.
+        // Logits clearly below the threshold's logit skip the exp; the test itself is exact.
+        let floor = logit(params.score_thr) - 1e-3;
         let mut cands: Vec<(f32, usize, usize)> = Vec::new();
         for p in 0..hw {
             for c in 0..num_classes {
-                let s = sigmoid(lv.cls[c * hw + p]);
-                if s > params.score_thr {
-                    cands.push((s, p, c));
+                let x = lv.cls[c * hw + p];
+                if x > floor || floor.is_nan() {
+                    let s = sigmoid(x);
+                    if s > params.score_thr {
+                        cands.push((s, p, c));
+                    }
                 }
             }
         }
-        cands.sort_by(|a, b| b.0.total_cmp(&a.0));
-        cands.truncate(params.nms_pre);
+        keep_best_stable(&mut cands, params.nms_pre);
         let stride = lv.stride as f32;
         for (s, p, c) in cands {
             let (px, py) = ((p % lv.width) as f32 * stride, (p / lv.width) as f32 * stride);

@@ -1,5 +1,7 @@
 //! Class-aware NMS with mmcv's `batched_nms` semantics (spec §8.2, reference quirk 8).
 
+use rayon::prelude::*;
+
 /// Boxes below this count share one NMS through per-class coordinate offsets; above it,
 /// NMS runs per class (mmcv's `split_thr`).
 pub const SPLIT_THR: usize = 10_000;
@@ -25,24 +27,61 @@ fn order_by_score(scores: &[f32], idx: impl Iterator<Item = usize>) -> Vec<usize
 /// Greedy NMS over `order` (already score-descending): a box is suppressed when its IoU with
 /// a kept box is strictly greater than `thr`. Stops after `max_keep` boxes: any later one
 /// ranks below them and cannot survive a top-`max_keep` cut.
+///
+/// The boxes are gathered in order as columns with their areas so the suppression scan is a
+/// branch-free loop the compiler vectorises; each IoU is computed with the same float32
+/// operations as [`iou`], so the result is identical.
 fn greedy(boxes: &[[f32; 4]], order: &[usize], thr: f32, max_keep: usize) -> Vec<usize> {
-    let mut suppressed = vec![false; order.len()];
+    let n = order.len();
+    let col = |k: usize| order.iter().map(|&i| boxes[i][k]).collect::<Vec<f32>>();
+    let (x1, y1, x2, y2) = (col(0), col(1), col(2), col(3));
+    let area: Vec<f32> = (0..n).map(|i| (x2[i] - x1[i]) * (y2[i] - y1[i])).collect();
+    let mut suppressed = vec![false; n];
     let mut keep = Vec::new();
-    for i in 0..order.len() {
+    for i in 0..n {
         if keep.len() == max_keep {
             break;
         }
         if suppressed[i] {
             continue;
         }
-        let bi = &boxes[order[i]];
         keep.push(order[i]);
-        for j in i + 1..order.len() {
-            if !suppressed[j] && iou(bi, &boxes[order[j]]) > thr {
-                suppressed[j] = true;
-            }
+        let (ax1, ay1, ax2, ay2, aa) = (x1[i], y1[i], x2[i], y2[i], area[i]);
+        let rest = i + 1..n;
+        for (((((s, &bx1), &by1), &bx2), &by2), &ba) in suppressed[rest.clone()]
+            .iter_mut()
+            .zip(&x1[rest.clone()])
+            .zip(&y1[rest.clone()])
+            .zip(&x2[rest.clone()])
+            .zip(&y2[rest.clone()])
+            .zip(&area[rest])
+        {
+            let w = (ax2.min(bx2) - ax1.max(bx1)).max(0.0);
+            let h = (ay2.min(by2) - ay1.max(by1)).max(0.0);
+            let inter = w * h;
+            *s |= inter / (aa + ba - inter) > thr;
         }
     }
+    keep
+}
+
+/// Greedy NMS of each class on its own (classes never suppress each other), keeping at most
+/// `max_keep` per class, merged by descending score (ties by index).
+fn per_class(boxes: &[[f32; 4]], scores: &[f32], labels: &[usize], thr: f32, max_keep: usize) -> Vec<usize> {
+    let num_labels = labels.iter().max().map_or(0, |m| m + 1);
+    let mut classes: Vec<Vec<usize>> = vec![Vec::new(); num_labels];
+    for (i, &l) in labels.iter().enumerate() {
+        classes[l].push(i);
+    }
+    let kept: Vec<Vec<usize>> = classes
+        .into_par_iter()
+        .filter(|v| !v.is_empty())
+        .map(|idx| greedy(boxes, &order_by_score(scores, idx.into_iter()), thr, max_keep))
+        .collect();
+    let mut keep: Vec<usize> = kept.into_iter().flatten().collect();
+    keep.sort_unstable();
+    let mut keep = order_by_score(scores, keep.into_iter());
+    keep.truncate(max_keep);
     keep
 }
 
@@ -58,7 +97,10 @@ pub fn batched_nms_top(boxes: &[[f32; 4]], scores: &[f32], labels: &[usize], thr
         return Vec::new();
     }
     if boxes.len() < SPLIT_THR {
-        // Offsetting each class by label * (max coordinate + 1) keeps classes apart.
+        // mmcv offsets each class by label * (max coordinate + 1) and runs one NMS; boxes of
+        // different classes then never overlap, so running it class by class on the offset
+        // boxes gives the same keep list (the IoUs are still computed on offset coordinates,
+        // as mmcv rounds them).
         let max_coord = boxes.iter().flat_map(|b| b.iter().copied()).fold(f32::NEG_INFINITY, f32::max);
         let step = max_coord + 1.0;
         let shifted: Vec<[f32; 4]> = boxes
@@ -69,23 +111,9 @@ pub fn batched_nms_top(boxes: &[[f32; 4]], scores: &[f32], labels: &[usize], thr
                 [b[0] + o, b[1] + o, b[2] + o, b[3] + o]
             })
             .collect();
-        let order = order_by_score(scores, 0..boxes.len());
-        greedy(&shifted, &order, thr, max_keep)
+        per_class(&shifted, scores, labels, thr, max_keep)
     } else {
-        let num_labels = labels.iter().max().map_or(0, |m| m + 1);
-        let mut per_class: Vec<Vec<usize>> = vec![Vec::new(); num_labels];
-        for (i, &l) in labels.iter().enumerate() {
-            per_class[l].push(i);
-        }
-        let mut keep = Vec::new();
-        for idx in per_class.into_iter().filter(|v| !v.is_empty()) {
-            let order = order_by_score(scores, idx.into_iter());
-            keep.extend(greedy(boxes, &order, thr, max_keep));
-        }
-        keep.sort_unstable();
-        let mut keep = order_by_score(scores, keep.into_iter());
-        keep.truncate(max_keep);
-        keep
+        per_class(boxes, scores, labels, thr, max_keep)
     }
 }
 
