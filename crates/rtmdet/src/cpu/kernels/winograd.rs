@@ -79,7 +79,7 @@ impl PackedWinograd {
 
     /// Worth it when the channel counts amortise the transforms (3×3, stride 1).
     pub fn suits(cin: usize, cout: usize, k: usize, stride: usize) -> bool {
-        k == 3 && stride == 1 && cin >= 16 && cout >= 16
+        k == 3 && stride == 1 && cin >= 24 && cout >= 16
     }
 
     /// The multiply-adds ×2 of the direct convolution it replaces.
