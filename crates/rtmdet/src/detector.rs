@@ -192,10 +192,19 @@ impl Detector {
         if images.is_empty() {
             return Ok(Vec::new());
         }
+        self.check_input_size()?;
         let (input, boxes) = self.preprocess(images);
         let s = self.input_size;
         let outputs = self.forward_host(input, [images.len(), 3, s, s]);
         Ok(self.postprocess_host(&outputs, &boxes, params))
+    }
+
+    /// The network input side must be a positive multiple of 32 (the coarsest stride).
+    pub fn check_input_size(&self) -> Result<()> {
+        if self.input_size == 0 || !self.input_size.is_multiple_of(32) {
+            return Err(Error::Config(format!("input size {} must be a positive multiple of 32", self.input_size)));
+        }
+        Ok(())
     }
 
     /// Head outputs on the host from whichever engine runs inference.

@@ -181,3 +181,25 @@ fn own_format_round_trip_is_exact() {
         .collect();
     assert!(leftovers.is_empty());
 }
+
+/// An input size the network cannot take is an error from predict, not a panic in a kernel;
+/// any multiple of 32 works on the CPU engine (here 352, whose stride-32 map is 11×11) and
+/// gives what burn gives.
+#[test]
+fn input_size_not_a_multiple_of_32_is_an_error() {
+    let mut det = Detector::from_checkpoint(tiny_path()).unwrap();
+    let img = read_image(&shared("assets/images/demo.jpg")).unwrap();
+    det.input_size = 100;
+    let err = det.predict(&img).unwrap_err();
+    assert!(err.to_string().contains("multiple of 32"), "{err}");
+    det.input_size = 352;
+    assert!(det.cpu_engine().is_some());
+    let params = rtmdet::DetectParams::EVAL;
+    let ours = det.predict_batch_with(std::slice::from_ref(&img), &params).unwrap().remove(0);
+    det.set_engine(rtmdet::detector::Engine::Burn, Default::default()).unwrap();
+    let burn = det.predict_batch_with(std::slice::from_ref(&img), &params).unwrap().remove(0);
+    assert!(ours.len() > 10);
+    let tol = SetTol { boxes: 0.05, scores: 1e-4, soft_scores: 2e-4, soft_count: 3 };
+    let (ours, burn) = above_cutoff(det_rows(&ours), det_rows(&burn), params.max_det, tol.soft_scores);
+    match_sets(&ours, &burn, tol).unwrap();
+}

@@ -25,7 +25,13 @@ impl Isa {
         }
     }
 
-    fn best_supported() -> Isa {
+    /// The best level this CPU supports (detected once).
+    pub fn best_supported() -> Isa {
+        static BEST: std::sync::OnceLock<Isa> = std::sync::OnceLock::new();
+        *BEST.get_or_init(Self::probe)
+    }
+
+    fn probe() -> Isa {
         #[cfg(target_arch = "x86_64")]
         {
             if is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("fma") {
@@ -344,6 +350,8 @@ macro_rules! dispatch {
     ($(#[$m:meta])* $vis:vis fn $name:ident => $generic:ident ( $($arg:ident : $ty:ty),* $(,)? )) => {
         $(#[$m])*
         $vis fn $name(isa: $crate::cpu::simd::Isa, $($arg: $ty),*) {
+            // A level the CPU lacks (a caller's choice) falls back to the best it has.
+            let isa = isa.min($crate::cpu::simd::Isa::best_supported());
             #[cfg(target_arch = "x86_64")]
             {
                 #[target_feature(enable = "avx512f,avx2,fma")]
@@ -355,7 +363,7 @@ macro_rules! dispatch {
                     $generic::<$crate::cpu::simd::Avx2>($($arg),*)
                 }
                 match isa {
-                    // SAFETY: `Isa::detect` only returns levels the CPU reports.
+                    // SAFETY: `isa` was capped to what the CPU reports above.
                     $crate::cpu::simd::Isa::Avx512 => return unsafe { avx512($($arg),*) },
                     $crate::cpu::simd::Isa::Avx2 => return unsafe { avx2($($arg),*) },
                     $crate::cpu::simd::Isa::Scalar => {}

@@ -52,6 +52,7 @@ pub fn validate(
             data.categories.len()
         )));
     }
+    det.check_input_size()?;
     let mut predictions = Vec::new();
     let mut confusion = ConfusionMatrix::new(data.categories.len());
     let (mut pre, mut inf, mut post) = (0f64, 0f64, 0f64);
