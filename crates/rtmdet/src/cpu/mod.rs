@@ -98,7 +98,7 @@ impl CpuModel {
 
     fn forward_timed(&self, input: &[f32], dims: [usize; 4], mut times: Option<&mut Vec<StepTime>>) -> Vec<HostLevel> {
         let [n, c, h, w] = dims;
-        assert!(c == 3 && h % 32 == 0 && w % 32 == 0, "input {dims:?} must be [N, 3, 32k, 32k]");
+        assert!(c == 3 && h.is_multiple_of(32) && w.is_multiple_of(32), "input {dims:?} must be [N, 3, 32k, 32k]");
         let mut bufs = self.buffers.lock().unwrap_or_else(|e| e.into_inner());
         for (slot, spec) in self.plan.slots.iter().enumerate() {
             bufs[self.buffer_of[slot]].ensure(n, h / spec.stride, w / spec.stride, spec.cs);

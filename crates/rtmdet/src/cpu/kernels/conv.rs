@@ -194,7 +194,7 @@ const L1_WEIGHT_BYTES: usize = 24 * 1024;
 /// one at a time when the taps are chunked).
 pub(crate) fn tile_shape(lanes: usize, left: usize, width: usize) -> (usize, usize) {
     match lanes {
-        16 if left >= 3 && left != 4 && (width % 8 == 0 || width % 10 != 0) => (3, 8),
+        16 if left >= 3 && left != 4 && (width.is_multiple_of(8) || !width.is_multiple_of(10)) => (3, 8),
         16 if left >= 2 => (2, 10),
         16 => (1, 10),
         8 => (1, 6),

@@ -118,7 +118,7 @@ const SCRATCH_FLOATS: usize = 128 * 1024;
 /// register tile's width).
 fn chunk_tiles(tiles: usize, floats_per_tile: usize) -> usize {
     let mut chunk = tiles.max(1);
-    while chunk * floats_per_tile > SCRATCH_FLOATS && chunk % 2 == 0 && chunk / 2 >= 10 {
+    while chunk * floats_per_tile > SCRATCH_FLOATS && chunk.is_multiple_of(2) && chunk / 2 >= 10 {
         chunk /= 2;
     }
     chunk
