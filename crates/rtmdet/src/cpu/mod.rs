@@ -53,7 +53,7 @@ impl CpuModel {
     pub fn new(cfg: &ModelConfig, map: &TensorMap, opts: CpuOptions) -> Result<Self> {
         let plan = Plan::build(cfg, map, !opts.direct_3x3)?;
         let best = Isa::detect();
-        let isa = opts.isa.map_or(best, |i| i.min(Isa::available().last().copied().unwrap_or(Isa::Scalar)));
+        let isa = opts.isa.map_or(best, |i| i.min(Isa::best_supported()));
         let threads = opts.threads.unwrap_or_else(default_threads).max(1);
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(threads)

@@ -43,11 +43,11 @@ impl FeatureMap {
     }
 
     pub fn row_stride(&self) -> usize {
-        (self.w + 2 * HALO) * self.cs
+        self.geom().row_stride()
     }
 
     pub fn image_stride(&self) -> usize {
-        (self.h + 2 * HALO) * self.row_stride()
+        self.geom().image_stride()
     }
 
     /// Index of channel 0 of interior pixel `(y, x)` of image `n`.
@@ -59,13 +59,7 @@ impl FeatureMap {
         Geom { h: self.h, w: self.w, cs: self.cs }
     }
 
-    /// Copies an NCHW tensor of `c` channels in.
-    pub fn from_nchw(src: &[f32], [n, c, h, w]: [usize; 4], cs: usize) -> Self {
-        let mut f = FeatureMap::zeros(n, h, w, cs);
-        f.fill_from_nchw(src, [n, c, h, w]);
-        f
-    }
-
+    /// Copies an NCHW tensor of `c` channels into the interior.
     pub fn fill_from_nchw(&mut self, src: &[f32], [n, c, h, w]: [usize; 4]) {
         assert!(c <= self.cs && (n, h, w) == (self.n, self.h, self.w) && src.len() == n * c * h * w);
         let (cs, rows_per_image, row_stride) = (self.cs, self.h + 2 * HALO, self.row_stride());
@@ -121,6 +115,13 @@ impl Geom {
     pub fn at(&self, n: usize, y: usize, x: usize) -> usize {
         n * self.image_stride() + (y + HALO) * self.row_stride() + (x + HALO) * self.cs
     }
+}
+
+/// Offsets from a pixel to the taps of a centred k×k window, row-major.
+pub(crate) fn tap_offsets(g: Geom, k: usize) -> Vec<isize> {
+    let p = (k / 2) as isize;
+    let (row, px) = (g.row_stride() as isize, g.cs as isize);
+    (0..k * k).map(|t| ((t / k) as isize - p) * row + ((t % k) as isize - p) * px).collect()
 }
 
 /// A shared view that row tasks on different threads write disjoint parts of.

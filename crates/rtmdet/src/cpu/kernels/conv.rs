@@ -11,7 +11,7 @@ use rayon::prelude::*;
 
 use super::Activation;
 use crate::cpu::simd::{Isa, Simd, dispatch};
-use crate::cpu::tensor::{CHANNEL_BLOCK, FeatureMap, Geom, HALO, SyncPtr, round_up};
+use crate::cpu::tensor::{CHANNEL_BLOCK, FeatureMap, Geom, HALO, SyncPtr, round_up, tap_offsets};
 
 const B: usize = CHANNEL_BLOCK;
 
@@ -109,13 +109,7 @@ pub fn conv2d(
     assert!(out_off + conv.cout_pad <= output.cs, "conv output channels");
     assert!(conv.segments.iter().all(|&(o, c)| o + c <= input.cs), "conv input channels");
     let g = input.geom();
-    let p = (conv.k / 2) as isize;
-    let taps = (0..conv.k * conv.k)
-        .map(|t| {
-            let (ky, kx) = ((t / conv.k) as isize, (t % conv.k) as isize);
-            (ky - p) * g.row_stride() as isize + (kx - p) * g.cs as isize
-        })
-        .collect();
+    let taps = tap_offsets(g, conv.k);
     if let Some((r, off)) = residual {
         assert_eq!((r.n, r.h, r.w), (output.n, hout, wout), "residual shape");
         assert!(off + conv.cout_pad <= r.cs);

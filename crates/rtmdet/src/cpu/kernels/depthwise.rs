@@ -5,7 +5,7 @@ use rayon::prelude::*;
 
 use super::Activation;
 use crate::cpu::simd::{Isa, Simd, dispatch};
-use crate::cpu::tensor::{CHANNEL_BLOCK, FeatureMap, Geom, HALO, SyncPtr, round_up};
+use crate::cpu::tensor::{CHANNEL_BLOCK, FeatureMap, Geom, HALO, SyncPtr, round_up, tap_offsets};
 
 #[derive(Clone, Debug)]
 pub struct PackedDepthwise {
@@ -68,10 +68,7 @@ pub fn depthwise2d(isa: Isa, dw: &PackedDepthwise, input: &FeatureMap, output: &
     assert_eq!((output.n, output.h, output.w), (input.n, hout, wout), "depthwise output shape");
     assert!(dw.c_pad <= input.cs && dw.c_pad <= output.cs, "depthwise channels");
     let g = input.geom();
-    let p = (dw.k / 2) as isize;
-    let taps = (0..dw.k * dw.k)
-        .map(|t| ((t / dw.k) as isize - p) * g.row_stride() as isize + ((t % dw.k) as isize - p) * g.cs as isize)
-        .collect();
+    let taps = tap_offsets(g, dw.k);
     let job = Job {
         dw,
         taps,
