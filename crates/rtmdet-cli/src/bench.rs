@@ -8,16 +8,16 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
 use rtmdet::assign::DynamicSoftLabelAssigner;
-use rtmdet::cpu::peak::fma_peak_gflops;
-use rtmdet::cpu::{CpuOptions, Isa};
-use rtmdet::detector::Engine;
+use rtmdet::engine::EngineKind;
+use rtmdet::engine::cpu::peak::fma_peak_gflops;
+use rtmdet::engine::cpu::{CpuOptions, Isa};
 use rtmdet::image_io::{BgrImage, decode_image};
-use rtmdet::loss::detection::{ImageTargets, detection_loss};
 use rtmdet::model::RtmDet;
 use rtmdet::train::ema::ExpMomentumEma;
 use rtmdet::train::optim::AdamW;
-use rtmdet::weights::own::write_atomically;
-use rtmdet::{DetectParams, Detector};
+use rtmdet::train::trainer::optimisation_step;
+use rtmdet::weights::safetensors::write_atomically;
+use rtmdet::{DetectParams, Detector, Instances};
 use rtmdet::{ModelConfig, Size};
 use serde::Serialize;
 
@@ -147,9 +147,9 @@ fn bench_infer(args: BenchInferArgs) -> Result<()> {
     let mut det = match (&args.weights, &args.model) {
         (Some(w), _) => Detector::load(w, &Default::default())?,
         (None, m) => {
-            let cfg = rtmdet::ModelConfig::new(rtmdet::Size::parse(m.as_deref().unwrap_or("tiny"))?);
-            let model = rtmdet::model::RtmDet::new(&cfg, &Default::default())?;
-            Detector::new(model, cfg, Default::default())
+            let cfg = ModelConfig::new(Size::parse(m.as_deref().unwrap_or("tiny"))?);
+            let map = rtmdet::weights::collect(&mut RtmDet::new(&cfg, &Default::default())?);
+            Detector::from_tensors(cfg, &map, Default::default())?
         }
     };
     det.input_size = args.imgsz;
@@ -170,18 +170,17 @@ fn bench_infer(args: BenchInferArgs) -> Result<()> {
     );
     let mut rows = Vec::new();
     for (ti, &t) in args.threads.iter().enumerate() {
-        det.set_engine(Engine::Cpu, CpuOptions { threads: Some(t), isa, direct_3x3: args.direct_3x3 })?;
+        det.set_engine(EngineKind::Cpu, CpuOptions { threads: Some(t), isa, direct_3x3: args.direct_3x3 })?;
         let engine = det.cpu_engine().expect("CPU engine");
         let flops = engine.plan().flops(s, s) * b as f64;
         let isa_used = engine.isa();
         for _ in 0..3 {
-            det.forward_host(input.clone(), [b, 3, s, s]);
+            det.forward(&input, [b, 3, s, s])?;
         }
         let mut model_ms = Vec::new();
         for _ in 0..args.iters {
-            let x = input.clone();
             let t0 = Instant::now();
-            std::hint::black_box(det.forward_host(x, [b, 3, s, s]));
+            std::hint::black_box(det.forward(&input, [b, 3, s, s])?);
             model_ms.push(t0.elapsed().as_secs_f64() * 1e3);
         }
         let (mut e2e, mut dec, mut pre, mut post) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
@@ -194,9 +193,9 @@ fn bench_infer(args: BenchInferArgs) -> Result<()> {
             let t1 = Instant::now();
             let (x, boxes) = det.preprocess(&imgs);
             let t2 = Instant::now();
-            let out = det.forward_host(x, [b, 3, s, s]);
+            let out = det.forward(&x, [b, 3, s, s])?;
             let t3 = Instant::now();
-            std::hint::black_box(det.postprocess_host(&out, &boxes, &params));
+            std::hint::black_box(det.postprocess(&out, &boxes, &params));
             let t4 = Instant::now();
             let ms = |a: Instant, z: Instant| (z - a).as_secs_f64() * 1e3;
             e2e.push(ms(t0, t4));
@@ -319,15 +318,15 @@ fn bench_train(args: BenchTrainArgs) -> Result<()> {
     let (b, s) = (args.batch, args.imgsz);
     // A fixed pseudo-random input and 8 objects per image.
     let input: Vec<f32> = (0..b * 3 * s * s).map(|i| ((i * 2654435761usize) % 1000) as f32 / 500.0 - 1.0).collect();
-    let targets: Vec<ImageTargets> = (0..b)
-        .map(|i| ImageTargets {
-            boxes: (0..8)
+    let targets: Vec<Instances> = (0..b)
+        .map(|i| {
+            let boxes = (0..8)
                 .map(|k| {
                     let o = (40 + 60 * ((i + k) % 8)) as f32 * s as f32 / 640.0;
                     [o, o * 0.7, o + 80.0 * s as f32 / 640.0, o * 0.7 + 120.0 * s as f32 / 640.0]
                 })
-                .collect(),
-            labels: (0..8).map(|k| (i * 8 + k) % cfg.num_classes).collect(),
+                .collect();
+            Instances::targets(boxes, (0..8).map(|k| (i * 8 + k) % cfg.num_classes).collect())
         })
         .collect();
     println!("training step of RTMDet-{}, batch {b}, {s}x{s}", cfg.size.name());
@@ -343,21 +342,14 @@ fn bench_train(args: BenchTrainArgs) -> Result<()> {
             let assigner = DynamicSoftLabelAssigner::default();
             let mut out = Vec::new();
             for _ in 0..args.iters + 1 {
-                let t0 = Instant::now();
                 let x = rtmdet::burn::tensor::Tensor::<4>::from_data(
                     rtmdet::burn::tensor::TensorData::new(input.clone(), [b, 3, s, s]),
                     &device,
                 );
-                let outputs = model.forward(x);
-                let t1 = Instant::now();
-                let loss = detection_loss(&outputs, &targets, &assigner);
-                let t2 = Instant::now();
-                let grads = loss.total.backward();
-                let t3 = Instant::now();
-                opt.step(&mut model, &grads, 1e-4)?;
-                ema.update(&mut model)?;
-                let t4 = Instant::now();
-                out.push([t1 - t0, t2 - t1, t3 - t2, t4 - t3].map(|d| d.as_secs_f64()));
+                let step = optimisation_step(&mut model, &mut opt, &mut ema, x, &targets, &assigner, 1e-4)?
+                    .map_err(|l| anyhow::anyhow!("the loss is not finite: {l:?}"))?;
+                let t = step.times;
+                out.push([t.forward, t.loss, t.backward, t.optimizer]);
             }
             Ok(out[1..].to_vec())
         })?;

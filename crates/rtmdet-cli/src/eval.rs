@@ -4,9 +4,9 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::Args;
-use rtmdet::data::coco::{read_ground_truth, read_results};
 use rtmdet::eval::coco::evaluate;
-use rtmdet::weights::own::write_atomically;
+use rtmdet::eval::coco_files::{read_ground_truth, read_results};
+use rtmdet::weights::safetensors::write_atomically;
 
 #[derive(Args)]
 pub struct EvalArgs {

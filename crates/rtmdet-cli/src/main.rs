@@ -1,5 +1,6 @@
 //! `rtmdet`: a thin command-line shell over the `rtmdet` library.
 
+mod args;
 mod bench;
 mod eval;
 mod predict;

@@ -5,13 +5,12 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use rtmdet::cpu::CpuOptions;
-use rtmdet::detector::{Engine, LoadOptions, parse_device};
 use rtmdet::image_io::{BgrImage, read_image};
-use rtmdet::weights::{hub, own::write_atomically};
-use rtmdet::{DetectParams, Detection, Detector, Size};
+use rtmdet::weights::safetensors::write_atomically;
+use rtmdet::{DetectParams, Detector, Instances};
 use serde::Serialize;
 
+use crate::args::DetectorArgs;
 use crate::sources;
 
 #[derive(Args)]
@@ -19,13 +18,8 @@ pub struct PredictArgs {
     /// Images or folders of images.
     #[arg(required = true)]
     pub sources: Vec<PathBuf>,
-    /// Weights: an OpenMMLab .pth, our .safetensors, or a BN-folded ONNX export.
-    #[arg(long)]
-    pub weights: Option<PathBuf>,
-    /// Official model name (rtmdet-tiny, -s, -m, -l, -x, -nano): downloaded when no --weights
-    /// is given, otherwise the size the weights must have.
-    #[arg(long)]
-    pub model: Option<String>,
+    #[command(flatten)]
+    pub detector: DetectorArgs,
     /// Minimum score of a detection.
     #[arg(long, default_value_t = 0.3)]
     pub conf: f32,
@@ -53,34 +47,6 @@ pub struct PredictArgs {
     /// Do not write annotated images.
     #[arg(long)]
     pub no_draw: bool,
-    /// Override the box decoding: distances are exp(raw)*stride (true) or raw*stride (false).
-    #[arg(long)]
-    pub exp_on_reg: Option<bool>,
-    /// cpu, or cuda[:N] in CUDA builds.
-    #[arg(long, default_value = "cpu")]
-    pub device: String,
-    #[command(flatten)]
-    pub engine: EngineArgs,
-}
-
-/// How inference runs on the CPU.
-#[derive(Args, Clone, Debug)]
-pub struct EngineArgs {
-    /// CPU threads (default: all cores).
-    #[arg(long)]
-    pub threads: Option<usize>,
-    /// auto (the fused CPU engine on CPU, burn on GPU), cpu, or burn.
-    #[arg(long, default_value = "auto")]
-    pub engine: String,
-}
-
-impl EngineArgs {
-    pub fn options(&self) -> Result<(Engine, CpuOptions)> {
-        if self.threads == Some(0) {
-            bail!("--threads must be at least 1");
-        }
-        Ok((Engine::parse(&self.engine)?, CpuOptions { threads: self.threads, ..Default::default() }))
-    }
 }
 
 #[derive(Serialize)]
@@ -99,26 +65,6 @@ struct JsonImage {
     detections: Vec<JsonDetection>,
 }
 
-/// Loads the detector the arguments name.
-pub fn load_detector(
-    weights: Option<&PathBuf>,
-    model: Option<&str>,
-    exp_on_reg: Option<bool>,
-    device: &str,
-    engine: &EngineArgs,
-) -> Result<Detector> {
-    let device = parse_device(device)?;
-    let (engine, cpu) = engine.options()?;
-    let size = model.map(Size::parse).transpose()?;
-    let path = match (weights, model) {
-        (Some(w), _) => w.clone(),
-        (None, Some(m)) => hub::fetch(&hub::find(m)?)?,
-        (None, None) => bail!("give --weights FILE or --model NAME (e.g. --model rtmdet-tiny)"),
-    };
-    let opts = LoadOptions { size, exp_on_reg, device: Some(device), engine, cpu };
-    Ok(Detector::load(&path, &opts)?)
-}
-
 pub fn run(args: PredictArgs) -> Result<()> {
     if !(0.0..=1.0).contains(&args.iou) {
         bail!("--iou must be within [0, 1]");
@@ -126,8 +72,7 @@ pub fn run(args: PredictArgs) -> Result<()> {
     if args.batch == 0 || args.max_det == 0 || args.nms_pre == 0 {
         bail!("--batch, --max-det and --nms-pre must be at least 1");
     }
-    let mut det =
-        load_detector(args.weights.as_ref(), args.model.as_deref(), args.exp_on_reg, &args.device, &args.engine)?;
+    let mut det = args.detector.load()?;
     if let Some(s) = args.imgsz {
         if s == 0 || s % 32 != 0 {
             bail!("--imgsz must be a positive multiple of 32");
@@ -208,15 +153,15 @@ pub fn run(args: PredictArgs) -> Result<()> {
     Ok(())
 }
 
-fn summary(dets: &[Detection], det: &Detector) -> String {
+fn summary(dets: &Instances, det: &Detector) -> String {
     if dets.is_empty() {
         return "no detections".into();
     }
     let mut counts: Vec<(usize, usize)> = Vec::new();
-    for d in dets {
-        match counts.iter_mut().find(|(l, _)| *l == d.label) {
+    for &label in &dets.labels {
+        match counts.iter_mut().find(|(l, _)| *l == label) {
             Some((_, n)) => *n += 1,
-            None => counts.push((d.label, 1)),
+            None => counts.push((label, 1)),
         }
     }
     counts.iter().map(|(l, n)| format!("{n} {}", det.config().class_name(*l))).collect::<Vec<_>>().join(", ")
@@ -226,11 +171,11 @@ fn save_annotated(
     dir: &std::path::Path,
     src: &std::path::Path,
     img: &BgrImage,
-    dets: &[Detection],
+    dets: &Instances,
     det: &Detector,
 ) -> Result<()> {
     let mut canvas = img.to_rgb();
-    rtmdet::viz::draw_detections(&mut canvas, dets, |l| det.config().class_name(l));
+    rtmdet::viz::draw_instances(&mut canvas, dets, |l| det.config().class_name(l));
     let stem = src.file_stem().and_then(|s| s.to_str()).unwrap_or("image");
     let out = sources::free_path(dir, stem, "jpg");
     canvas.save(&out).with_context(|| format!("cannot write {}", out.display()))?;

@@ -9,7 +9,7 @@ use clap::Args;
 use rtmdet::Size;
 use rtmdet::data::Dataset;
 use rtmdet::data::pipeline::{EpochLoader, PipelineConfig, train_items};
-use rtmdet::detector::parse_device;
+use rtmdet::engine::parse_device;
 use rtmdet::train::trainer::{TrainEvent, TrainOptions, Trainer, preview_grid};
 
 use crate::sources;
@@ -104,6 +104,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
             stop.store(true, Ordering::SeqCst);
         });
     }
+    let trainer_terms = trainer.cfg.model.task.loss_terms();
     let mut bar: Option<indicatif::ProgressBar> = None;
     let completed = trainer.run(&stop, &mut |event| match event {
         TrainEvent::EpochStart { epoch, epochs, batches, stage2 } => {
@@ -114,12 +115,11 @@ pub fn run(args: TrainArgs) -> Result<()> {
             b.set_prefix(format!("epoch {}/{}{}", epoch + 1, epochs, if stage2 { " (stage 2)" } else { "" }));
             bar = Some(b);
         }
-        TrainEvent::Iteration { batch, loss_cls, loss_bbox, lr, instances, images_per_s } => {
+        TrainEvent::Iteration { batch, names, losses, lr, instances, images_per_s } => {
             if let Some(b) = &bar {
                 b.set_position(batch as u64 + 1);
-                b.set_message(format!(
-                    "cls {loss_cls:.4} bbox {loss_bbox:.4} lr {lr:.2e} inst {instances} {images_per_s:.1} img/s"
-                ));
+                let terms = format_terms(names, losses, true);
+                b.set_message(format!("{terms} lr {lr:.2e} inst {instances} {images_per_s:.1} img/s"));
             }
         }
         TrainEvent::Validating { .. } => {
@@ -133,10 +133,8 @@ pub fn run(args: TrainArgs) -> Result<()> {
             }
             let ap = row.ap.map_or("-".to_string(), |v| format!("{v:.4}"));
             let ap50 = row.ap50.map_or("-".to_string(), |v| format!("{v:.4}"));
-            eprintln!(
-                "epoch {}: loss_cls {:.4} loss_bbox {:.4} lr {:.2e} AP {ap} AP50 {ap50} ({:.1} s)",
-                row.epoch, row.loss_cls, row.loss_bbox, row.lr, row.seconds
-            );
+            let terms = format_terms(trainer_terms, &row.losses, false);
+            eprintln!("epoch {}: {terms} lr {:.2e} AP {ap} AP50 {ap50} ({:.1} s)", row.epoch, row.lr, row.seconds);
         }
         TrainEvent::Saved { path } => eprintln!("saved {}", path.display()),
     })?;
@@ -144,6 +142,12 @@ pub fn run(args: TrainArgs) -> Result<()> {
         eprintln!("done: {}", trainer.run_dir.display());
     }
     Ok(())
+}
+
+/// `loss_cls 0.1234 loss_bbox 0.5678` (short: `cls 0.1234 bbox 0.5678`, for the progress bar).
+fn format_terms(names: &[&str], values: &[f64], short: bool) -> String {
+    let name = |n: &str| if short { n.trim_start_matches("loss_").to_string() } else { n.to_string() };
+    names.iter().zip(values).map(|(n, v)| format!("{} {v:.4}", name(n))).collect::<Vec<_>>().join(" ")
 }
 
 #[derive(Args)]

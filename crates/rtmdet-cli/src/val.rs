@@ -9,20 +9,16 @@ use rtmdet::DetectParams;
 use rtmdet::data::Dataset;
 use rtmdet::eval::validate::validate;
 use rtmdet::viz::plots;
-use rtmdet::weights::own::write_atomically;
+use rtmdet::weights::safetensors::write_atomically;
 use serde_json::json;
 
-use crate::predict::{EngineArgs, load_detector};
+use crate::args::DetectorArgs;
 use crate::sources;
 
 #[derive(Args)]
 pub struct ValArgs {
-    /// Weights (.pth, .safetensors or .onnx).
-    #[arg(long)]
-    pub weights: Option<PathBuf>,
-    /// Official model name (downloaded when no --weights), or the size the weights must have.
-    #[arg(long)]
-    pub model: Option<String>,
+    #[command(flatten)]
+    pub detector: DetectorArgs,
     /// Dataset: a COCO .json or an Ultralytics .yaml.
     #[arg(long)]
     pub data: PathBuf,
@@ -39,20 +35,13 @@ pub struct ValArgs {
     /// Run folder (default: runs/val/<n>).
     #[arg(long)]
     pub out: Option<PathBuf>,
-    #[arg(long)]
-    pub exp_on_reg: Option<bool>,
-    #[arg(long, default_value = "cpu")]
-    pub device: String,
-    #[command(flatten)]
-    pub engine: EngineArgs,
 }
 
 pub fn run(args: ValArgs) -> Result<()> {
     if args.imgsz == 0 || args.imgsz % 32 != 0 {
         bail!("--imgsz must be a positive multiple of 32");
     }
-    let mut det =
-        load_detector(args.weights.as_ref(), args.model.as_deref(), args.exp_on_reg, &args.device, &args.engine)?;
+    let mut det = args.detector.load()?;
     det.input_size = args.imgsz;
     let data = match &args.images {
         Some(dir) => rtmdet::data::coco::load(&args.data, Some(dir))?,

@@ -42,9 +42,45 @@ impl Size {
     }
 }
 
+/// What the model predicts. Every task shares the backbone, the neck and the SepBN towers;
+/// the task adds predictors to the head and terms to the loss.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Task {
+    /// Axis-aligned boxes (RTMDet).
+    #[default]
+    Detect,
+    /// Boxes and instance masks (RTMDet-Ins).
+    Segment,
+    /// Rotated boxes (RTMDet-R).
+    Rotated,
+}
+
+impl Task {
+    pub fn name(self) -> &'static str {
+        match self {
+            Task::Detect => "detect",
+            Task::Segment => "segment",
+            Task::Rotated => "rotated",
+        }
+    }
+
+    /// The terms of the training loss, in the order they are reported (`results.csv` columns,
+    /// progress bars and logs are named after them).
+    pub fn loss_terms(self) -> &'static [&'static str] {
+        match self {
+            Task::Detect | Task::Rotated => &["loss_cls", "loss_bbox"],
+            Task::Segment => &["loss_cls", "loss_bbox", "loss_mask"],
+        }
+    }
+}
+
 /// Everything needed to build an RTMDet detector.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ModelConfig {
+    /// Detection, instance segmentation or rotated boxes.
+    #[serde(default)]
+    pub task: Task,
     pub size: Size,
     pub deepen_factor: f64,
     pub widen_factor: f64,
@@ -97,6 +133,7 @@ impl ModelConfig {
         };
         let nano = size == Size::Nano;
         ModelConfig {
+            task: Task::Detect,
             size,
             deepen_factor: deepen,
             widen_factor: widen,
@@ -176,6 +213,12 @@ impl ModelConfig {
         }
         if self.input_size == 0 || !self.input_size.is_multiple_of(32) {
             return Err(Error::Config(format!("input size {} must be a positive multiple of 32", self.input_size)));
+        }
+        if self.task != Task::Detect {
+            return Err(Error::Config(format!(
+                "the {} task is not supported yet (detection only in this version)",
+                self.task.name()
+            )));
         }
         if self.use_depthwise && self.share_conv {
             return Err(Error::Config("share_conv requires dense (non-depthwise) head convs".into()));

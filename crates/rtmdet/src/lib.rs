@@ -2,26 +2,35 @@
 //!
 //! RTMDet real-time object detectors (OpenMMLab, arXiv 2212.07784) in Rust on burn.
 //!
-//! The modules follow the data: [`image_io`] → [`preprocess`] → [`model`] (backbone, neck,
-//! head) → [`postprocess`] (decode, NMS) → [`viz`]; [`weights`] loads official checkpoints,
-//! our safetensors files and ONNX exports.
+//! The modules follow the data (see the README's "Architecture" section):
+//!
+//! * [`structures`]: boxes, rotated boxes, masks, instance sets and the one overlap family;
+//!   [`coders`]: one encoder/decoder per box coder;
+//! * [`data`] (datasets, augmentation) → [`preprocess`] → [`model`] (one [`model::Graph`] per
+//!   configuration; the burn module) → [`assign`] / [`loss`] → [`train`];
+//! * [`model`] → [`engine`] (burn or the fused CPU engine, both giving
+//!   [`model::HeadOutputs`]) → [`postprocess`] → [`eval`] / [`viz`];
+//! * [`weights`] reads and writes checkpoints by the graph's tensor names.
 //!
 //! ```no_run
 //! use rtmdet::{Detector, image_io::read_image};
 //! let det = Detector::from_checkpoint("rtmdet_tiny.pth")?;
 //! let image = read_image("demo.jpg".as_ref())?;
-//! for d in det.predict(&image)? {
+//! for d in det.predict(&image)?.iter() {
 //!     println!("{} {:.2} {:?}", det.config().class_name(d.label), d.score, d.bbox);
 //! }
 //! # Ok::<(), rtmdet::Error>(())
 //! ```
 
+#![deny(unsafe_code)] // SIMD kernels, the only unsafe code, live in crate `rtmdet-kernels`.
+
 pub mod assign;
 pub mod classes;
+pub mod coders;
 pub mod config;
-pub mod cpu;
 pub mod data;
 pub mod detector;
+pub mod engine;
 pub mod error;
 pub mod eval;
 pub mod image_io;
@@ -30,6 +39,7 @@ pub mod model;
 pub mod postprocess;
 pub mod preprocess;
 pub mod priors;
+pub mod structures;
 pub mod train;
 pub mod viz;
 pub mod weights;
@@ -38,5 +48,7 @@ pub mod weights;
 pub use burn;
 pub use config::{ModelConfig, Size};
 pub use detector::{Detector, LoadOptions};
+pub use engine::EngineKind;
 pub use error::{Error, Result};
-pub use postprocess::{DetectParams, Detection};
+pub use postprocess::DetectParams;
+pub use structures::{Detection, Instances};

@@ -3,6 +3,8 @@
 //! minimum cost. Computed in float32 on the host, per image, with the same operations as
 //! mmdet so that decisions (top-k and argmin) agree exactly.
 
+use crate::structures::boxes::iou_mmdet;
+
 /// Result per prior, in mmdet's `AssignResult` conventions.
 #[derive(Clone, Debug, PartialEq)]
 pub struct AssignResult {
@@ -40,17 +42,6 @@ impl Default for DynamicSoftLabelAssigner {
 
 const EPS: f32 = 1e-7;
 const NEG_INF: f32 = -1e8;
-
-/// mmdet's `BboxOverlaps2D` IoU (union clamped at 1e-6), float32.
-pub fn iou_xyxy(a: &[f32; 4], b: &[f32; 4]) -> f32 {
-    let area_a = (a[2] - a[0]) * (a[3] - a[1]);
-    let area_b = (b[2] - b[0]) * (b[3] - b[1]);
-    let w = (a[2].min(b[2]) - a[0].max(b[0])).max(0.0);
-    let h = (a[3].min(b[3]) - a[1].max(b[1])).max(0.0);
-    let overlap = w * h;
-    let union = (area_a + area_b - overlap).max(1e-6);
-    overlap / union
-}
 
 fn sigmoid(x: f32) -> f32 {
     1.0 / (1.0 + (-x).exp())
@@ -100,7 +91,7 @@ impl DynamicSoftLabelAssigner {
             let x = &logits[i * c..(i + 1) * c];
             let sig: Vec<f32> = x.iter().map(|&l| sigmoid(l)).collect();
             for (j, gt) in gt_boxes.iter().enumerate() {
-                let iou = iou_xyxy(&pred_boxes[i], gt);
+                let iou = iou_mmdet(&pred_boxes[i], gt);
                 ious[vi * g + j] = iou;
                 let (cx, cy) = ((gt[0] + gt[2]) / 2.0, (gt[1] + gt[3]) / 2.0);
                 let (dx, dy) = (prior[0] - cx, prior[1] - cy);

@@ -9,54 +9,53 @@ use serde_json::Value;
 
 use super::{Annotation, Category, CheckReport, Dataset, ImageEntry, clip_box};
 use crate::error::{Error, Result};
-use crate::eval::coco::{DetBox, GroundTruth, GtBox};
 
 #[derive(Deserialize)]
-struct RawImage {
-    id: u64,
+pub(crate) struct RawImage {
+    pub(crate) id: u64,
     #[serde(default)]
-    file_name: String,
-    width: Option<f64>,
-    height: Option<f64>,
+    pub(crate) file_name: String,
+    pub(crate) width: Option<f64>,
+    pub(crate) height: Option<f64>,
 }
 
 #[derive(Deserialize)]
-struct RawAnnotation {
-    id: Option<u64>,
-    image_id: u64,
-    category_id: u64,
-    bbox: Vec<f64>,
-    area: Option<f64>,
+pub(crate) struct RawAnnotation {
+    pub(crate) id: Option<u64>,
+    pub(crate) image_id: u64,
+    pub(crate) category_id: u64,
+    pub(crate) bbox: Vec<f64>,
+    pub(crate) area: Option<f64>,
     #[serde(default)]
-    iscrowd: u8,
-    segmentation: Option<Value>,
+    pub(crate) iscrowd: u8,
+    pub(crate) segmentation: Option<Value>,
 }
 
 #[derive(Deserialize)]
-struct RawCategory {
-    id: u64,
+pub(crate) struct RawCategory {
+    pub(crate) id: u64,
     #[serde(default)]
-    name: String,
+    pub(crate) name: String,
 }
 
 #[derive(Deserialize)]
-struct RawCoco {
-    images: Vec<RawImage>,
+pub(crate) struct RawCoco {
+    pub(crate) images: Vec<RawImage>,
     #[serde(default)]
-    annotations: Vec<RawAnnotation>,
-    categories: Vec<RawCategory>,
+    pub(crate) annotations: Vec<RawAnnotation>,
+    pub(crate) categories: Vec<RawCategory>,
 }
 
-fn bad(path: &Path, what: impl std::fmt::Display) -> Error {
+pub(crate) fn bad(path: &Path, what: impl std::fmt::Display) -> Error {
     Error::Other(format!("{}: {what}", path.display()))
 }
 
-fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T> {
+pub(crate) fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T> {
     let text = std::fs::read_to_string(path).map_err(|e| bad(path, e))?;
     serde_json::from_str(&text).map_err(|e| bad(path, e))
 }
 
-fn parse(path: &Path) -> Result<RawCoco> {
+pub(crate) fn parse(path: &Path) -> Result<RawCoco> {
     let raw: RawCoco = read_json(path)?;
     for (i, a) in raw.annotations.iter().enumerate() {
         if a.bbox.len() != 4 {
@@ -67,73 +66,6 @@ fn parse(path: &Path) -> Result<RawCoco> {
         }
     }
     Ok(raw)
-}
-
-/// The ground truth of a COCO file, for evaluation (no image files needed).
-pub fn read_ground_truth(path: &Path) -> Result<GroundTruth> {
-    let raw = parse(path)?;
-    let cats: HashSet<u64> = raw.categories.iter().map(|c| c.id).collect();
-    let mut boxes = Vec::with_capacity(raw.annotations.len());
-    let mut unknown = 0;
-    for (i, a) in raw.annotations.iter().enumerate() {
-        // pycocotools evaluates only the listed categories; say so instead of silently.
-        if !cats.contains(&a.category_id) {
-            if unknown == 0 {
-                eprintln!(
-                    "warning: {}: annotation #{i} has category_id {} which is not in `categories` (ignored)",
-                    path.display(),
-                    a.category_id
-                );
-            }
-            unknown += 1;
-            continue;
-        }
-        let bbox = [a.bbox[0], a.bbox[1], a.bbox[2], a.bbox[3]];
-        boxes.push(GtBox {
-            // pycocotools numbers annotations from 1 when ids are absent.
-            id: a.id.unwrap_or(i as u64 + 1),
-            image_id: a.image_id,
-            category_id: a.category_id,
-            bbox,
-            area: a.area.unwrap_or(bbox[2] * bbox[3]),
-            iscrowd: a.iscrowd != 0,
-        });
-    }
-    Ok(GroundTruth {
-        image_ids: raw.images.iter().map(|i| i.id).collect(),
-        categories: raw.categories.into_iter().map(|c| (c.id, c.name)).collect(),
-        boxes,
-    })
-}
-
-#[derive(Deserialize)]
-struct RawDet {
-    image_id: u64,
-    category_id: u64,
-    bbox: Vec<f64>,
-    score: f64,
-}
-
-/// A COCO results file `[{"image_id", "category_id", "bbox": [x, y, w, h], "score"}]`.
-pub fn read_results(path: &Path) -> Result<Vec<DetBox>> {
-    let raw: Vec<RawDet> = read_json(path)?;
-    raw.into_iter()
-        .enumerate()
-        .map(|(i, d)| {
-            if d.bbox.len() != 4 {
-                return Err(bad(
-                    path,
-                    format!("result #{i}: bbox must have 4 numbers [x, y, w, h], got {}", d.bbox.len()),
-                ));
-            }
-            Ok(DetBox {
-                image_id: d.image_id,
-                category_id: d.category_id,
-                bbox: [d.bbox[0], d.bbox[1], d.bbox[2], d.bbox[3]],
-                score: d.score,
-            })
-        })
-        .collect()
 }
 
 /// Where the images of a COCO file are: `images_dir` when given, else the first of the JSON's

@@ -10,7 +10,6 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
-use crate::eval::coco::{GroundTruth, GtBox};
 
 /// One object of an image, in image pixels.
 #[derive(Clone, Debug, PartialEq)]
@@ -110,28 +109,6 @@ impl Dataset {
 
     pub fn class_names(&self) -> Vec<String> {
         self.categories.iter().map(|c| c.name.clone()).collect()
-    }
-
-    /// The ground truth in the evaluator's terms (COCO `xywh`, original category ids).
-    pub fn ground_truth(&self) -> GroundTruth {
-        GroundTruth {
-            image_ids: self.images.iter().map(|i| i.id).collect(),
-            categories: self.categories.iter().map(|c| (c.id, c.name.clone())).collect(),
-            boxes: self
-                .images
-                .iter()
-                .flat_map(|img| {
-                    img.annotations.iter().map(move |a| GtBox {
-                        id: a.id,
-                        image_id: img.id,
-                        category_id: self.categories[a.label].id,
-                        bbox: [a.bbox[0], a.bbox[1], a.bbox[2] - a.bbox[0], a.bbox[3] - a.bbox[1]],
-                        area: a.area,
-                        iscrowd: a.iscrowd,
-                    })
-                })
-                .collect(),
-        }
     }
 }
 

@@ -21,8 +21,8 @@ use super::transforms::{
 use crate::config::Size;
 use crate::error::{Error, Result};
 use crate::image_io::{BgrImage, read_image};
-use crate::loss::detection::ImageTargets;
 use crate::preprocess::normalize_into;
+use crate::structures::Instances;
 
 /// Augmentation settings of one stage.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -87,12 +87,13 @@ pub fn train_items(data: &Dataset) -> Vec<TrainItem> {
         .collect()
 }
 
-/// A collated batch: padded BGR images, normalised NCHW input and the targets.
+/// A collated batch: padded BGR images, normalised NCHW input and the objects of each image
+/// (input pixels).
 pub struct Batch {
     pub index: usize,
     pub images: Vec<BgrImage>,
     pub input: Vec<f32>,
-    pub targets: Vec<ImageTargets>,
+    pub targets: Vec<Instances>,
 }
 
 fn mix(seed: u64, a: u64, b: u64) -> u64 {
@@ -196,10 +197,8 @@ impl EpochLoader {
                         for s in &samples {
                             normalize_into(&s.image, &mut input);
                         }
-                        let targets = samples
-                            .iter()
-                            .map(|s| ImageTargets { boxes: s.boxes.clone(), labels: s.labels.clone() })
-                            .collect();
+                        let targets =
+                            samples.iter().map(|s| Instances::targets(s.boxes.clone(), s.labels.clone())).collect();
                         Ok(Batch { index: b, images: samples.into_iter().map(|s| s.image).collect(), input, targets })
                     })();
                     if tx.send(built).is_err() {

@@ -10,6 +10,7 @@ use std::fmt::Write;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::structures::boxes::{OverlapMode, overlap_with_areas, xywh_to_xyxy};
 
 /// A ground-truth box.
 #[derive(Clone, Debug, PartialEq)]
@@ -82,20 +83,11 @@ fn linspace(start: f64, stop: f64, num: usize) -> Vec<f64> {
     (0..num).map(|i| if i == num - 1 { stop } else { i as f64 * step + start }).collect()
 }
 
-/// pycocotools' `bbIou`: crowd ground truth is matched by intersection over the detection area.
+/// pycocotools' `bbIou` on `xywh` boxes: crowd ground truth is matched by intersection over
+/// the detection area; areas are `w·h` as pycocotools multiplies them.
 fn iou(d: &[f64; 4], g: &[f64; 4], crowd: bool) -> f64 {
-    let w = (d[0] + d[2]).min(g[0] + g[2]) - d[0].max(g[0]);
-    if w <= 0.0 {
-        return 0.0;
-    }
-    let h = (d[1] + d[3]).min(g[1] + g[3]) - d[1].max(g[1]);
-    if h <= 0.0 {
-        return 0.0;
-    }
-    let inter = w * h;
-    let da = d[2] * d[3];
-    let union = if crowd { da } else { da + g[2] * g[3] - inter };
-    inter / union
+    let mode = if crowd { OverlapMode::Iof } else { OverlapMode::Iou };
+    overlap_with_areas(&xywh_to_xyxy(d), &xywh_to_xyxy(g), d[2] * d[3], g[2] * g[3], mode, None)
 }
 
 /// Matching result of one (image, category, area range), detections score-sorted, top 100.

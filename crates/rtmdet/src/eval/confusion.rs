@@ -2,6 +2,8 @@
 //! matched to ground truth by IoU; unmatched ground truth counts as "background" predicted,
 //! unmatched detections as background truth.
 
+use crate::structures::boxes::{OverlapMode, overlap};
+
 /// `[pred][true]`, `(num_classes + 1)²`, background last.
 #[derive(Clone, Debug)]
 pub struct ConfusionMatrix {
@@ -9,14 +11,6 @@ pub struct ConfusionMatrix {
     pub num_classes: usize,
     pub score_thr: f32,
     pub iou_thr: f64,
-}
-
-fn iou(a: &[f64; 4], b: &[f64; 4]) -> f64 {
-    let w = (a[2].min(b[2]) - a[0].max(b[0])).max(0.0);
-    let h = (a[3].min(b[3]) - a[1].max(b[1])).max(0.0);
-    let inter = w * h;
-    let union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter;
-    if union > 0.0 { inter / union } else { 0.0 }
 }
 
 impl ConfusionMatrix {
@@ -37,7 +31,7 @@ impl ConfusionMatrix {
         let mut pairs: Vec<(f64, usize, usize)> = Vec::new();
         for (g, gt) in gts.iter().enumerate() {
             for (d, det) in dets.iter().enumerate() {
-                let v = iou(&gt.0, &det.0);
+                let v = overlap(&gt.0, &det.0, OverlapMode::Iou, None);
                 if v > self.iou_thr {
                     pairs.push((v, g, d));
                 }

@@ -1,5 +1,6 @@
 //! Evaluation: COCO box mAP with pycocotools' exact semantics ([`coco`]).
 
 pub mod coco;
+pub mod coco_files;
 pub mod confusion;
 pub mod validate;

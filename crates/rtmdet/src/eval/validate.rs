@@ -6,12 +6,14 @@ use std::time::Instant;
 use serde::Serialize;
 
 use super::coco::{CocoEval, DetBox, evaluate};
+use super::coco_files::ground_truth;
 use super::confusion::ConfusionMatrix;
 use crate::data::Dataset;
 use crate::detector::Detector;
 use crate::error::{Error, Result};
 use crate::image_io::{BgrImage, read_image};
-use crate::postprocess::{DetectParams, Detection};
+use crate::postprocess::DetectParams;
+use crate::structures::Detection;
 
 /// Milliseconds per image of each stage.
 #[derive(Clone, Copy, Debug, Default, Serialize)]
@@ -63,13 +65,13 @@ pub fn validate(
         let (input, boxes) = det.preprocess(&images);
         pre += t.elapsed().as_secs_f64();
         let t = Instant::now();
-        let host = det.forward_host(input, [images.len(), 3, det.input_size, det.input_size]);
+        let outputs = det.forward(&input, [images.len(), 3, det.input_size, det.input_size])?;
         inf += t.elapsed().as_secs_f64();
         let t = Instant::now();
-        let results = det.postprocess_host(&host, &boxes, params);
+        let results = det.postprocess(&outputs, &boxes, params);
         post += t.elapsed().as_secs_f64();
         for (entry, dets) in chunk.iter().zip(results) {
-            predictions.extend(dets.iter().map(|d| to_coco(d, entry.id, data.categories[d.label].id)));
+            predictions.extend(dets.iter().map(|d| to_coco(&d, entry.id, data.categories[d.label].id)));
             let gts: Vec<([f64; 4], usize)> =
                 entry.annotations.iter().filter(|a| !a.iscrowd).map(|a| (a.bbox, a.label)).collect();
             let ds: Vec<([f64; 4], f32, usize)> =
@@ -81,6 +83,6 @@ pub fn validate(
     }
     let n = data.images.len().max(1) as f64;
     let speed = Speed { preprocess: pre * 1e3 / n, inference: inf * 1e3 / n, postprocess: post * 1e3 / n };
-    let eval = evaluate(&data.ground_truth(), &predictions)?;
+    let eval = evaluate(&ground_truth(data), &predictions)?;
     Ok(Validation { predictions, eval, confusion, speed })
 }

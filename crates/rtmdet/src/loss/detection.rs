@@ -9,17 +9,11 @@ use super::AVG_EPS;
 use super::giou::giou_loss;
 use super::quality_focal::quality_focal_loss;
 use crate::assign::{AssignResult, DynamicSoftLabelAssigner};
-use crate::model::LevelOutput;
+use crate::coders::distance_point;
+use crate::model::LevelTensors;
+use crate::model::params::to_vec;
 use crate::priors::grid_priors;
-use crate::weights::to_vec;
-
-/// The objects of one training image, in input pixels.
-#[derive(Clone, Debug, Default)]
-pub struct ImageTargets {
-    /// `[x1, y1, x2, y2]`
-    pub boxes: Vec<[f32; 4]>,
-    pub labels: Vec<usize>,
-}
+use crate::structures::Instances;
 
 /// The loss of a batch and what it was made of.
 pub struct DetectionLoss {
@@ -34,11 +28,20 @@ pub struct DetectionLoss {
     pub num_positives: usize,
 }
 
+impl DetectionLoss {
+    /// The batch's loss terms as numbers, named as [`crate::config::Task::loss_terms`] names
+    /// them: `loss_cls` and `loss_bbox` summed over levels.
+    pub fn terms(&self) -> Vec<f64> {
+        let sum = |ts: &[Tensor<1>]| ts.iter().map(|t| to_vec(t)[0] as f64).sum::<f64>();
+        vec![sum(&self.cls), sum(&self.bbox)]
+    }
+}
+
 /// Computes the training loss of head `outputs` (one entry per level, batch `N`) against the
-/// targets of the `N` images.
+/// objects of the `N` images (input pixels).
 pub fn detection_loss(
-    outputs: &[LevelOutput],
-    targets: &[ImageTargets],
+    outputs: &[LevelTensors],
+    targets: &[Instances],
     assigner: &DynamicSoftLabelAssigner,
 ) -> DetectionLoss {
     let device = outputs[0].cls.device();
@@ -62,13 +65,9 @@ pub fn detection_loss(
         .map(|o| {
             let [_, _, h, w] = o.reg.dims();
             let d = o.reg.clone().reshape([n, 4, h * w]).swap_dims(1, 2);
-            let pts: Vec<f32> = priors[offset..offset + h * w].iter().flat_map(|q| [q[0], q[1], q[0], q[1]]).collect();
+            let points: Vec<[f32; 2]> = priors[offset..offset + h * w].iter().map(|q| [q[0], q[1]]).collect();
             offset += h * w;
-            // (px - l, py - t, px + r, py + b) = [-1, -1, 1, 1] * d + [px, py, px, py]
-            let sign =
-                Tensor::<1>::from_data(TensorData::new(vec![-1f32, -1.0, 1.0, 1.0], [4]), &device).reshape([1, 1, 4]);
-            let base = Tensor::<2>::from_data(TensorData::new(pts, [h * w, 4]), &device).reshape([1, h * w, 4]);
-            d * sign + base
+            distance_point::decode_tensor(&points, d)
         })
         .collect();
 

@@ -2,20 +2,11 @@
 
 use rayon::prelude::*;
 
+use crate::structures::boxes::{OverlapMode, area, overlap_with_areas};
+
 /// Boxes below this count share one NMS through per-class coordinate offsets; above it,
 /// NMS runs per class (mmcv's `split_thr`).
 pub const SPLIT_THR: usize = 10_000;
-
-/// IoU without the +1 pixel convention, in float32 as mmcv's CPU kernel computes it.
-#[inline]
-pub fn iou(a: &[f32; 4], b: &[f32; 4]) -> f32 {
-    let area_a = (a[2] - a[0]) * (a[3] - a[1]);
-    let area_b = (b[2] - b[0]) * (b[3] - b[1]);
-    let w = (a[2].min(b[2]) - a[0].max(b[0])).max(0.0);
-    let h = (a[3].min(b[3]) - a[1].max(b[1])).max(0.0);
-    let inter = w * h;
-    inter / (area_a + area_b - inter)
-}
 
 /// Indices sorted by descending score (stable: ties keep their input order).
 fn order_by_score(scores: &[f32], idx: impl Iterator<Item = usize>) -> Vec<usize> {
@@ -29,13 +20,13 @@ fn order_by_score(scores: &[f32], idx: impl Iterator<Item = usize>) -> Vec<usize
 /// ranks below them and cannot survive a top-`max_keep` cut.
 ///
 /// The boxes are gathered in order as columns with their areas so the suppression scan is a
-/// branch-free loop the compiler vectorises; each IoU is computed with the same float32
-/// operations as [`iou`], so the result is identical.
+/// branch-free loop the compiler vectorises; the IoU is mmcv's float32 IoU without the +1
+/// pixel convention and without an eps ([`overlap_with_areas`]).
 fn greedy(boxes: &[[f32; 4]], order: &[usize], thr: f32, max_keep: usize) -> Vec<usize> {
     let n = order.len();
     let col = |k: usize| order.iter().map(|&i| boxes[i][k]).collect::<Vec<f32>>();
     let (x1, y1, x2, y2) = (col(0), col(1), col(2), col(3));
-    let area: Vec<f32> = (0..n).map(|i| (x2[i] - x1[i]) * (y2[i] - y1[i])).collect();
+    let areas: Vec<f32> = (0..n).map(|i| area(&[x1[i], y1[i], x2[i], y2[i]])).collect();
     let mut suppressed = vec![false; n];
     let mut keep = Vec::new();
     for i in 0..n {
@@ -46,7 +37,7 @@ fn greedy(boxes: &[[f32; 4]], order: &[usize], thr: f32, max_keep: usize) -> Vec
             continue;
         }
         keep.push(order[i]);
-        let (ax1, ay1, ax2, ay2, aa) = (x1[i], y1[i], x2[i], y2[i], area[i]);
+        let (a, aa) = ([x1[i], y1[i], x2[i], y2[i]], areas[i]);
         let rest = i + 1..n;
         for (((((s, &bx1), &by1), &bx2), &by2), &ba) in suppressed[rest.clone()]
             .iter_mut()
@@ -54,12 +45,9 @@ fn greedy(boxes: &[[f32; 4]], order: &[usize], thr: f32, max_keep: usize) -> Vec
             .zip(&y1[rest.clone()])
             .zip(&x2[rest.clone()])
             .zip(&y2[rest.clone()])
-            .zip(&area[rest])
+            .zip(&areas[rest])
         {
-            let w = (ax2.min(bx2) - ax1.max(bx1)).max(0.0);
-            let h = (ay2.min(by2) - ay1.max(by1)).max(0.0);
-            let inter = w * h;
-            *s |= inter / (aa + ba - inter) > thr;
+            *s |= overlap_with_areas(&a, &[bx1, by1, bx2, by2], aa, ba, OverlapMode::Iou, None) > thr;
         }
     }
     keep

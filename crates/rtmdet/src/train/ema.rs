@@ -8,7 +8,7 @@ use burn::module::{Param, RunningState};
 use burn::tensor::Tensor;
 
 use crate::error::Result;
-use crate::weights::{HostTensor, ParamVisitor, VisitWeights};
+use crate::model::params::{HostTensor, ParamVisitor, VisitWeights};
 
 #[derive(Clone, Debug)]
 pub struct ExpMomentumEma {

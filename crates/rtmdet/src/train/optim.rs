@@ -9,7 +9,7 @@ use burn::tensor::Gradients;
 use burn::tensor::Tensor;
 
 use crate::error::Result;
-use crate::weights::{HostTensor, ParamVisitor, VisitWeights};
+use crate::model::params::{HostTensor, ParamVisitor, VisitWeights};
 
 #[derive(Clone, Debug)]
 pub struct AdamW {

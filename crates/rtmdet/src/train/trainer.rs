@@ -17,14 +17,15 @@ use crate::assign::DynamicSoftLabelAssigner;
 use crate::config::{ModelConfig, Size};
 use crate::data::Dataset;
 use crate::data::pipeline::{Batch, EpochLoader, PipelineConfig, TrainItem, train_items};
-use crate::detector::{Detector, LoadOptions, read_weights};
+use crate::detector::Detector;
 use crate::error::{Error, Result};
 use crate::eval::validate::validate;
 use crate::loss::detection::detection_loss;
 use crate::model::RtmDet;
-use crate::postprocess::{DetectParams, Detection};
-use crate::weights::own::{TRAIN_PREFIX, load_all, save_with, write_atomically};
-use crate::weights::{TensorMap, collect, load_into, load_into_except};
+use crate::postprocess::DetectParams;
+use crate::structures::Instances;
+use crate::weights::safetensors::{TRAIN_PREFIX, load_all, save_with, write_atomically};
+use crate::weights::{ReadOptions, TensorMap, collect, load_into, load_into_except};
 
 /// Every resolved hyper-parameter of a run (written to `args.yaml`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -121,8 +122,9 @@ impl TrainConfig {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct EpochRow {
     pub epoch: usize,
-    pub loss_cls: f64,
-    pub loss_bbox: f64,
+    /// Mean of each loss term over the epoch, in the task's order
+    /// ([`crate::config::Task::loss_terms`]).
+    pub losses: Vec<f64>,
     pub lr: f64,
     pub ap: Option<f64>,
     pub ap50: Option<f64>,
@@ -142,18 +144,36 @@ pub struct TrainState {
     pub ema_steps: u64,
     pub best_ap: Option<f64>,
     pub history: Vec<EpochRow>,
-    /// Running sums of the epoch in progress.
-    pub epoch_loss_cls: f64,
-    pub epoch_loss_bbox: f64,
+    /// Running sums of each loss term over the epoch in progress.
+    pub epoch_losses: Vec<f64>,
 }
 
 /// Progress reports for a user interface.
 pub enum TrainEvent<'a> {
-    EpochStart { epoch: usize, epochs: usize, batches: usize, stage2: bool },
-    Iteration { batch: usize, loss_cls: f64, loss_bbox: f64, lr: f64, instances: usize, images_per_s: f64 },
-    Validating { epoch: usize },
-    EpochEnd { row: &'a EpochRow },
-    Saved { path: &'a Path },
+    EpochStart {
+        epoch: usize,
+        epochs: usize,
+        batches: usize,
+        stage2: bool,
+    },
+    /// `losses` in the order of `names` (the task's loss terms).
+    Iteration {
+        batch: usize,
+        names: &'static [&'static str],
+        losses: &'a [f64],
+        lr: f64,
+        instances: usize,
+        images_per_s: f64,
+    },
+    Validating {
+        epoch: usize,
+    },
+    EpochEnd {
+        row: &'a EpochRow,
+    },
+    Saved {
+        path: &'a Path,
+    },
 }
 
 pub struct Trainer {
@@ -269,14 +289,14 @@ impl Trainer {
                     self.save_preview(&batch)?;
                 }
                 let t = Instant::now();
-                let (lc, lb) = self.step(&batch, &assigner, schedule.lr(self.state.iter))?;
+                let losses = self.step(&batch, &assigner, schedule.lr(self.state.iter))?;
                 let n = batch.images.len();
                 on(TrainEvent::Iteration {
                     batch: batch.index,
-                    loss_cls: lc,
-                    loss_bbox: lb,
+                    names: self.cfg.model.task.loss_terms(),
+                    losses: &losses,
                     lr: schedule.lr(self.state.iter - 1),
-                    instances: batch.targets.iter().map(|t| t.boxes.len()).sum(),
+                    instances: batch.targets.iter().map(Instances::len).sum(),
                     images_per_s: n as f64 / t.elapsed().as_secs_f64(),
                 });
                 if stop.load(Ordering::SeqCst) {
@@ -289,8 +309,7 @@ impl Trainer {
             let done = self.state.batch_in_epoch.max(1) as f64;
             let mut row = EpochRow {
                 epoch: epoch + 1,
-                loss_cls: self.state.epoch_loss_cls / done,
-                loss_bbox: self.state.epoch_loss_bbox / done,
+                losses: self.state.epoch_losses.iter().map(|l| l / done).collect(),
                 lr: schedule.lr(self.state.iter.saturating_sub(1)),
                 ap: None,
                 ap50: None,
@@ -305,8 +324,7 @@ impl Trainer {
             }
             self.state.epoch += 1;
             self.state.batch_in_epoch = 0;
-            self.state.epoch_loss_cls = 0.0;
-            self.state.epoch_loss_bbox = 0.0;
+            self.state.epoch_losses.clear();
             self.state.history.push(row.clone());
             let improved = row.ap.is_some_and(|ap| self.state.best_ap.is_none_or(|b| ap > b));
             if improved {
@@ -323,34 +341,33 @@ impl Trainer {
         Ok(true)
     }
 
-    /// One optimisation step; returns the batch's (cls, bbox) losses.
-    fn step(&mut self, batch: &Batch, assigner: &DynamicSoftLabelAssigner, lr: f64) -> Result<(f64, f64)> {
+    /// One optimisation step; returns the batch's loss terms.
+    fn step(&mut self, batch: &Batch, assigner: &DynamicSoftLabelAssigner, lr: f64) -> Result<Vec<f64>> {
         let s = self.cfg.imgsz;
         let x =
             Tensor::<4>::from_data(TensorData::new(batch.input.clone(), [batch.images.len(), 3, s, s]), &self.device);
-        let outputs = self.model.forward(x);
-        let loss = detection_loss(&outputs, &batch.targets, assigner);
-        let scalar = |ts: &[Tensor<1>]| ts.iter().map(|t| crate::weights::to_vec(t)[0] as f64).sum::<f64>();
-        let (lc, lb) = (scalar(&loss.cls), scalar(&loss.bbox));
-        if !lc.is_finite() || !lb.is_finite() {
-            return Err(Error::Other(format!(
-                "the loss is not finite at iteration {} (epoch {}, batch {}): loss_cls {lc}, loss_bbox {lb}; \
-                 nothing was saved from this step (try a lower --lr)",
+        let names = self.cfg.model.task.loss_terms();
+        let step = optimisation_step(&mut self.model, &mut self.opt, &mut self.ema, x, &batch.targets, assigner, lr)?
+            .map_err(|losses| {
+            let terms: Vec<String> = names.iter().zip(&losses).map(|(n, v)| format!("{n} {v}")).collect();
+            Error::Other(format!(
+                "the loss is not finite at iteration {} (epoch {}, batch {}): {}; \
+                     nothing was saved from this step (try a lower --lr)",
                 self.state.iter,
                 self.state.epoch + 1,
-                batch.index
-            )));
-        }
-        let grads = loss.total.backward();
-        self.opt.step(&mut self.model, &grads, lr)?;
-        self.ema.update(&mut self.model)?;
+                batch.index,
+                terms.join(", ")
+            ))
+        })?;
         self.state.iter += 1;
         self.state.batch_in_epoch = batch.index + 1;
-        self.state.epoch_loss_cls += lc;
-        self.state.epoch_loss_bbox += lb;
+        self.state.epoch_losses.resize(step.losses.len(), 0.0);
+        for (sum, l) in self.state.epoch_losses.iter_mut().zip(&step.losses) {
+            *sum += l;
+        }
         self.state.adam_step = self.opt.step;
         self.state.ema_steps = self.ema.steps;
-        Ok((lc, lb))
+        Ok(step.losses)
     }
 
     /// The EMA weights as an inference detector.
@@ -384,18 +401,18 @@ impl Trainer {
 
     fn write_results(&self) -> Result<()> {
         let fmt = |v: Option<f64>| v.map_or(String::new(), |x| format!("{x:.5}"));
-        let mut csv = String::from("epoch,train/loss_cls,train/loss_bbox,lr,metrics/AP,metrics/AP50,time\n");
+        let names = self.cfg.model.task.loss_terms();
+        let mut csv = String::from("epoch,");
+        for n in names {
+            csv.push_str(&format!("train/{n},"));
+        }
+        csv.push_str("lr,metrics/AP,metrics/AP50,time\n");
         for r in &self.state.history {
-            csv.push_str(&format!(
-                "{},{:.5},{:.5},{:.6e},{},{},{:.1}\n",
-                r.epoch,
-                r.loss_cls,
-                r.loss_bbox,
-                r.lr,
-                fmt(r.ap),
-                fmt(r.ap50),
-                r.seconds
-            ));
+            csv.push_str(&format!("{},", r.epoch));
+            for l in &r.losses {
+                csv.push_str(&format!("{l:.5},"));
+            }
+            csv.push_str(&format!("{:.6e},{},{},{:.1}\n", r.lr, fmt(r.ap), fmt(r.ap50), r.seconds));
         }
         write_atomically(&self.run_dir.join("results.csv"), csv.as_bytes())?;
         let series = |name: &str, f: &dyn Fn(&EpochRow) -> Option<f64>| {
@@ -404,16 +421,15 @@ impl Trainer {
                 self.state.history.iter().filter_map(|r| f(r).map(|v| (r.epoch as f64, v))).collect::<Vec<_>>(),
             )
         };
-        crate::viz::plots::series_grid(
-            &self.run_dir.join("results.png"),
-            &[
-                series("train/loss_cls", &|r| Some(r.loss_cls)),
-                series("train/loss_bbox", &|r| Some(r.loss_bbox)),
-                series("lr", &|r| Some(r.lr)),
-                series("metrics/AP", &|r| r.ap),
-                series("metrics/AP50", &|r| r.ap50),
-            ],
-        )
+        let mut plots: Vec<_> = names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| series(&format!("train/{n}"), &|r| r.losses.get(i).copied()))
+            .collect();
+        plots.push(series("lr", &|r| Some(r.lr)));
+        plots.push(series("metrics/AP", &|r| r.ap));
+        plots.push(series("metrics/AP50", &|r| r.ap50));
+        crate::viz::plots::series_grid(&self.run_dir.join("results.png"), &plots)
     }
 
     /// `train_batch<k>.jpg`: the augmented images of a batch with their boxes.
@@ -427,7 +443,7 @@ impl Trainer {
 /// Tiles images with their boxes drawn into one picture.
 pub fn preview_grid(
     images: &[crate::image_io::BgrImage],
-    targets: &[crate::loss::detection::ImageTargets],
+    targets: &[Instances],
     model: &ModelConfig,
 ) -> image::RgbImage {
     let cols = (images.len() as f64).sqrt().ceil().max(1.0) as u32;
@@ -439,9 +455,7 @@ pub fn preview_grid(
     let mut grid = image::RgbImage::from_pixel(cols * tw, rows * th, image::Rgb([114, 114, 114]));
     for (i, (img, t)) in images.iter().zip(targets).enumerate() {
         let mut tile = img.to_rgb();
-        let dets: Vec<Detection> =
-            t.boxes.iter().zip(&t.labels).map(|(b, &l)| Detection { bbox: *b, score: f32::NAN, label: l }).collect();
-        crate::viz::draw_detections(&mut tile, &dets, |l| model.class_name(l));
+        crate::viz::draw_instances(&mut tile, t, |l| model.class_name(l));
         image::imageops::replace(&mut grid, &tile, ((i as u32 % cols) * tw) as i64, ((i as u32 / cols) * th) as i64);
     }
     grid
@@ -450,11 +464,60 @@ pub fn preview_grid(
 /// Loads initial weights; a classifier of another width (fine-tuning to new classes) keeps
 /// its fresh initialisation.
 fn init_from(model: &mut RtmDet, cfg: &ModelConfig, path: &Path, device: &Device) -> Result<()> {
-    let (init_cfg, map) = read_weights(path, &LoadOptions { size: Some(cfg.size), ..Default::default() })?;
+    let (init_cfg, map) = crate::weights::read(path, &ReadOptions { size: Some(cfg.size), ..Default::default() })?;
     if init_cfg.num_classes == cfg.num_classes {
         load_into(model, &map, device)
     } else {
         load_into_except(model, &map, device, &["bbox_head.rtm_cls."])
     }
     .map_err(|e| Error::weights(path, e))
+}
+
+/// The time of each phase of an optimisation step, in seconds.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct StepTimes {
+    pub forward: f64,
+    pub loss: f64,
+    pub backward: f64,
+    /// AdamW and the EMA update.
+    pub optimizer: f64,
+}
+
+/// What one optimisation step did.
+pub struct StepOutcome {
+    /// The loss terms of the batch, in the task's order.
+    pub losses: Vec<f64>,
+    pub times: StepTimes,
+}
+
+/// Forward (train mode) → assignment and loss → backward → AdamW → EMA on one batch: the step
+/// the trainer repeats and `rtmdet bench train` times. A non-finite loss stops before the
+/// backward pass and leaves the model untouched (`Ok(Err(losses))`).
+pub fn optimisation_step(
+    model: &mut RtmDet,
+    opt: &mut AdamW,
+    ema: &mut ExpMomentumEma,
+    input: Tensor<4>,
+    targets: &[Instances],
+    assigner: &DynamicSoftLabelAssigner,
+    lr: f64,
+) -> Result<std::result::Result<StepOutcome, Vec<f64>>> {
+    let t0 = Instant::now();
+    let outputs = model.forward(input);
+    let t1 = Instant::now();
+    let loss = detection_loss(&outputs, targets, assigner);
+    let losses = loss.terms();
+    let t2 = Instant::now();
+    if losses.iter().any(|l| !l.is_finite()) {
+        return Ok(Err(losses));
+    }
+    let grads = loss.total.backward();
+    let t3 = Instant::now();
+    opt.step(model, &grads, lr)?;
+    ema.update(model)?;
+    let t4 = Instant::now();
+    let secs = |a: Instant, b: Instant| (b - a).as_secs_f64();
+    let times =
+        StepTimes { forward: secs(t0, t1), loss: secs(t1, t2), backward: secs(t2, t3), optimizer: secs(t3, t4) };
+    Ok(Ok(StepOutcome { losses, times }))
 }

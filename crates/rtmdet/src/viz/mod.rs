@@ -8,7 +8,7 @@ use image::{Rgb, RgbImage};
 use imageproc::drawing::{draw_filled_rect_mut, draw_hollow_rect_mut};
 use imageproc::rect::Rect;
 
-use crate::postprocess::Detection;
+use crate::structures::Instances;
 
 /// Ultralytics' palette (hex), cycled by class index.
 const PALETTE: [u32; 20] = [
@@ -46,13 +46,15 @@ fn draw_text(img: &mut RgbImage, x: i32, y: i32, scale: u32, color: Rgb<u8>, tex
     }
 }
 
-/// Draws every detection onto `img`; `name` gives the text for a label.
-pub fn draw_detections(img: &mut RgbImage, dets: &[Detection], name: impl Fn(usize) -> String) {
+/// Draws every instance onto `img`; `name` gives the text for a label. Instances without
+/// scores (ground truth) are labelled with the name alone.
+pub fn draw_instances(img: &mut RgbImage, set: &Instances, name: impl Fn(usize) -> String) {
     let (w, h) = img.dimensions();
     let thickness = (w.min(h) / 320).clamp(1, 6);
     let scale = if w.min(h) >= 600 { 2 } else { 1 };
     // Draw low scores first so the best boxes end on top.
-    for d in dets.iter().rev() {
+    for i in (0..set.len()).rev() {
+        let d = set.get(i);
         let color = class_color(d.label);
         let [x1, y1, x2, y2] = d.bbox;
         let (x1, y1) = (x1.round().max(0.0) as i32, y1.round().max(0.0) as i32);
@@ -64,7 +66,6 @@ pub fn draw_detections(img: &mut RgbImage, dets: &[Detection], name: impl Fn(usi
             let (bw, bh) = ((x2 - x1 - 2 * t).max(1) as u32, (y2 - y1 - 2 * t).max(1) as u32);
             draw_hollow_rect_mut(img, Rect::at(x1 + t, y1 + t).of_size(bw, bh), color);
         }
-        // A NaN score marks a ground-truth box: the name alone.
         let label = if d.score.is_nan() { name(d.label) } else { format!("{} {:.2}", name(d.label), d.score) };
         let (tw, th) = (label.chars().count() as u32 * 8 * scale + 4, 8 * scale + 4);
         // Above the box when there is room, inside it otherwise.

@@ -9,10 +9,10 @@ use std::path::Path;
 
 use onnx_protobuf::{Message, ModelProto, TensorProto, tensor_proto::DataType};
 
-use super::{HostTensor, Lister, TensorMap, VisitWeights};
+use super::{HostTensor, TensorMap};
 use crate::config::{ModelConfig, Size};
 use crate::error::{Error, Result};
-use crate::model::RtmDet;
+use crate::model::{Graph, Op};
 
 /// One convolution of the graph: its weight `[out, in/groups, k, k]` and optional bias.
 #[derive(Debug, Clone)]
@@ -85,26 +85,29 @@ enum Slot {
     Biased { prefix: String, weight_shape: Vec<usize> },
 }
 
+/// The conv slots of `cfg`'s graph in execution order (= ONNX graph order).
 fn slots(cfg: &ModelConfig) -> Result<Vec<Slot>> {
-    let device = burn::tensor::Device::default();
-    let mut model = RtmDet::new(cfg, &device)?;
-    let mut lister = Lister::default();
-    model.visit_weights("", &mut lister)?;
-    let mut out = Vec::new();
-    let mut it = lister.entries.into_iter().peekable();
-    while let Some((name, shape)) = it.next() {
-        if let Some(prefix) = name.strip_suffix(".conv.weight") {
-            let channels = shape[0];
-            for _ in 0..4 {
-                it.next(); // bn.weight, bn.bias, running_mean, running_var
+    let graph = Graph::new(cfg)?;
+    let slots = graph
+        .nodes
+        .iter()
+        .filter_map(|n| match n.op {
+            Op::ConvModule { conv, norm } => {
+                let p = &graph.convs[conv];
+                Some(Slot::ConvBn {
+                    prefix: p.prefix().strip_suffix(".conv").unwrap_or(p.prefix()).to_string(),
+                    weight_shape: p.weight_shape().to_vec(),
+                    channels: graph.norms[norm].channels,
+                })
             }
-            out.push(Slot::ConvBn { prefix: prefix.to_string(), weight_shape: shape, channels });
-        } else if let Some(prefix) = name.strip_suffix(".weight") {
-            it.next(); // .bias
-            out.push(Slot::Biased { prefix: prefix.to_string(), weight_shape: shape });
-        }
-    }
-    Ok(out)
+            Op::Conv { conv } | Op::ChannelAttention { fc: conv } => {
+                let p = &graph.convs[conv];
+                Some(Slot::Biased { prefix: p.prefix().to_string(), weight_shape: p.weight_shape().to_vec() })
+            }
+            _ => None,
+        })
+        .collect();
+    Ok(slots)
 }
 
 fn shapes_match(slots: &[Slot], convs: &[GraphConv]) -> bool {

@@ -1,0 +1,8 @@
+//! The `rtmdet` command line, run as a user would: one test binary with a module per
+//! subcommand family.
+
+mod common;
+
+mod predict_cli;
+mod train_cli;
+mod val_eval_cli;

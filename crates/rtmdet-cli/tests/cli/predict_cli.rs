@@ -1,0 +1,101 @@
+//! The `rtmdet predict` contract: flags, run folder, and the JSON format.
+
+use crate::common::{predict_with_eval_settings, rtmdet, shared, tmp};
+use serde_json::Value;
+
+/// `(bbox, score, label)` of one image in the JSON output.
+fn dets(v: &Value) -> Vec<([f64; 4], f64, u64)> {
+    v["detections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            let b: Vec<f64> = d["bbox"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect();
+            ([b[0], b[1], b[2], b[3]], d["score"].as_f64().unwrap(), d["label"].as_u64().unwrap())
+        })
+        .collect()
+}
+
+#[test]
+fn predict_writes_images_and_json_in_the_documented_format() {
+    let out = tmp("run");
+    let json = out.join("dets.json");
+    let weights = shared("reference/checkpoints/rtmdet_tiny_ref_seed1.pth");
+    let demo = shared("assets/images/demo.jpg");
+    let o = rtmdet(&[
+        "predict",
+        demo.to_str().unwrap(),
+        shared("assets/coco8/images/val").to_str().unwrap(),
+        "--weights",
+        weights.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--save-json",
+        json.to_str().unwrap(),
+        "--batch",
+        "2",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let images = v.as_array().unwrap();
+    assert_eq!(images.len(), 5);
+    let first = &images[0];
+    assert_eq!(first["image"].as_str().unwrap(), demo.to_str().unwrap());
+    assert_eq!((first["width"].as_u64(), first["height"].as_u64()), (Some(640), Some(427)));
+    // The deploy settings give the 8 reference detections of demo, best first, with names.
+    let d = dets(first);
+    assert_eq!(d.len(), 8);
+    assert!(d.windows(2).all(|w| w[0].1 >= w[1].1));
+    assert_eq!(first["detections"][0]["class"].as_str().unwrap(), "oven");
+    for name in ["demo.jpg", "000000000036.jpg", "000000000049.jpg"] {
+        assert!(out.join(name).is_file(), "{name} not drawn");
+    }
+
+    // Running again into the same folder keeps the first results.
+    let o = rtmdet(&[
+        "predict",
+        demo.to_str().unwrap(),
+        "--weights",
+        weights.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success());
+    assert!(out.join("demo.jpg").is_file() && out.join("demo_2.jpg").is_file());
+}
+
+#[test]
+fn evaluation_settings_reproduce_the_config_detections() {
+    let out = tmp("eval");
+    let v = predict_with_eval_settings(&shared("assets/images/people.jpg"), &out.join("dets.json"));
+    let d = dets(&v[0]);
+    assert_eq!((v[0]["width"].as_u64(), v[0]["height"].as_u64()), (Some(1024), Some(707)));
+    // Exactly what the library gives with the evaluation settings (the library is tested
+    // against the reference detections).
+    let det = rtmdet::Detector::from_checkpoint(shared("reference/checkpoints/rtmdet_tiny_ref_seed1.pth")).unwrap();
+    let img = rtmdet::image_io::read_image(&shared("assets/images/people.jpg")).unwrap();
+    let lib = det.predict_batch_with(&[img], &rtmdet::DetectParams::EVAL).unwrap().remove(0);
+    assert_eq!(d.len(), 300);
+    for (j, l) in d.iter().zip(lib.iter()) {
+        assert_eq!(j.2, l.label as u64);
+        assert_eq!(j.1 as f32, l.score);
+        assert!(j.0.iter().zip(&l.bbox).all(|(a, b)| *a as f32 == *b));
+    }
+}
+
+#[test]
+fn bad_arguments_are_clear_errors() {
+    let o = rtmdet(&[
+        "predict",
+        "nope.jpg",
+        "--weights",
+        shared("reference/checkpoints/rtmdet_tiny_ref_seed1.pth").to_str().unwrap(),
+    ]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("nope.jpg"));
+    let o = rtmdet(&["predict", shared("assets/images/demo.jpg").to_str().unwrap()]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--weights"));
+    let o = rtmdet(&["predict", shared("assets/images/demo.jpg").to_str().unwrap(), "--weights", "missing.pth"]);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("missing.pth"));
+}

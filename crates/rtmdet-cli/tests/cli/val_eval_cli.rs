@@ -1,0 +1,108 @@
+//! `rtmdet val` and `rtmdet eval` end to end.
+
+use std::path::{Path, PathBuf};
+
+use crate::common::{coco8_yaml, predict_with_eval_settings, read_json, rtmdet, shared, tmp};
+use serde_json::Value;
+
+#[test]
+fn val_on_coco8_writes_the_run_folder_and_agrees_with_predict() {
+    let dir = tmp("coco8");
+    let yaml = coco8_yaml(&dir, &shared("assets/coco8"), "val");
+    let out = dir.join("run");
+    let weights = shared("reference/checkpoints/rtmdet_tiny_ref_seed1.pth");
+    let o = rtmdet(&[
+        "val",
+        "--weights",
+        weights.to_str().unwrap(),
+        "--data",
+        yaml.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--batch",
+        "2",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(stdout.contains("Average Precision  (AP) @[ IoU=0.50:0.95 | area=   all | maxDets=100 ]"));
+    assert!(stdout.contains("Speed:") && stdout.contains("person"));
+    for f in ["predictions.json", "metrics.json", "pr_curve.png", "confusion_matrix.png"] {
+        assert!(out.join(f).is_file(), "{f} missing");
+    }
+    let metrics = read_json(&out.join("metrics.json"));
+    for k in ["AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl"] {
+        assert!(metrics[k].is_number(), "{k}");
+    }
+
+    // predict with the evaluation settings gives the same detections.
+    let predicted = predict_with_eval_settings(&shared("assets/coco8/images/val"), &dir.join("predict.json"));
+    let preds = read_json(&out.join("predictions.json"));
+    let preds = preds.as_array().unwrap();
+    let mut total = 0;
+    for img in predicted.as_array().unwrap() {
+        let stem: u64 =
+            Path::new(img["image"].as_str().unwrap()).file_stem().unwrap().to_str().unwrap().parse().unwrap();
+        let ours: Vec<&Value> = preds.iter().filter(|p| p["image_id"].as_u64() == Some(stem)).collect();
+        let dets = img["detections"].as_array().unwrap();
+        assert_eq!(ours.len(), dets.len(), "image {stem}");
+        for (p, d) in ours.iter().zip(dets) {
+            let b: Vec<f64> = d["bbox"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+            let q: Vec<f64> = p["bbox"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+            assert_eq!(p["category_id"].as_u64(), d["label"].as_u64());
+            assert_eq!(p["score"].as_f64().unwrap() as f32, d["score"].as_f64().unwrap() as f32);
+            assert_eq!((q[0] as f32, q[1] as f32), (b[0] as f32, b[1] as f32));
+            assert!((q[2] - (b[2] - b[0])).abs() < 1e-4 && (q[3] - (b[3] - b[1])).abs() < 1e-4);
+        }
+        total += dets.len();
+    }
+    assert!(total > 0);
+}
+
+#[test]
+fn val_reports_malformed_labels_with_file_and_line() {
+    let dir = tmp("bad-labels");
+    let root = dir.join("ds");
+    std::fs::create_dir_all(root.join("images/val")).unwrap();
+    std::fs::create_dir_all(root.join("labels/val")).unwrap();
+    std::fs::copy(shared("assets/coco8/images/val/000000000049.jpg"), root.join("images/val/a.jpg")).unwrap();
+    std::fs::write(root.join("labels/val/a.txt"), "0 0.5 0.5 0.2 0.2\n0 0.5 0.5 0.2\n").unwrap();
+    let yaml = coco8_yaml(&dir, &root, "val");
+    let o = rtmdet(&[
+        "val",
+        "--weights",
+        shared("reference/checkpoints/rtmdet_tiny_ref_seed1.pth").to_str().unwrap(),
+        "--data",
+        yaml.to_str().unwrap(),
+        "--out",
+        dir.join("run").to_str().unwrap(),
+    ]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("a.txt:2") && err.contains("got 4"), "{err}");
+}
+
+#[test]
+fn eval_matches_pycocotools_and_writes_json() {
+    let data = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../rtmdet/tests/data/coco_eval");
+    let out = tmp("eval").join("stats.json");
+    let o = rtmdet(&[
+        "eval",
+        "--gt",
+        data.join("crowd_gt.json").to_str().unwrap(),
+        "--pred",
+        data.join("crowd_pred.json").to_str().unwrap(),
+        "--json",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(String::from_utf8_lossy(&o.stdout).lines().count(), 12);
+    let stats = read_json(&out);
+    let expected = read_json(&data.join("crowd_expected.json"));
+    let keys = ["AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl"];
+    for (i, k) in keys.iter().enumerate() {
+        let (a, b) = (stats[k].as_f64().unwrap(), expected["stats"][i].as_f64().unwrap());
+        assert!((a - b).abs() < 1e-9, "{k}: {a} vs {b}");
+    }
+    let o = rtmdet(&["eval", "--gt", data.join("crowd_gt.json").to_str().unwrap(), "--pred", "missing.json"]);
+    assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("missing.json"));
+}

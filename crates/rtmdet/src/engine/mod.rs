@@ -1,0 +1,104 @@
+//! Inference engines: code that turns a normalised image batch into [`HeadOutputs`].
+//!
+//! Two implement [`Engine`]: [`burn::BurnEngine`] runs the burn model (any burn device, the
+//! reference for training parity) and [`cpu::CpuEngine`] runs the fused CPU plan compiled from
+//! the same [`Graph`](crate::model::Graph). A [`Detector`](crate::Detector) owns exactly one,
+//! chosen once with [`EngineKind`]; post-processing sees only [`HeadOutputs`].
+
+pub mod burn;
+pub mod cpu;
+
+use ::burn::tensor::Device;
+
+use crate::error::{Error, Result};
+use crate::model::params::TensorMap;
+use crate::model::{Graph, HeadOutputs};
+
+/// Runs the network.
+pub trait Engine: Send + Sync {
+    /// Normalised BGR input `[N, 3, H, W]` (flat NCHW, H and W multiples of 32) → raw head
+    /// outputs per level.
+    fn forward(&self, input: &[f32], dims: [usize; 4]) -> HeadOutputs;
+
+    /// `cpu` or `burn`, for reports.
+    fn name(&self) -> &'static str;
+
+    /// The engine's worker threads, which post-processing runs on too (`--threads`).
+    fn thread_pool(&self) -> Option<&rayon::ThreadPool> {
+        None
+    }
+
+    /// The CPU engine, for benchmarks and profiles.
+    fn as_cpu(&self) -> Option<&cpu::CpuEngine> {
+        None
+    }
+
+    /// The burn engine, for intermediate features and tensors.
+    fn as_burn(&self) -> Option<&burn::BurnEngine> {
+        None
+    }
+}
+
+/// `cpu` (burn's flex backend) or, in builds with the `cuda` feature, `cuda` / `cuda:N`.
+pub fn parse_device(name: &str) -> Result<Device> {
+    let name = name.trim().to_ascii_lowercase();
+    match name.as_str() {
+        "cpu" | "flex" => Ok(Device::flex()),
+        #[cfg(feature = "cuda")]
+        n if n == "cuda" || n.starts_with("cuda:") => {
+            let index = n
+                .strip_prefix("cuda:")
+                .map_or(Ok(0), |i| i.parse::<usize>())
+                .map_err(|_| Error::Config(format!("bad device '{n}'")))?;
+            Ok(Device::cuda(index))
+        }
+        #[cfg(not(feature = "cuda"))]
+        n if n.starts_with("cuda") => {
+            Err(Error::Config("this build has no CUDA support; rebuild with `--features cuda`".into()))
+        }
+        other => Err(Error::Config(format!("unknown device '{other}' (expected cpu or cuda[:N])"))),
+    }
+}
+
+/// Which engine runs inference.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum EngineKind {
+    /// The CPU engine when the device is the CPU, burn otherwise.
+    #[default]
+    Auto,
+    /// The burn model (training, GPU, reference).
+    Burn,
+    /// The fused CPU engine ([`cpu`]).
+    Cpu,
+}
+
+impl EngineKind {
+    pub fn parse(text: &str) -> Result<EngineKind> {
+        match text.trim().to_ascii_lowercase().as_str() {
+            "auto" => Ok(EngineKind::Auto),
+            "burn" => Ok(EngineKind::Burn),
+            "cpu" | "fast" => Ok(EngineKind::Cpu),
+            other => Err(Error::Config(format!("unknown engine '{other}' (expected auto, burn or cpu)"))),
+        }
+    }
+
+    /// Builds the chosen engine for `graph` with weights `map` (checked against the graph).
+    pub fn build(
+        self,
+        graph: &std::sync::Arc<Graph>,
+        map: &TensorMap,
+        device: &Device,
+        cpu: cpu::CpuOptions,
+    ) -> Result<Box<dyn Engine>> {
+        let use_cpu = match self {
+            EngineKind::Auto => *device == Device::flex(),
+            EngineKind::Burn => false,
+            EngineKind::Cpu => true,
+        };
+        Ok(if use_cpu {
+            Box::new(cpu::CpuEngine::new(graph, map, cpu)?)
+        } else {
+            Box::new(burn::BurnEngine::new(graph.clone(), map, device)?)
+        })
+    }
+}

@@ -1,0 +1,156 @@
+//! Helpers shared by the integration tests: paths into `../shared` and `.npz` reading.
+#![allow(dead_code)]
+
+use std::fs::File;
+use std::path::PathBuf;
+
+use ndarray::{ArrayD, IxDyn};
+use ndarray_npy::{NpzReader, ReadableElement};
+
+/// `../shared` beside the project root.
+pub fn shared(rel: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared").join(rel)
+}
+
+pub fn reference(rel: &str) -> PathBuf {
+    shared("reference").join(rel)
+}
+
+pub struct Npz(NpzReader<File>);
+
+impl Npz {
+    pub fn open(path: PathBuf) -> Npz {
+        let f = File::open(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        Npz(NpzReader::new(f).expect("npz"))
+    }
+
+    pub fn get<T: ReadableElement>(&mut self, name: &str) -> ArrayD<T> {
+        self.0
+            .by_name::<ndarray::OwnedRepr<T>, IxDyn>(&format!("{name}.npy"))
+            .or_else(|_| self.0.by_name(name))
+            .unwrap_or_else(|e| panic!("array {name}: {e}"))
+    }
+
+    pub fn f32(&mut self, name: &str) -> (Vec<usize>, Vec<f32>) {
+        let a = self.get::<f32>(name);
+        (a.shape().to_vec(), a.iter().copied().collect())
+    }
+
+    pub fn f64(&mut self, name: &str) -> Vec<f64> {
+        self.get::<f64>(name).iter().copied().collect()
+    }
+
+    pub fn i64(&mut self, name: &str) -> Vec<i64> {
+        self.get::<i64>(name).iter().copied().collect()
+    }
+
+    pub fn u8(&mut self, name: &str) -> Vec<u8> {
+        self.get::<u8>(name).iter().copied().collect()
+    }
+
+    pub fn names(&mut self) -> Vec<String> {
+        self.0.names().unwrap()
+    }
+}
+
+/// Max |a - b| over two equally long slices.
+pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len(), "length mismatch");
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+}
+
+/// Detections as plain rows `(x1, y1, x2, y2, score, label)`.
+pub type Row = ([f32; 4], f32, usize);
+
+/// Tolerances of a set comparison of detections.
+#[derive(Clone, Copy, Debug)]
+pub struct SetTol {
+    pub boxes: f32,
+    pub scores: f32,
+    /// Up to `soft_count` detections may differ in score by up to `soft_scores` (fp32 noise
+    /// of the whole network on a near-threshold score); all others must meet `scores`.
+    pub soft_scores: f32,
+    pub soft_count: usize,
+}
+
+impl SetTol {
+    pub const fn strict(boxes: f32, scores: f32) -> Self {
+        SetTol { boxes, scores, soft_scores: scores, soft_count: 0 }
+    }
+}
+
+/// Matches two detection sets: same size, and every reference row has a distinct partner
+/// with the same label within the tolerances. Returns the worst box and score differences.
+pub fn match_sets(ours: &[Row], reference: &[Row], tol: SetTol) -> Result<(f32, f32), String> {
+    if ours.len() != reference.len() {
+        return Err(format!("{} detections, reference has {}", ours.len(), reference.len()));
+    }
+    let mut used = vec![false; ours.len()];
+    let (mut worst_box, mut worst_score, mut soft) = (0f32, 0f32, 0usize);
+    for (rb, rs, rl) in reference {
+        let best = ours
+            .iter()
+            .enumerate()
+            .filter(|(i, (_, _, l))| !used[*i] && l == rl)
+            .map(|(i, (b, s, _))| {
+                let db = b.iter().zip(rb).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max);
+                (i, db, (s - rs).abs())
+            })
+            .filter(|&(_, db, ds)| db <= tol.boxes && ds <= tol.soft_scores)
+            .min_by(|a, b| (a.1 + a.2).total_cmp(&(b.1 + b.2)));
+        match best {
+            Some((i, db, ds)) => {
+                used[i] = true;
+                worst_box = worst_box.max(db);
+                worst_score = worst_score.max(ds);
+                soft += (ds > tol.scores) as usize;
+            }
+            None => {
+                return Err(format!("no match for reference detection {rb:?} score {rs} label {rl}"));
+            }
+        }
+    }
+    if soft > tol.soft_count {
+        return Err(format!("{soft} detections differ in score by more than {}", tol.scores));
+    }
+    Ok((worst_box, worst_score))
+}
+
+/// When both sets were cut at `max_det`, which of two detections with nearly equal scores
+/// made the cut is fp32 noise: drops from both sets the rows scoring within `band` of the
+/// reference's lowest kept score (the counts were compared before).
+pub fn above_cutoff(ours: Vec<Row>, reference: Vec<Row>, max_det: usize, band: f32) -> (Vec<Row>, Vec<Row>) {
+    if reference.len() < max_det || ours.len() != reference.len() {
+        return (ours, reference);
+    }
+    let floor = reference.iter().map(|r| r.1).fold(f32::INFINITY, f32::min) + band;
+    let keep = |v: Vec<Row>| v.into_iter().filter(|r| r.1 > floor).collect::<Vec<_>>();
+    (keep(ours), keep(reference))
+}
+
+/// Reads `(bboxes, scores, labels)` with a common prefix (`cfg_`, `dep_`, ...) as rows.
+pub fn rows(npz: &mut Npz, prefix: &str) -> Vec<Row> {
+    let (_, b) = npz.f32(&format!("{prefix}bboxes"));
+    let (_, s) = npz.f32(&format!("{prefix}scores"));
+    let l = npz.i64(&format!("{prefix}labels"));
+    (0..s.len()).map(|i| ([b[4 * i], b[4 * i + 1], b[4 * i + 2], b[4 * i + 3]], s[i], l[i] as usize)).collect()
+}
+
+pub fn det_rows(dets: &rtmdet::Instances) -> Vec<Row> {
+    dets.iter().map(|d| (d.bbox, d.score, d.label)).collect()
+}
+
+/// Rows as an instance set.
+pub fn instances(rows: &[Row]) -> rtmdet::Instances {
+    rows.iter().map(|r| rtmdet::Detection { bbox: r.0, score: r.1, label: r.2 }).collect()
+}
+
+/// An Ultralytics YAML for the shared coco8 with the 80 COCO names.
+pub fn coco8_yaml(dir: &std::path::Path) -> PathBuf {
+    let names: String = rtmdet::classes::COCO.iter().map(|n| format!("  - {n}\n")).collect();
+    let p = dir.join("coco8.yaml");
+    let text =
+        format!("path: {}\ntrain: images/train\nval: images/val\nnames:\n{names}", shared("assets/coco8").display());
+    std::fs::write(&p, text).unwrap();
+    p
+}

@@ -1,0 +1,17 @@
+//! The library's integration tests, one binary (one link) with a module per capability. They
+//! read the reference data in `../shared/` beside the project root and never use the network.
+
+mod common;
+
+mod architecture;
+mod assigner;
+mod coco_eval;
+mod cpu_engine_sizes;
+mod cpu_kernels;
+mod datasets;
+mod losses;
+mod onnx_import;
+mod parity;
+mod robustness;
+mod train_resume;
+mod train_step;
