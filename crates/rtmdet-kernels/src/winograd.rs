@@ -260,18 +260,19 @@ unsafe fn gemm<S: Simd>(job: &Job, tw: usize, a: *const f32, u: *const f32, m: *
         while x0 < tw {
             let wide = tw >= mr;
             let start = if wide { x0.min(tw - mr) } else { x0 };
-            // SAFETY (the three offsets below): `start + mr ≤ tw` rows of the scratch, weight
-            // block `cb < blocks` of `u`, and the matching rows/blocks of `m`.
+            // SAFETY: `start + mr ≤ tw` rows of the scratch, weight block `cb < blocks` of `u`,
+            // and the matching rows/blocks of `m`: all three offsets stay in their buffers.
+            let (rows, weights, out) =
+                unsafe { (a.add(start * wg.v_channels), u.add(cb * wg.cin * B), m.add(start * wg.cout_pad + cb * B)) };
             let src = TileSrc {
-                a: unsafe { a.add(start * wg.v_channels) },
+                a: rows,
                 a_step: wg.v_channels,
                 taps: &taps,
                 segments: &wg.v_segments,
-                w: unsafe { u.add(cb * wg.cin * B) },
+                w: weights,
                 cin: wg.cin,
                 block_stride: wg.cin * B,
             };
-            let out = unsafe { m.add(start * wg.cout_pad + cb * B) };
             // SAFETY: the tile shape `(mr, tb)` chosen by `tile_shape` fits the rows and blocks
             // left, which is what each `gemm_tile` instance reads and writes.
             unsafe {

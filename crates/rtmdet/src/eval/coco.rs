@@ -10,7 +10,7 @@ use std::fmt::Write;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::structures::boxes::{OverlapMode, overlap_with_areas, xywh_to_xyxy};
+use crate::structures::boxes::coco_iou;
 
 /// A ground-truth box.
 #[derive(Clone, Debug, PartialEq)]
@@ -83,13 +83,6 @@ fn linspace(start: f64, stop: f64, num: usize) -> Vec<f64> {
     (0..num).map(|i| if i == num - 1 { stop } else { i as f64 * step + start }).collect()
 }
 
-/// pycocotools' `bbIou` on `xywh` boxes: crowd ground truth is matched by intersection over
-/// the detection area; areas are `w·h` as pycocotools multiplies them.
-fn iou(d: &[f64; 4], g: &[f64; 4], crowd: bool) -> f64 {
-    let mode = if crowd { OverlapMode::Iof } else { OverlapMode::Iou };
-    overlap_with_areas(&xywh_to_xyxy(d), &xywh_to_xyxy(g), d[2] * d[3], g[2] * g[3], mode, None)
-}
-
 /// Matching result of one (image, category, area range), detections score-sorted, top 100.
 struct ImageEval {
     scores: Vec<f64>,
@@ -113,7 +106,7 @@ fn evaluate_image(gts: &[&GtBox], dts: &[&DetBox], iou_thrs: &[f64]) -> [Option<
     dts.sort_by(|a, b| b.score.partial_cmp(&a.score).unwrap_or(std::cmp::Ordering::Equal));
     dts.truncate(max_det);
     let ious: Vec<Vec<f64>> =
-        dts.iter().map(|d| gts.iter().map(|g| iou(&d.bbox, &g.bbox, g.iscrowd)).collect()).collect();
+        dts.iter().map(|d| gts.iter().map(|g| coco_iou(&d.bbox, &g.bbox, g.iscrowd)).collect()).collect();
 
     std::array::from_fn(|a| {
         let (lo, hi) = AREA_RANGES[a];
@@ -394,9 +387,9 @@ mod tests {
     fn crowd_iou_uses_the_detection_area() {
         let d = [0.0, 0.0, 10.0, 10.0];
         let g = [0.0, 0.0, 100.0, 100.0];
-        assert_eq!(iou(&d, &g, true), 1.0);
-        assert_eq!(iou(&d, &g, false), 0.01);
-        assert_eq!(iou(&d, &[20.0, 0.0, 5.0, 5.0], false), 0.0);
+        assert_eq!(coco_iou(&d, &g, true), 1.0);
+        assert_eq!(coco_iou(&d, &g, false), 0.01);
+        assert_eq!(coco_iou(&d, &[20.0, 0.0, 5.0, 5.0], false), 0.0);
     }
 
     #[test]

@@ -2,16 +2,13 @@
 //! convolution and BatchNorm parameters they use (with their checkpoint names and shapes),
 //! and which nodes hold the head outputs.
 //!
-//! [`Graph::new`] builds it from a [`ModelConfig`] (through [`super::backbone`],
-//! [`super::neck`] and [`super::head`]); everything else is derived from it: the burn module
+//! `Graph::new` (in [`super`]) builds it from a [`ModelConfig`] through `backbone`, `neck` and
+//! `head`, which append nodes with a [`GraphBuilder`]; everything else is derived from it: the burn module
 //! ([`super::RtmDet`]), the fused CPU plan (`engine::cpu::plan`), the checkpoint and ONNX
 //! name mapping (`weights`) and the parameter list. Nothing builds a model to learn names.
 
-use std::sync::Arc;
-
 use super::params::join;
 use crate::config::ModelConfig;
-use crate::error::Result;
 
 /// Index of a node in [`Graph::nodes`].
 pub type NodeId = usize;
@@ -139,28 +136,6 @@ pub struct TensorSpec {
 }
 
 impl Graph {
-    /// The network of `cfg`, shared by everything derived from it.
-    pub fn new(cfg: &ModelConfig) -> Result<Arc<Graph>> {
-        cfg.validate()?;
-        let mut b = GraphBuilder::new(cfg);
-        let input = b.node(Op::Input, vec![], 3, 1, "");
-        let backbone_out = super::backbone::build(&mut b, cfg, input);
-        let neck_out = super::neck::build(&mut b, cfg, backbone_out);
-        let levels = super::head::build(&mut b, cfg, neck_out);
-        Ok(Arc::new(Graph {
-            nodes: b.nodes,
-            convs: b.convs,
-            norms: b.norms,
-            backbone_out,
-            neck_out,
-            levels,
-            num_classes: cfg.num_classes,
-            exp_on_reg: cfg.exp_on_reg,
-            bn_eps: cfg.bn_eps,
-            bn_momentum: cfg.bn_momentum,
-        }))
-    }
-
     /// Every tensor of a checkpoint in execution order: per conv its weight (and bias), then
     /// its BatchNorm's weight, bias and running statistics. A shared conv appears once.
     pub fn tensors(&self) -> Vec<TensorSpec> {
@@ -224,8 +199,33 @@ pub struct GraphBuilder {
 }
 
 impl GraphBuilder {
-    fn new(_cfg: &ModelConfig) -> Self {
-        GraphBuilder { nodes: Vec::new(), convs: Vec::new(), norms: Vec::new() }
+    /// A graph holding the input node `[N, 3, H, W]` only; returns it and the input.
+    pub(crate) fn new() -> (Self, NodeId) {
+        let mut b = GraphBuilder { nodes: Vec::new(), convs: Vec::new(), norms: Vec::new() };
+        let input = b.node(Op::Input, vec![], 3, 1, "");
+        (b, input)
+    }
+
+    /// The finished graph of `cfg` with its feature and head output nodes.
+    pub(crate) fn finish(
+        self,
+        cfg: &ModelConfig,
+        backbone_out: [NodeId; 3],
+        neck_out: [NodeId; 3],
+        levels: Vec<LevelNodes>,
+    ) -> Graph {
+        Graph {
+            nodes: self.nodes,
+            convs: self.convs,
+            norms: self.norms,
+            backbone_out,
+            neck_out,
+            levels,
+            num_classes: cfg.num_classes,
+            exp_on_reg: cfg.exp_on_reg,
+            bn_eps: cfg.bn_eps,
+            bn_momentum: cfg.bn_momentum,
+        }
     }
 
     pub fn channels(&self, x: NodeId) -> usize {

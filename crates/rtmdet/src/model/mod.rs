@@ -67,6 +67,18 @@ fn upsample2x(x: Tensor<4>) -> Tensor<4> {
     interpolate(x, InterpolateOptions::new(InterpolateMode::Nearest).with_output_size([2 * h, 2 * w]))
 }
 
+impl Graph {
+    /// The network of `cfg`, shared by everything derived from it.
+    pub fn new(cfg: &ModelConfig) -> Result<Arc<Graph>> {
+        cfg.validate()?;
+        let (mut b, input) = graph::GraphBuilder::new();
+        let backbone_out = backbone::build(&mut b, cfg, input);
+        let neck_out = neck::build(&mut b, cfg, backbone_out);
+        let levels = head::build(&mut b, cfg, neck_out);
+        Ok(Arc::new(b.finish(cfg, backbone_out, neck_out, levels)))
+    }
+}
+
 impl RtmDet {
     /// A randomly initialised model (weights as mmdet initialises them).
     pub fn new(cfg: &ModelConfig, device: &Device) -> Result<Self> {

@@ -91,6 +91,14 @@ pub fn overlaps_aligned<T: Float>(a: &[[T; 4]], b: &[[T; 4]], mode: OverlapMode,
     a.iter().zip(b).map(|(x, y)| overlap(x, y, mode, eps)).collect()
 }
 
+/// pycocotools' `bbIou` of a detection and a ground truth given as `[x, y, w, h]`: a crowd
+/// ground truth is matched by intersection over the detection's area; areas are `w·h` as
+/// pycocotools multiplies them.
+pub fn coco_iou(d: &[f64; 4], g: &[f64; 4], crowd: bool) -> f64 {
+    let mode = if crowd { OverlapMode::Iof } else { OverlapMode::Iou };
+    overlap_with_areas(&xywh_to_xyxy(d), &xywh_to_xyxy(g), d[2] * d[3], g[2] * g[3], mode, None)
+}
+
 /// mmdet's `BboxOverlaps2D` IoU (union clamped at 1e-6), float32: the assigner's.
 #[inline]
 pub fn iou_mmdet(a: &Bbox, b: &Bbox) -> f32 {

