@@ -252,6 +252,21 @@ mod tests {
     }
 
     #[test]
+    fn task_is_configuration_and_old_files_read_as_detection() {
+        let mut cfg = ModelConfig::new(Size::Tiny);
+        assert_eq!(cfg.task, Task::Detect);
+        assert_eq!(Task::Detect.loss_terms(), ["loss_cls", "loss_bbox"]);
+        cfg.task = Task::Rotated;
+        let err = cfg.validate().unwrap_err().to_string();
+        assert!(err.contains("rotated") && err.contains("not supported yet"), "{err}");
+        // Configurations saved before the task existed are detection models.
+        let mut json = serde_json::to_value(ModelConfig::new(Size::S)).unwrap();
+        json.as_object_mut().unwrap().remove("task");
+        let back: ModelConfig = serde_json::from_value(json).unwrap();
+        assert_eq!(back, ModelConfig::new(Size::S));
+    }
+
+    #[test]
     fn size_names_parse() {
         assert_eq!(Size::parse("rtmdet-tiny").unwrap(), Size::Tiny);
         assert_eq!(Size::parse("L").unwrap(), Size::L);

@@ -82,7 +82,8 @@ impl EngineKind {
         }
     }
 
-    /// Builds the chosen engine for `graph` with weights `map` (checked against the graph).
+    /// Builds the chosen engine for `graph` with weights `map` (as [`crate::weights::check`]
+    /// returns them).
     pub fn build(
         self,
         graph: &std::sync::Arc<Graph>,
