@@ -6,6 +6,7 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use rtmdet::image_io::{BgrImage, read_image};
+use rtmdet::structures::rotated::corners;
 use rtmdet::weights::safetensors::write_atomically;
 use rtmdet::{DetectParams, Detector, Instances};
 use serde::Serialize;
@@ -20,18 +21,18 @@ pub struct PredictArgs {
     pub sources: Vec<PathBuf>,
     #[command(flatten)]
     pub detector: DetectorArgs,
-    /// Minimum score of a detection.
-    #[arg(long, default_value_t = 0.3)]
-    pub conf: f32,
-    /// NMS IoU threshold.
-    #[arg(long, default_value_t = 0.65)]
-    pub iou: f32,
-    /// Candidates kept per pyramid level before NMS.
-    #[arg(long, default_value_t = 1000)]
-    pub nms_pre: usize,
-    /// Maximum detections per image.
-    #[arg(long, default_value_t = 100)]
-    pub max_det: usize,
+    /// Minimum score of a detection [default: 0.3; rotated models 0.05].
+    #[arg(long)]
+    pub conf: Option<f32>,
+    /// NMS IoU threshold [default: 0.65; rotated models 0.1].
+    #[arg(long)]
+    pub iou: Option<f32>,
+    /// Candidates kept per pyramid level before NMS [default: 1000; rotated models 2000].
+    #[arg(long)]
+    pub nms_pre: Option<usize>,
+    /// Maximum detections per image [default: 100; rotated models 2000].
+    #[arg(long)]
+    pub max_det: Option<usize>,
     /// Network input size (square); defaults to the model's (640, nano 320).
     #[arg(long)]
     pub imgsz: Option<usize>,
@@ -51,10 +52,17 @@ pub struct PredictArgs {
 
 #[derive(Serialize)]
 struct JsonDetection {
+    /// The (enclosing) axis-aligned box.
     bbox: [f32; 4],
     score: f32,
     label: usize,
     class: String,
+    /// Rotated models: `[cx, cy, w, h, angle]` (radians, le90).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rbox: Option<[f32; 5]>,
+    /// Rotated models: the corners `x1, y1, ..., x4, y4` in mmrotate's `rbox2qbox` order.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    poly: Option<[f32; 8]>,
 }
 
 #[derive(Serialize)]
@@ -66,10 +74,10 @@ struct JsonImage {
 }
 
 pub fn run(args: PredictArgs) -> Result<()> {
-    if !(0.0..=1.0).contains(&args.iou) {
+    if args.iou.is_some_and(|v| !(0.0..=1.0).contains(&v)) {
         bail!("--iou must be within [0, 1]");
     }
-    if args.batch == 0 || args.max_det == 0 || args.nms_pre == 0 {
+    if args.batch == 0 || args.max_det == Some(0) || args.nms_pre == Some(0) {
         bail!("--batch, --max-det and --nms-pre must be at least 1");
     }
     let mut det = args.detector.load()?;
@@ -79,7 +87,14 @@ pub fn run(args: PredictArgs) -> Result<()> {
         }
         det.input_size = s;
     }
-    det.params = DetectParams { score_thr: args.conf, nms_pre: args.nms_pre, iou_thr: args.iou, max_det: args.max_det };
+    // The task's defaults (deployment settings, or RTMDet-R's test_cfg), overridden by flags.
+    let d = det.params;
+    det.params = DetectParams {
+        score_thr: args.conf.unwrap_or(d.score_thr),
+        nms_pre: args.nms_pre.unwrap_or(d.nms_pre),
+        iou_thr: args.iou.unwrap_or(d.iou_thr),
+        max_det: args.max_det.unwrap_or(d.max_det),
+    };
     let cfg = det.config().clone();
     eprintln!(
         "RTMDet-{} ({} classes, exp_on_reg {}), input {}x{}",
@@ -126,13 +141,18 @@ pub fn run(args: PredictArgs) -> Result<()> {
                 image: path.display().to_string(),
                 width: img.width,
                 height: img.height,
-                detections: dets
-                    .iter()
-                    .map(|d| JsonDetection {
-                        bbox: d.bbox,
-                        score: d.score,
-                        label: d.label,
-                        class: cfg.class_name(d.label),
+                detections: (0..dets.len())
+                    .map(|k| {
+                        let d = dets.get(k);
+                        let rbox = dets.rboxes.get(k).copied();
+                        JsonDetection {
+                            bbox: d.bbox,
+                            score: d.score,
+                            label: d.label,
+                            class: cfg.class_name(d.label),
+                            rbox,
+                            poly: rbox.map(|r| corners(&r).as_flattened().try_into().expect("8 numbers")),
+                        }
                     })
                     .collect(),
             });

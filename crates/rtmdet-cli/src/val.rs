@@ -51,6 +51,7 @@ pub fn run(args: ValArgs) -> Result<()> {
     if data.images.is_empty() {
         bail!("the dataset has no readable images");
     }
+    rtmdet::eval::validate::check_model(&det, &data)?;
     let run_dir = sources::run_dir(args.out.as_deref(), "runs/val")?;
 
     let bar = indicatif::ProgressBar::new(data.images.len() as u64);

@@ -83,3 +83,22 @@ pub const COCO: [&str; 80] = [
     "hair drier",
     "toothbrush",
 ];
+
+/// The 15 DOTA-v1.0 classes in mmrotate's order (RTMDet-R).
+pub const DOTA: [&str; 15] = [
+    "plane",
+    "baseball-diamond",
+    "bridge",
+    "ground-track-field",
+    "small-vehicle",
+    "large-vehicle",
+    "ship",
+    "tennis-court",
+    "basketball-court",
+    "storage-tank",
+    "soccer-ball-field",
+    "roundabout",
+    "harbor",
+    "swimming-pool",
+    "helicopter",
+];

@@ -155,6 +155,16 @@ impl ModelConfig {
         }
     }
 
+    /// The official DOTA configuration of a rotated size (RTMDet-R: 15 classes, 1024 input, an
+    /// angle predictor on the regression tower).
+    pub fn rotated(size: Size) -> Self {
+        let mut cfg = ModelConfig::new(size).with_num_classes(crate::classes::DOTA.len());
+        cfg.task = Task::Rotated;
+        cfg.input_size = 1024;
+        cfg.class_names = crate::classes::DOTA.iter().map(|s| s.to_string()).collect();
+        cfg
+    }
+
     pub fn with_num_classes(mut self, n: usize) -> Self {
         if n != self.num_classes {
             self.class_names = match n {
@@ -214,7 +224,7 @@ impl ModelConfig {
         if self.input_size == 0 || !self.input_size.is_multiple_of(32) {
             return Err(Error::Config(format!("input size {} must be a positive multiple of 32", self.input_size)));
         }
-        if self.task != Task::Detect {
+        if self.task == Task::Segment {
             return Err(Error::Config(format!(
                 "the {} task is not supported yet (detection only in this version)",
                 self.task.name()
@@ -256,9 +266,15 @@ mod tests {
         let mut cfg = ModelConfig::new(Size::Tiny);
         assert_eq!(cfg.task, Task::Detect);
         assert_eq!(Task::Detect.loss_terms(), ["loss_cls", "loss_bbox"]);
-        cfg.task = Task::Rotated;
+        cfg.task = Task::Segment;
         let err = cfg.validate().unwrap_err().to_string();
-        assert!(err.contains("rotated") && err.contains("not supported yet"), "{err}");
+        assert!(err.contains("segment") && err.contains("not supported yet"), "{err}");
+        let rotated = ModelConfig::rotated(Size::Tiny);
+        assert!(rotated.validate().is_ok());
+        assert_eq!(
+            (rotated.num_classes, rotated.input_size, rotated.class_name(14).as_str()),
+            (15, 1024, "helicopter")
+        );
         // Configurations saved before the task existed are detection models.
         let mut json = serde_json::to_value(ModelConfig::new(Size::S)).unwrap();
         json.as_object_mut().unwrap().remove("task");

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use burn::tensor::Device;
 
-use crate::config::ModelConfig;
+use crate::config::{ModelConfig, Task};
 use crate::engine::cpu::{CpuEngine, CpuOptions};
 use crate::engine::{Engine, EngineKind};
 use crate::error::{Error, Result};
@@ -84,8 +84,8 @@ impl Detector {
         let graph = Graph::new(&config)?;
         let weights = weights::check(&graph, map)?;
         let engine = engine.build(&graph, &weights, &device, cpu)?;
-        let input_size = config.input_size;
-        Ok(Detector { config, graph, weights, device, engine, params: DetectParams::default(), input_size })
+        let (input_size, params) = (config.input_size, DetectParams::for_task(config.task));
+        Ok(Detector { config, graph, weights, device, engine, params, input_size })
     }
 
     /// Replaces the engine (the weights stay).
@@ -193,8 +193,15 @@ impl Detector {
         params: &DetectParams,
     ) -> Vec<Instances> {
         let clip = Some((self.input_size, self.input_size));
-        let each =
-            || letterboxes.iter().enumerate().map(|(b, lb)| postprocess(outputs, b, params, clip, Some(lb))).collect();
+        let rotated = self.config.task == Task::Rotated;
+        let one = |(b, lb): (usize, &Letterbox)| {
+            if rotated {
+                crate::postprocess::rotated::postprocess(outputs, b, params, Some(lb))
+            } else {
+                postprocess(outputs, b, params, clip, Some(lb))
+            }
+        };
+        let each = || letterboxes.iter().enumerate().map(one).collect();
         match self.engine.thread_pool() {
             Some(pool) => pool.install(each),
             None => each(),

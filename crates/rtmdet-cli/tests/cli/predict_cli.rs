@@ -99,3 +99,41 @@ fn bad_arguments_are_clear_errors() {
     let o = rtmdet(&["predict", shared("assets/images/demo.jpg").to_str().unwrap(), "--weights", "missing.pth"]);
     assert!(String::from_utf8_lossy(&o.stderr).contains("missing.pth"));
 }
+
+/// A rotated model: the default thresholds are RTMDet-R's, and every detection carries
+/// `rbox` (cx, cy, w, h, angle), `poly` (its corners in mmrotate's order) and the enclosing
+/// `bbox`, equal to what the library gives.
+#[test]
+fn rotated_predict_writes_rbox_poly_and_bbox() {
+    let out = tmp("rotated");
+    let json = out.join("dets.json");
+    let weights = shared("reference/rotated/checkpoints/rotated_rtmdet_tiny_ref_seed1.pth");
+    let image = shared("assets/dota/images/dota_demo.jpg");
+    let o = rtmdet(&[
+        "predict",
+        image.to_str().unwrap(),
+        "--weights",
+        weights.to_str().unwrap(),
+        "--save-json",
+        json.to_str().unwrap(),
+        "--no-draw",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let d = v[0]["detections"].as_array().unwrap();
+    let det = rtmdet::Detector::from_checkpoint(&weights).unwrap();
+    let lib = det.predict(&rtmdet::image_io::read_image(&image).unwrap()).unwrap();
+    assert_eq!(d.len(), lib.len());
+    assert!(d.len() > 1000, "RTMDet-R's score threshold 0.05 and 2000 detections apply by default");
+    let nums = |x: &Value| x.as_array().unwrap().iter().map(|n| n.as_f64().unwrap() as f32).collect::<Vec<f32>>();
+    for (j, k) in d.iter().zip(0..lib.len()) {
+        assert_eq!(nums(&j["rbox"]), lib.rboxes[k].to_vec());
+        assert_eq!(nums(&j["bbox"]), lib.boxes[k].to_vec());
+        let poly = nums(&j["poly"]);
+        let corners = rtmdet::structures::rotated::corners(&lib.rboxes[k]);
+        assert_eq!(poly, corners.as_flattened().to_vec());
+        // The enclosing box is the corners' extent.
+        let xs: Vec<f32> = poly.iter().step_by(2).copied().collect();
+        assert_eq!(nums(&j["bbox"])[0], xs.iter().copied().fold(f32::INFINITY, f32::min));
+    }
+}

@@ -106,3 +106,24 @@ fn eval_matches_pycocotools_and_writes_json() {
     let o = rtmdet(&["eval", "--gt", data.join("crowd_gt.json").to_str().unwrap(), "--pred", "missing.json"]);
     assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("missing.json"));
 }
+
+/// COCO box evaluation of a rotated model is refused before anything is written.
+#[test]
+fn val_with_a_rotated_model_is_a_clear_error_and_writes_nothing() {
+    let dir = tmp("val-rotated");
+    let yaml = coco8_yaml(&dir, &shared("assets/coco8"), "val");
+    let out = dir.join("run");
+    let weights = shared("reference/rotated/checkpoints/rotated_rtmdet_tiny_ref_seed1.pth");
+    let o = rtmdet(&[
+        "val",
+        "--data",
+        yaml.to_str().unwrap(),
+        "--weights",
+        weights.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("rotated model"), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(!out.exists(), "no run folder for a refused evaluation");
+}

@@ -38,6 +38,25 @@ pub fn to_coco(d: &Detection, image_id: u64, category_id: u64) -> DetBox {
     DetBox { image_id, category_id, bbox: [b[0], b[1], b[2] - b[0], b[3] - b[1]], score: d.score as f64 }
 }
 
+/// The model can be scored on `data`: a detection model (COCO box mAP) predicting as many
+/// classes as the dataset has.
+pub fn check_model(det: &Detector, data: &Dataset) -> Result<()> {
+    if det.config().task != crate::config::Task::Detect {
+        return Err(Error::Config(format!(
+            "COCO box evaluation needs a detection model; this is a {} model (its evaluation is not supported yet)",
+            det.config().task.name()
+        )));
+    }
+    if det.config().num_classes != data.categories.len() {
+        return Err(Error::Config(format!(
+            "the model predicts {} classes but the dataset has {} categories",
+            det.config().num_classes,
+            data.categories.len()
+        )));
+    }
+    Ok(())
+}
+
 /// Predicts every image of `data` with `params` (`DetectParams::EVAL` for COCO mAP), `batch`
 /// images per forward pass, calling `progress(done, total)` as it goes.
 pub fn validate(
@@ -47,13 +66,7 @@ pub fn validate(
     batch: usize,
     mut progress: impl FnMut(usize, usize),
 ) -> Result<Validation> {
-    if det.config().num_classes != data.categories.len() {
-        return Err(Error::Config(format!(
-            "the model predicts {} classes but the dataset has {} categories",
-            det.config().num_classes,
-            data.categories.len()
-        )));
-    }
+    check_model(det, data)?;
     det.check_input_size()?;
     let mut predictions = Vec::new();
     let mut confusion = ConfusionMatrix::new(data.categories.len());

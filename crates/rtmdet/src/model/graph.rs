@@ -104,6 +104,15 @@ pub struct LevelNodes {
     pub cls: NodeId,
     /// Raw box regression `[N, 4, H, W]` (before `exp` and the stride).
     pub reg: NodeId,
+    /// Raw angle `[N, 1, H, W]` in radians (RTMDet-R only).
+    pub angle: Option<NodeId>,
+}
+
+impl LevelNodes {
+    /// Every output node of the level: cls, reg, then the task's (angle).
+    pub fn outputs(&self) -> impl Iterator<Item = NodeId> + use<> {
+        [Some(self.cls), Some(self.reg), self.angle].into_iter().flatten()
+    }
 }
 
 /// The network of one [`ModelConfig`].
@@ -184,8 +193,9 @@ impl Graph {
     pub fn last_use(&self) -> Vec<usize> {
         let mut last: Vec<usize> = self.consumers().iter().map(|c| c.iter().copied().max().unwrap_or(0)).collect();
         for l in &self.levels {
-            last[l.cls] = usize::MAX;
-            last[l.reg] = usize::MAX;
+            for n in l.outputs() {
+                last[n] = usize::MAX;
+            }
         }
         last
     }

@@ -9,7 +9,7 @@
 use super::blocks::conv;
 use super::graph::{ConvParam, GraphBuilder, Init, LevelNodes, NodeId};
 use super::params::join;
-use crate::config::{ModelConfig, STRIDES};
+use crate::config::{ModelConfig, STRIDES, Task};
 
 /// Prior probability 0.01 for the classifier bias, as in mmdet's init.
 const CLS_PRIOR_BIAS: f32 = -4.59512;
@@ -59,8 +59,9 @@ impl Tower {
     }
 }
 
-/// The detection head on neck features `[P3, P4, P5]`: per level, in PyTorch order, the cls
-/// tower, `rtm_cls`, the reg tower, `rtm_reg`.
+/// The head on neck features `[P3, P4, P5]`: per level, in PyTorch order, the cls tower,
+/// `rtm_cls`, the reg tower, `rtm_reg`, and the task's predictors (RTMDet-R: `rtm_ang` on the
+/// reg tower).
 pub fn build(b: &mut GraphBuilder, cfg: &ModelConfig, feats: [NodeId; 3]) -> Vec<LevelNodes> {
     let (mut cls_tower, mut reg_tower) = (Tower::new("cls_convs"), Tower::new("reg_convs"));
     let mut levels = Vec::new();
@@ -71,7 +72,9 @@ pub fn build(b: &mut GraphBuilder, cfg: &ModelConfig, feats: [NodeId; 3]) -> Vec
         let r = reg_tower.build(b, cfg, level, x);
         let reg_init = Init::Normal { std: PREDICTOR_STD, bias: 0.0 };
         let reg = b.biased_conv(&join("bbox_head.rtm_reg", level), r, 4, 1, reg_init);
-        levels.push(LevelNodes { stride: STRIDES[level], cls, reg });
+        let angle =
+            (cfg.task == Task::Rotated).then(|| b.biased_conv(&join("bbox_head.rtm_ang", level), r, 1, 1, reg_init));
+        levels.push(LevelNodes { stride: STRIDES[level], cls, reg, angle });
     }
     levels
 }

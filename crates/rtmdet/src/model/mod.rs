@@ -156,14 +156,15 @@ impl RtmDet {
     /// Network input `[N, 3, H, W]` → raw head outputs per level (strides 8, 16, 32).
     pub fn forward(&self, x: Tensor<4>) -> HeadTensors {
         let g = &self.graph;
-        let wanted: Vec<NodeId> = g.levels.iter().flat_map(|l| [l.cls, l.reg]).collect();
+        let wanted: Vec<NodeId> = g.levels.iter().flat_map(|l| l.outputs()).collect();
         let mut v = self.run(x, &wanted).into_iter();
         g.levels
             .iter()
             .map(|l| {
                 let (cls, reg_raw) = (v.next().expect("cls"), v.next().expect("reg"));
+                let angle = l.angle.map(|_| v.next().expect("angle"));
                 let reg = distance_point::distance_from_raw_tensor(reg_raw.clone(), l.stride, g.exp_on_reg);
-                LevelTensors { cls, reg, reg_raw, stride: l.stride }
+                LevelTensors { cls, reg, reg_raw, angle, stride: l.stride }
             })
             .collect()
     }

@@ -13,6 +13,8 @@ pub struct LevelTensors {
     pub reg_raw: Tensor<4>,
     /// Distances (left, top, right, bottom) in input pixels, `[N, 4, H, W]`.
     pub reg: Tensor<4>,
+    /// Raw angle in radians `[N, 1, H, W]` (RTMDet-R).
+    pub angle: Option<Tensor<4>>,
     pub stride: usize,
 }
 
@@ -26,6 +28,8 @@ pub struct LevelOutputs {
     pub cls: Vec<f32>,
     /// Distances in input pixels `[N, 4, H, W]` (`raw·stride` or `exp(raw)·stride`).
     pub reg: Vec<f32>,
+    /// Raw angle in radians `[N, 1, H, W]` (RTMDet-R), empty otherwise.
+    pub angle: Vec<f32>,
     /// `[N, C, H, W]` of `cls`.
     pub dims: [usize; 4],
     pub stride: usize,
@@ -51,6 +55,12 @@ impl LevelOutputs {
         let n = 4 * self.dims[2] * self.dims[3];
         &self.reg[b * n..(b + 1) * n]
     }
+
+    /// Angles `[H, W]` of image `b` (RTMDet-R; empty otherwise).
+    pub fn angle_of(&self, b: usize) -> &[f32] {
+        let n = self.dims[2] * self.dims[3];
+        self.angle.get(b * n..(b + 1) * n).unwrap_or(&[])
+    }
 }
 
 /// Head outputs of a batch on the host: what every inference engine returns.
@@ -72,6 +82,7 @@ impl HeadOutputs {
             .map(|o| LevelOutputs {
                 cls: super::params::to_vec(&o.cls),
                 reg: super::params::to_vec(&o.reg),
+                angle: o.angle.as_ref().map(super::params::to_vec).unwrap_or_default(),
                 dims: o.cls.dims(),
                 stride: o.stride,
             })

@@ -3,6 +3,7 @@
 //! the original image → strict zero-size drop → class-aware NMS → top `max_det`.
 
 pub mod nms;
+pub mod rotated;
 
 use serde::{Deserialize, Serialize};
 
@@ -27,6 +28,16 @@ impl DetectParams {
     pub const DEPLOY: DetectParams = DetectParams { score_thr: 0.3, nms_pre: 1000, iou_thr: 0.65, max_det: 100 };
     /// The config `test_cfg`, used for COCO evaluation.
     pub const EVAL: DetectParams = DetectParams { score_thr: 0.001, nms_pre: 30000, iou_thr: 0.65, max_det: 300 };
+    /// RTMDet-R's `test_cfg` (mmrotate DOTA configs): rotated NMS at IoU 0.1, 2000 boxes.
+    pub const ROTATED: DetectParams = DetectParams { score_thr: 0.05, nms_pre: 2000, iou_thr: 0.1, max_det: 2000 };
+
+    /// The default thresholds of a task: [`DetectParams::DEPLOY`], or [`DetectParams::ROTATED`].
+    pub fn for_task(task: crate::config::Task) -> DetectParams {
+        match task {
+            crate::config::Task::Rotated => Self::ROTATED,
+            _ => Self::DEPLOY,
+        }
+    }
 }
 
 impl Default for DetectParams {
@@ -83,33 +94,39 @@ pub fn select_candidates(
     let mut out = Instances::default();
     let clip = clip_hw.map(|(h, w)| (h as f32, w as f32));
     for lv in &outputs.levels {
-        let (cls, reg) = (lv.cls_of(b), lv.reg_of(b));
-        let (width, hw) = (lv.width(), lv.height() * lv.width());
-        let num_classes = lv.dims[1];
-        // (score, prior, class) in (prior, class) row-major order, as torch.nonzero lists them.
-        // Logits clearly below the threshold's logit skip the exp; the test itself is exact.
-        let floor = logit(params.score_thr) - 1e-3;
-        let mut cands: Vec<(f32, usize, usize)> = Vec::new();
-        for p in 0..hw {
-            for c in 0..num_classes {
-                let x = cls[c * hw + p];
-                if x > floor || floor.is_nan() {
-                    let s = sigmoid(x);
-                    if s > params.score_thr {
-                        cands.push((s, p, c));
-                    }
-                }
-            }
-        }
-        keep_best_stable(&mut cands, params.nms_pre);
+        let (reg, hw, width) = (lv.reg_of(b), lv.height() * lv.width(), lv.width());
         let stride = lv.stride as f32;
-        for (s, p, c) in cands {
+        for (s, p, c) in level_candidates(lv.cls_of(b), lv.dims[1], params) {
             let point = [(p % width) as f32 * stride, (p / width) as f32 * stride];
             let d = [reg[p], reg[hw + p], reg[2 * hw + p], reg[3 * hw + p]];
             out.push(Detection { bbox: distance_point::decode(point, d, clip), score: s, label: c });
         }
     }
     out
+}
+
+/// The candidates of one level: every (prior, class) of `cls` (`[C, H, W]` logits) with
+/// `sigmoid(logit) > score_thr`, the best `nms_pre` of them, as `(score, prior, class)`
+/// score-descending (ties in (prior, class) order).
+pub(crate) fn level_candidates(cls: &[f32], num_classes: usize, params: &DetectParams) -> Vec<(f32, usize, usize)> {
+    let hw = cls.len() / num_classes.max(1);
+    // (score, prior, class) in (prior, class) row-major order, as torch.nonzero lists them.
+    // Logits clearly below the threshold's logit skip the exp; the test itself is exact.
+    let floor = logit(params.score_thr) - 1e-3;
+    let mut cands: Vec<(f32, usize, usize)> = Vec::new();
+    for p in 0..hw {
+        for c in 0..num_classes {
+            let x = cls[c * hw + p];
+            if x > floor || floor.is_nan() {
+                let s = sigmoid(x);
+                if s > params.score_thr {
+                    cands.push((s, p, c));
+                }
+            }
+        }
+    }
+    keep_best_stable(&mut cands, params.nms_pre);
+    cands
 }
 
 /// Maps input-space boxes to the original image: multiply by float32(1 / scale_factor).

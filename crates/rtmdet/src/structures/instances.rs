@@ -6,6 +6,8 @@
 use serde::{Deserialize, Serialize};
 
 use super::boxes::Bbox;
+use super::mask::Rle;
+use super::rotated::RBox;
 
 /// One detected object: the row view of an [`Instances`] set.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
@@ -17,7 +19,9 @@ pub struct Detection {
     pub label: usize,
 }
 
-/// Instances as columns of equal length. Ground truth has no scores (`scores` empty).
+/// Instances as columns of equal length. Optional columns are empty when a task does not
+/// produce them: ground truth has no scores, only RTMDet-R fills `rboxes` (then `boxes` holds
+/// their enclosing axis-aligned boxes) and only RTMDet-Ins fills `masks`.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Instances {
     /// `[x1, y1, x2, y2]` per instance.
@@ -26,12 +30,16 @@ pub struct Instances {
     pub scores: Vec<f32>,
     /// Contiguous class index per instance.
     pub labels: Vec<usize>,
+    /// Rotated boxes `(cx, cy, w, h, θ)` per instance, or empty.
+    pub rboxes: Vec<RBox>,
+    /// Instance masks (COCO RLE, image size) per instance, or empty.
+    pub masks: Vec<Rle>,
 }
 
 impl Instances {
     /// Ground-truth objects (no scores).
     pub fn targets(boxes: Vec<Bbox>, labels: Vec<usize>) -> Self {
-        Instances { boxes, scores: Vec::new(), labels }
+        Instances { boxes, labels, ..Default::default() }
     }
 
     pub fn len(&self) -> usize {
@@ -42,7 +50,9 @@ impl Instances {
         self.boxes.is_empty()
     }
 
+    /// Appends a box-only row (sets without rotated boxes or masks).
     pub fn push(&mut self, d: Detection) {
+        debug_assert!(self.rboxes.is_empty() && self.masks.is_empty(), "a box-only row in a set with task columns");
         self.boxes.push(d.bbox);
         self.scores.push(d.score);
         self.labels.push(d.label);
@@ -70,15 +80,21 @@ impl Instances {
         filter(&mut self.boxes, keep);
         filter(&mut self.scores, keep);
         filter(&mut self.labels, keep);
+        filter(&mut self.rboxes, keep);
+        filter(&mut self.masks, keep);
     }
 
-    /// The rows at `indices`, in that order.
+    /// The rows at `indices`, in that order (empty columns stay empty).
     pub fn select(&self, indices: &[usize]) -> Instances {
-        let pick = |n: usize| -> Vec<usize> { if n == 0 { Vec::new() } else { indices.to_vec() } };
+        fn pick<T: Clone>(v: &[T], indices: &[usize]) -> Vec<T> {
+            if v.is_empty() { Vec::new() } else { indices.iter().map(|&i| v[i].clone()).collect() }
+        }
         Instances {
-            boxes: indices.iter().map(|&i| self.boxes[i]).collect(),
-            scores: pick(self.scores.len()).iter().map(|&i| self.scores[i]).collect(),
-            labels: indices.iter().map(|&i| self.labels[i]).collect(),
+            boxes: pick(&self.boxes, indices),
+            scores: pick(&self.scores, indices),
+            labels: pick(&self.labels, indices),
+            rboxes: pick(&self.rboxes, indices),
+            masks: pick(&self.masks, indices),
         }
     }
 }
@@ -109,5 +125,12 @@ mod tests {
         let gt = Instances::targets(vec![[0.0; 4]], vec![5]);
         assert!(gt.get(0).score.is_nan());
         assert_eq!(gt.select(&[0]).scores.len(), 0);
+        // Task columns follow their rows.
+        let mut rotated = set.clone();
+        rotated.rboxes = (0..3).map(|i| [i as f32, 0.0, 1.0, 1.0, 0.0]).collect();
+        rotated.retain(&[false, true, true]);
+        assert_eq!(rotated.rboxes.iter().map(|r| r[0]).collect::<Vec<_>>(), vec![1.0, 2.0]);
+        assert_eq!(rotated.select(&[1]).rboxes[0][0], 2.0);
+        assert!(rotated.masks.is_empty() && rotated.select(&[0]).masks.is_empty());
     }
 }

@@ -50,6 +50,15 @@ pub fn corners(b: &RBox) -> [[f32; 2]; 4] {
     ]
 }
 
+/// The smallest axis-aligned box `[x1, y1, x2, y2]` holding the rotated box's corners.
+pub fn enclosing_box(b: &RBox) -> [f32; 4] {
+    let c = corners(b);
+    let (xs, ys) = (c.map(|p| p[0]), c.map(|p| p[1]));
+    let min = |v: [f32; 4]| v.into_iter().fold(f32::INFINITY, f32::min);
+    let max = |v: [f32; 4]| v.into_iter().fold(f32::NEG_INFINITY, f32::max);
+    [min(xs), min(ys), max(xs), max(ys)]
+}
+
 /// mmcv's `clockwise=False`: the same box with the angle's sign flipped (the only column
 /// `box_iou_rotated` / `nms_rotated` change for counter-clockwise angles).
 pub fn clockwise_flip(b: &RBox) -> RBox {

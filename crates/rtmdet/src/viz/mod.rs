@@ -5,10 +5,11 @@ pub mod plots;
 
 use font8x8::UnicodeFonts;
 use image::{Rgb, RgbImage};
-use imageproc::drawing::{draw_filled_rect_mut, draw_hollow_rect_mut};
+use imageproc::drawing::{draw_filled_rect_mut, draw_hollow_rect_mut, draw_line_segment_mut};
 use imageproc::rect::Rect;
 
 use crate::structures::Instances;
+use crate::structures::rotated::corners;
 
 /// Ultralytics' palette (hex), cycled by class index.
 const PALETTE: [u32; 20] = [
@@ -46,6 +47,20 @@ fn draw_text(img: &mut RgbImage, x: i32, y: i32, scale: u32, color: Rgb<u8>, tex
     }
 }
 
+/// A closed polygon `thickness` pixels wide (the outline drawn at offsets around each edge).
+fn draw_outline(img: &mut RgbImage, corners: &[[f32; 2]; 4], thickness: u32, color: Rgb<u8>) {
+    let r = thickness as f32 / 2.0;
+    for k in 0..4 {
+        let (a, b) = (corners[k], corners[(k + 1) % 4]);
+        for t in 0..thickness {
+            let o = t as f32 - r + 0.5;
+            for (dx, dy) in [(o, 0.0), (0.0, o)] {
+                draw_line_segment_mut(img, (a[0] + dx, a[1] + dy), (b[0] + dx, b[1] + dy), color);
+            }
+        }
+    }
+}
+
 /// Draws every instance onto `img`; `name` gives the text for a label. Instances without
 /// scores (ground truth) are labelled with the name alone.
 pub fn draw_instances(img: &mut RgbImage, set: &Instances, name: impl Fn(usize) -> String) {
@@ -62,9 +77,15 @@ pub fn draw_instances(img: &mut RgbImage, set: &Instances, name: impl Fn(usize) 
         if x2 <= x1 || y2 <= y1 {
             continue;
         }
-        for t in 0..thickness as i32 {
-            let (bw, bh) = ((x2 - x1 - 2 * t).max(1) as u32, (y2 - y1 - 2 * t).max(1) as u32);
-            draw_hollow_rect_mut(img, Rect::at(x1 + t, y1 + t).of_size(bw, bh), color);
+        match set.rboxes.get(i) {
+            // Rotated boxes: the oriented outline, its label at the enclosing box.
+            Some(r) => draw_outline(img, &corners(r), thickness, color),
+            None => {
+                for t in 0..thickness as i32 {
+                    let (bw, bh) = ((x2 - x1 - 2 * t).max(1) as u32, (y2 - y1 - 2 * t).max(1) as u32);
+                    draw_hollow_rect_mut(img, Rect::at(x1 + t, y1 + t).of_size(bw, bh), color);
+                }
+            }
         }
         let label = if d.score.is_nan() { name(d.label) } else { format!("{} {:.2}", name(d.label), d.score) };
         let (tw, th) = (label.chars().count() as u32 * 8 * scale + 4, 8 * scale + 4);

@@ -57,7 +57,9 @@ pub fn recognise(map: &TensorMap, hint: Option<Size>, exp_on_reg: Option<bool>) 
         ))
     })?;
 
-    let mut cfg = ModelConfig::new(size).with_num_classes(num_classes);
+    let rotated = map.contains_key("bbox_head.rtm_ang.0.weight");
+    let mut cfg = if rotated { ModelConfig::rotated(size) } else { ModelConfig::new(size) };
+    cfg = cfg.with_num_classes(num_classes);
     cfg.neck_channels = feat;
     cfg.share_conv = !depthwise && towers_are_shared(map);
     if let Some(e) = exp_on_reg {

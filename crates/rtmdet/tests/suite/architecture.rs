@@ -12,7 +12,11 @@ use rtmdet::{ModelConfig, Size};
 /// Learnable values once per tensor (shared head convs once), as PyTorch's
 /// `sum(p.numel() for p in model.parameters())`, from the graph description alone.
 fn params(size: Size) -> usize {
-    let graph = Graph::new(&ModelConfig::new(size)).unwrap();
+    count(&ModelConfig::new(size))
+}
+
+fn count(cfg: &ModelConfig) -> usize {
+    let graph = Graph::new(cfg).unwrap();
     graph.tensors().iter().filter(|t| !t.buffer).map(|t| t.shape.iter().product::<usize>()).sum()
 }
 
@@ -33,8 +37,9 @@ impl ParamVisitor for Lister {
 
 #[test]
 fn the_burn_module_and_checkpoints_hold_exactly_the_graph_tensors() {
-    for size in Size::ALL {
-        let cfg = ModelConfig::new(size);
+    let rotated = [Size::Tiny, Size::S, Size::M, Size::L].map(ModelConfig::rotated);
+    for cfg in Size::ALL.map(ModelConfig::new).into_iter().chain(rotated) {
+        let size = (cfg.size, cfg.task);
         let graph = Graph::new(&cfg).unwrap();
         let mut want: Vec<_> = graph.tensors().into_iter().map(|t| (t.names, t.shape, t.buffer)).collect();
         let mut lister = Lister::default();
@@ -44,22 +49,26 @@ fn the_burn_module_and_checkpoints_hold_exactly_the_graph_tensors() {
         got.sort();
         assert_eq!(got, want, "{size:?}");
     }
-    // The official key set of a real checkpoint: every key is a graph tensor (or ignorable).
-    let map = rtmdet::weights::pth::read_state_dict(&crate::common::reference("checkpoints/rtmdet_tiny_ref_seed1.pth"))
-        .unwrap();
-    let graph = Graph::new(&ModelConfig::new(Size::Tiny)).unwrap();
-    let checked = rtmdet::weights::check(&graph, map.clone()).unwrap();
-    let ignored: Vec<&String> = map.keys().filter(|k| !checked.contains_key(*k)).collect();
-    assert!(
-        ignored.iter().all(|k| k.ends_with("num_batches_tracked") || k.starts_with("data_preprocessor.")),
-        "{ignored:?}"
-    );
+    // The key sets of real checkpoints (mmdet tiny, mmrotate rotated-tiny): every key is a
+    // graph tensor or ignorable.
+    for (file, cfg) in [
+        ("checkpoints/rtmdet_tiny_ref_seed1.pth", ModelConfig::new(Size::Tiny)),
+        ("rotated/checkpoints/rotated_rtmdet_tiny_ref_seed1.pth", ModelConfig::rotated(Size::Tiny)),
+    ] {
+        let map = rtmdet::weights::pth::read_state_dict(&crate::common::reference(file)).unwrap();
+        let checked = rtmdet::weights::check(&Graph::new(&cfg).unwrap(), map.clone()).unwrap();
+        let ignored: Vec<&String> = map.keys().filter(|k| !checked.contains_key(*k)).collect();
+        let fine = |k: &&String| k.ends_with("num_batches_tracked") || k.starts_with("data_preprocessor.");
+        assert!(ignored.iter().all(fine), "{file}: {ignored:?}");
+    }
 }
 
 #[test]
 fn parameter_counts_match_the_original() {
     assert_eq!(params(Size::Tiny), 4_896_168);
     assert_eq!(params(Size::S), 8_886_924);
+    // RTMDet-R (mmrotate reference checkpoints: 15 classes and the angle predictor).
+    assert_eq!(count(&ModelConfig::rotated(Size::Tiny)), 4_877_544);
     // Published to 2, 1 and 2 decimals: within half the last digit.
     for (size, millions, half_digit) in [(Size::M, 24.71, 0.005), (Size::L, 52.3, 0.05), (Size::X, 94.86, 0.005)] {
         let p = params(size) as f64 / 1e6;

@@ -56,8 +56,10 @@ fn input(s: usize) -> Vec<f32> {
 
 #[test]
 fn engine_equals_burn_for_every_size() {
-    for size in Size::ALL {
-        let cfg = ModelConfig::new(size);
+    // Every detection size, and RTMDet-R (its angle predictor) on tiny.
+    let configs = Size::ALL.map(ModelConfig::new).into_iter().chain([ModelConfig::rotated(Size::Tiny)]);
+    for cfg in configs {
+        let size = (cfg.size, cfg.task);
         let device = Device::flex();
         let mut model = RtmDet::new(&cfg, &device).unwrap();
         let mut map = rtmdet::weights::collect(&mut model);
@@ -79,7 +81,8 @@ fn engine_equals_burn_for_every_size() {
                 let worst = |a: &[f32], b: &[f32]| {
                     a.iter().zip(b).map(|(x, y)| (x - y).abs() / y.abs().max(1.0)).fold(0f32, f32::max)
                 };
-                let (dc, dr) = (worst(&g.cls, &w.cls), worst(&g.reg, &w.reg));
+                let (dc, dr) = (worst(&g.cls, &w.cls), worst(&g.reg, &w.reg).max(worst(&g.angle, &w.angle)));
+                assert_eq!(g.angle.len(), w.angle.len(), "{size:?}");
                 let spread = w.cls.iter().fold(0f32, |m, v| m.max((v - w.cls[0]).abs()));
                 assert!(spread > 0.01, "{size:?}: the logits barely vary ({spread}), the test would be blind");
                 println!("{size:?} stride {} direct {direct_3x3}: cls {dc:.2e} reg {dr:.2e}", g.stride);

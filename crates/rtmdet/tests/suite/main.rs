@@ -14,6 +14,7 @@ mod losses;
 mod onnx_import;
 mod parity;
 mod robustness;
+mod rotated;
 mod structures_reference;
 mod train_resume;
 mod train_step;

@@ -159,9 +159,11 @@ impl CpuEngine {
                     .to_nchw(0, 4)
                     .into_iter()
                     .map(|v| distance_point::distance_from_raw(v, stride, exp));
+                let angle = h.angle.map(|a| bufs[self.buffer_of[a]].to_nchw(0, 1)).unwrap_or_default();
                 LevelOutputs {
                     cls,
                     reg: reg.collect(),
+                    angle,
                     dims: [cls_map.n, self.plan.num_classes, cls_map.h, cls_map.w],
                     stride: h.stride,
                 }

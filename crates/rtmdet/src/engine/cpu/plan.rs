@@ -98,11 +98,13 @@ impl Step {
     }
 }
 
-/// One pyramid level's head outputs: logits in `cls`, raw distances in `reg` (both at offset 0).
+/// One pyramid level's head outputs: logits in `cls`, raw distances in `reg`, raw angles in
+/// `angle` (RTMDet-R), all at offset 0.
 #[derive(Clone, Copy, Debug)]
 pub struct HeadSlots {
     pub cls: usize,
     pub reg: usize,
+    pub angle: Option<usize>,
     pub stride: usize,
 }
 
@@ -138,8 +140,11 @@ impl Plan {
             b.compile(id)?;
         }
         let val = |n: NodeId| b.locations[n].as_ref().map(|v| v.slot).expect("head outputs are compiled");
-        let heads =
-            graph.levels.iter().map(|l| HeadSlots { cls: val(l.cls), reg: val(l.reg), stride: l.stride }).collect();
+        let heads = graph
+            .levels
+            .iter()
+            .map(|l| HeadSlots { cls: val(l.cls), reg: val(l.reg), angle: l.angle.map(val), stride: l.stride })
+            .collect();
         Ok(Plan { slots: b.slots, steps: b.steps, heads, num_classes: graph.num_classes, exp_on_reg: graph.exp_on_reg })
     }
 
@@ -156,7 +161,7 @@ impl Plan {
                 last[s] = last[s].max(i);
             }
         }
-        let pinned = self.heads.iter().flat_map(|h| [h.cls, h.reg]).chain([INPUT_SLOT]);
+        let pinned = self.heads.iter().flat_map(|h| [Some(h.cls), Some(h.reg), h.angle]).flatten().chain([INPUT_SLOT]);
         for s in pinned {
             first[s] = 0;
             last[s] = usize::MAX;
