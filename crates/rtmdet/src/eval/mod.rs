@@ -3,4 +3,5 @@
 pub mod coco;
 pub mod coco_files;
 pub mod confusion;
+pub mod dota;
 pub mod validate;
