@@ -170,7 +170,9 @@ def build(sd):
         [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, 640, 640])],
         [helper.make_tensor_value_info(n, TensorProto.FLOAT, ["n", "c", "h", "w"]) for n in sorted(outputs)],
         g.inits)
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    # IR version 8 (what opset 17 needs) so older ONNX Runtime releases load it too: recent
+    # `onnx` packages stamp their own newest IR version, which ORT before 1.24 rejects.
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
 
 
 if __name__ == "__main__":

@@ -1,5 +1,5 @@
 //! The library entry point: load weights of any supported kind, run images through
-//! preprocessing → engine → post-processing, get [`Detection`]s in original-image pixels.
+//! preprocessing → engine → post-processing, get [`Instances`] in original-image pixels.
 
 use std::path::Path;
 use std::sync::Arc;
