@@ -38,7 +38,7 @@ pub struct ValArgs {
 }
 
 pub fn run(args: ValArgs) -> Result<()> {
-    if args.imgsz == 0 || args.imgsz % 32 != 0 {
+    if args.imgsz == 0 || !args.imgsz.is_multiple_of(32) {
         bail!("--imgsz must be a positive multiple of 32");
     }
     let mut det = args.detector.load()?;

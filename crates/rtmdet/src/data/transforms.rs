@@ -347,12 +347,9 @@ mod tests {
         let s = sample(100, 100, vec![[10.0, 10.0, 30.0, 30.0], [80.0, 80.0, 95.0, 95.0]]);
         let mut rng = Rng::seed_from_u64(1);
         for _ in 0..20 {
-            match random_crop(&s, 50, &mut rng) {
-                Some(c) => {
-                    assert_eq!((c.image.width, c.image.height), (50, 50));
-                    assert!(c.boxes.iter().all(|b| b[0] >= 0.0 && b[2] <= 50.0 && b[2] > b[0] && b[3] > b[1]));
-                }
-                None => {}
+            if let Some(c) = random_crop(&s, 50, &mut rng) {
+                assert_eq!((c.image.width, c.image.height), (50, 50));
+                assert!(c.boxes.iter().all(|b| b[0] >= 0.0 && b[2] <= 50.0 && b[2] > b[0] && b[3] > b[1]));
             }
         }
         // A crop as large as the image keeps everything in place.

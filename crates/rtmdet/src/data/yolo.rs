@@ -91,7 +91,7 @@ fn parse_row(line: &str, w: f64, h: f64) -> std::result::Result<Option<(u64, [f6
     let b = if nums.len() == 4 {
         let (cx, cy, bw, bh) = (nums[0] * w, nums[1] * h, nums[2] * w, nums[3] * h);
         [cx - bw / 2.0, cy - bh / 2.0, cx + bw / 2.0, cy + bh / 2.0]
-    } else if nums.len() >= 6 && nums.len() % 2 == 0 {
+    } else if nums.len() >= 6 && nums.len().is_multiple_of(2) {
         let xs = nums.iter().step_by(2).map(|x| x * w);
         let ys = nums.iter().skip(1).step_by(2).map(|y| y * h);
         let (x1, x2) = xs.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| (a.min(v), b.max(v)));

@@ -132,10 +132,8 @@ fn evaluate_image(gts: &[&GtBox], dts: &[&DetBox], iou_thrs: &[f64]) -> [Option<
                         if gt_taken[gi] && !crowd[gi] {
                             continue;
                         }
-                        if let Some(mi) = m {
-                            if !gt_ig[mi] && gt_ig[gi] {
-                                break;
-                            }
+                        if m.is_some_and(|mi| !gt_ig[mi] && gt_ig[gi]) {
+                            break;
                         }
                         let v = ious[di][order[gi]];
                         if v < best {

@@ -73,7 +73,7 @@ pub struct TrainOptions {
 
 impl TrainConfig {
     pub fn resolve(o: &TrainOptions, classes: Vec<String>) -> Result<Self> {
-        if o.epochs == 0 || o.batch == 0 || o.imgsz == 0 || o.imgsz % 32 != 0 {
+        if o.epochs == 0 || o.batch == 0 || o.imgsz == 0 || !o.imgsz.is_multiple_of(32) {
             return Err(Error::Config("epochs and batch must be positive, imgsz a multiple of 32".into()));
         }
         let mut model = ModelConfig::new(o.size).with_num_classes(classes.len());
@@ -316,7 +316,7 @@ impl Trainer {
                 seconds: started.elapsed().as_secs_f64(),
             };
             let last = epoch + 1 == self.cfg.epochs;
-            if (epoch + 1) % self.cfg.val_interval == 0 || stage2 || last {
+            if (epoch + 1).is_multiple_of(self.cfg.val_interval) || stage2 || last {
                 on(TrainEvent::Validating { epoch });
                 let stats = self.validate()?;
                 row.ap = Some(stats[0]);

@@ -52,10 +52,9 @@ pub fn read_convs(path: &Path) -> Result<Vec<GraphConv>> {
     let mut constants: std::collections::HashMap<&str, &TensorProto> =
         graph.initializer.iter().map(|t| (t.name.as_str(), t)).collect();
     for node in graph.node.iter().filter(|n| n.op_type == "Constant") {
-        if let (Some(out), Some(attr)) = (node.output.first(), node.attribute.iter().find(|a| a.name == "value")) {
-            if let Some(t) = attr.t.as_ref() {
-                constants.insert(out.as_str(), t);
-            }
+        let value = node.attribute.iter().find(|a| a.name == "value").and_then(|a| a.t.as_ref());
+        if let (Some(out), Some(t)) = (node.output.first(), value) {
+            constants.insert(out.as_str(), t);
         }
     }
     let constant = |name: &str, node: &str| -> Result<HostTensor> {
