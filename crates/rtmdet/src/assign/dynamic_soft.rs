@@ -3,7 +3,58 @@
 //! minimum cost. Computed in float32 on the host, per image, with the same operations as
 //! mmdet so that decisions (top-k and argmin) agree exactly.
 
-use crate::structures::boxes::iou_mmdet;
+use crate::structures::boxes::{Bbox, iou_mmdet};
+use crate::structures::rotated::{OverlapMode, RBox, rbbox_overlaps};
+
+/// What the assigner needs of a box type: axis-aligned boxes (RTMDet) and rotated boxes
+/// (RTMDet-R) share the whole algorithm and differ only here.
+pub trait AssignBox: Copy {
+    /// The centre of a ground truth, for the soft centre prior.
+    fn centre(&self) -> [f32; 2];
+    /// Whether prior point `p` is a candidate for this ground truth.
+    fn holds(&self, p: [f32; 2]) -> bool;
+    /// The overlap of a prediction (`self`) with a ground truth, as the assigner's overlap
+    /// calculator computes it.
+    fn iou(&self, gt: &Self) -> f32;
+}
+
+impl AssignBox for Bbox {
+    fn centre(&self) -> [f32; 2] {
+        [(self[0] + self[2]) / 2.0, (self[1] + self[3]) / 2.0]
+    }
+
+    /// Strictly inside (mmdet: all four distances > 0).
+    fn holds(&self, [px, py]: [f32; 2]) -> bool {
+        (px - self[0]).min(py - self[1]).min(self[2] - px).min(self[3] - py) > 0.0
+    }
+
+    /// `BboxOverlaps2D` (union clamped at 1e-6).
+    fn iou(&self, gt: &Self) -> f32 {
+        iou_mmdet(self, gt)
+    }
+}
+
+impl AssignBox for RBox {
+    fn centre(&self) -> [f32; 2] {
+        [self[0], self[1]]
+    }
+
+    /// mmrotate's `RotatedBoxes.find_inside_points` (eps 0.01): the point, rotated into the
+    /// box frame, lies at least 0.01 px inside both half-sizes.
+    fn holds(&self, [px, py]: [f32; 2]) -> bool {
+        let [cx, cy, w, h, t] = *self;
+        let (sin, cos) = t.sin_cos();
+        let (ox, oy) = (px - cx, py - cy);
+        let (dx, dy) = (cos * ox + sin * oy, -sin * ox + cos * oy);
+        let (hw, hh) = (w / 2.0 - 0.01, h / 2.0 - 0.01);
+        dx <= hw && dx >= -w / 2.0 + 0.01 && dy <= hh && dy >= -h / 2.0 + 0.01
+    }
+
+    /// `RBboxOverlaps2D`: sizes clamped to 1e-3, then mmcv's rotated IoU.
+    fn iou(&self, gt: &Self) -> f32 {
+        rbbox_overlaps(std::slice::from_ref(self), std::slice::from_ref(gt), OverlapMode::Iou, false)[0]
+    }
+}
 
 /// Result per prior, in mmdet's `AssignResult` conventions.
 #[derive(Clone, Debug, PartialEq)]
@@ -57,13 +108,13 @@ pub fn bce_with_logits(x: f32, y: f32) -> f32 {
 impl DynamicSoftLabelAssigner {
     /// Assigns `priors` (`(x, y, stride, stride)`) with predicted class `logits`
     /// (`[N * num_classes]`, row-major) and decoded, unclamped `pred_boxes` to the ground
-    /// truth (`gt_boxes` xyxy, `gt_labels`).
-    pub fn assign(
+    /// truth (`gt_boxes`, axis-aligned xyxy or rotated, and `gt_labels`).
+    pub fn assign<B: AssignBox>(
         &self,
         priors: &[[f32; 4]],
         logits: &[f32],
-        pred_boxes: &[[f32; 4]],
-        gt_boxes: &[[f32; 4]],
+        pred_boxes: &[B],
+        gt_boxes: &[B],
         gt_labels: &[usize],
     ) -> AssignResult {
         let (n, g) = (priors.len(), gt_boxes.len());
@@ -71,13 +122,9 @@ impl DynamicSoftLabelAssigner {
             return AssignResult::empty(n);
         }
         let c = logits.len() / n;
-        // A prior is a candidate when its point is strictly inside some gt.
-        let valid: Vec<usize> = (0..n)
-            .filter(|&i| {
-                let (px, py) = (priors[i][0], priors[i][1]);
-                gt_boxes.iter().any(|b| (px - b[0]).min(py - b[1]).min(b[2] - px).min(b[3] - py) > 0.0)
-            })
-            .collect();
+        // A prior is a candidate when its point is inside some gt.
+        let valid: Vec<usize> =
+            (0..n).filter(|&i| gt_boxes.iter().any(|b| b.holds([priors[i][0], priors[i][1]]))).collect();
         if valid.is_empty() {
             return AssignResult::empty(n);
         }
@@ -91,9 +138,9 @@ impl DynamicSoftLabelAssigner {
             let x = &logits[i * c..(i + 1) * c];
             let sig: Vec<f32> = x.iter().map(|&l| sigmoid(l)).collect();
             for (j, gt) in gt_boxes.iter().enumerate() {
-                let iou = iou_mmdet(&pred_boxes[i], gt);
+                let iou = pred_boxes[i].iou(gt);
                 ious[vi * g + j] = iou;
-                let (cx, cy) = ((gt[0] + gt[2]) / 2.0, (gt[1] + gt[3]) / 2.0);
+                let [cx, cy] = gt.centre();
                 let (dx, dy) = (prior[0] - cx, prior[1] - cy);
                 let distance = (dx * dx + dy * dy).sqrt() / prior[2];
                 let center = 10f32.powf(distance - self.soft_center_radius);

@@ -248,3 +248,36 @@ fn rotated_end_to_end_detections_match() {
         );
     }
 }
+
+/// The DynamicSoftLabelAssigner with rotated boxes (rotated IoU after the 1e-3 size clamp,
+/// `find_inside_points` candidates, the rotated centre) on mmrotate's training step: the same
+/// assignment for every prior of both images, and the same IoUs of the positives.
+#[test]
+fn rotated_assignment_matches_mmrotate() {
+    use rtmdet::assign::DynamicSoftLabelAssigner;
+    use rtmdet::structures::rotated::RBox;
+    let mut npz = Npz::open(reference("rotated/train/rotated_rtmdet_tiny_ref_seed1_batch2.npz"));
+    let rows5 = |v: Vec<f32>| -> Vec<RBox> { v.chunks(5).map(|c| c.try_into().unwrap()).collect() };
+    for b in 0..2 {
+        let priors: Vec<[f32; 4]> =
+            npz.f32(&format!("assign{b}_priors")).1.chunks(4).map(|c| c.try_into().unwrap()).collect();
+        let preds = rows5(npz.f32(&format!("assign{b}_bboxes")).1);
+        let gts = rows5(npz.f32(&format!("assign{b}_gt_bboxes")).1);
+        let labels: Vec<usize> = npz.i64(&format!("assign{b}_gt_labels")).iter().map(|&l| l as usize).collect();
+        // Logits per prior, levels concatenated: [P, C] from the [N, C, H, W] head outputs.
+        let mut logits = Vec::new();
+        for l in 0..3 {
+            let (shape, cls) = npz.f32(&format!("cls_l{l}"));
+            let (c, hw) = (shape[1], shape[2] * shape[3]);
+            let img = &cls[b * c * hw..(b + 1) * c * hw];
+            for p in 0..hw {
+                logits.extend((0..c).map(|k| img[k * hw + p]));
+            }
+        }
+        let r = DynamicSoftLabelAssigner::default().assign(&priors, &logits, &preds, &gts, &labels);
+        assert_eq!(r.gt_inds, npz.i64(&format!("assign{b}_gt_inds")), "image {b}: assignment");
+        assert_eq!(r.labels, npz.i64(&format!("assign{b}_labels")), "image {b}: labels");
+        assert_eq!(r.max_overlaps, npz.f32(&format!("assign{b}_max_overlaps")).1, "image {b}: IoUs of the positives");
+        println!("image {b}: {} positives", r.num_positives());
+    }
+}
