@@ -3,6 +3,7 @@
 //! 1024, raw head outputs (cls, reg, angle) on both engines, post-processing of the stored head
 //! outputs, and image → detections.
 
+use rtmdet::coders::distance_angle;
 use rtmdet::config::Task;
 use rtmdet::detector::{Detector, LoadOptions};
 use rtmdet::engine::EngineKind;
@@ -278,6 +279,19 @@ fn rotated_assignment_matches_mmrotate() {
         assert_eq!(r.gt_inds, npz.i64(&format!("assign{b}_gt_inds")), "image {b}: assignment");
         assert_eq!(r.labels, npz.i64(&format!("assign{b}_labels")), "image {b}: labels");
         assert_eq!(r.max_overlaps, npz.f32(&format!("assign{b}_max_overlaps")).1, "image {b}: IoUs of the positives");
+        // Box targets: the assigned gts, le90-regularised (w ≥ h, θ wrapped; quirk 5).
+        let mut start = 0;
+        for l in 0..3 {
+            let (shape, targets) = npz.f32(&format!("tgt_bbox_targets_l{l}"));
+            let hw = shape[1];
+            for p in 0..hw {
+                let g = r.gt_inds[start + p];
+                let want = &targets[(b * hw + p) * 5..(b * hw + p) * 5 + 5];
+                let ours = if g > 0 { distance_angle::regularize_le90(&gts[g as usize - 1]) } else { [0.0; 5] };
+                assert_eq!(ours, want, "image {b}, level {l}, prior {p}: box target");
+            }
+            start += hw;
+        }
         println!("image {b}: {} positives", r.num_positives());
     }
 }
