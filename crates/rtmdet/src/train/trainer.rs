@@ -123,7 +123,9 @@ impl TrainConfig {
 pub struct EpochRow {
     pub epoch: usize,
     /// Mean of each loss term over the epoch, in the task's order
-    /// ([`crate::config::Task::loss_terms`]).
+    /// ([`crate::config::Task::loss_terms`]). Empty in rows written before the loss terms were
+    /// named (their `loss_cls`/`loss_bbox` are not read back).
+    #[serde(default)]
     pub losses: Vec<f64>,
     pub lr: f64,
     pub ap: Option<f64>,
@@ -145,6 +147,7 @@ pub struct TrainState {
     pub best_ap: Option<f64>,
     pub history: Vec<EpochRow>,
     /// Running sums of each loss term over the epoch in progress.
+    #[serde(default)]
     pub epoch_losses: Vec<f64>,
 }
 
@@ -409,8 +412,8 @@ impl Trainer {
         csv.push_str("lr,metrics/AP,metrics/AP50,time\n");
         for r in &self.state.history {
             csv.push_str(&format!("{},", r.epoch));
-            for l in &r.losses {
-                csv.push_str(&format!("{l:.5},"));
+            for i in 0..names.len() {
+                csv.push_str(&format!("{},", fmt(r.losses.get(i).copied())));
             }
             csv.push_str(&format!("{:.6e},{},{},{:.1}\n", r.lr, fmt(r.ap), fmt(r.ap50), r.seconds));
         }
