@@ -46,8 +46,9 @@ impl AssignBox for RBox {
         let (sin, cos) = t.sin_cos();
         let (ox, oy) = (px - cx, py - cy);
         let (dx, dy) = (cos * ox + sin * oy, -sin * ox + cos * oy);
-        let (hw, hh) = (w / 2.0 - 0.01, h / 2.0 - 0.01);
-        dx <= hw && dx >= -w / 2.0 + 0.01 && dy <= hh && dy >= -h / 2.0 + 0.01
+        // |d| ≤ half − eps is mmrotate's `d ≤ half − eps && d ≥ −half + eps` exactly (negation
+        // is exact in floating point).
+        dx.abs() <= w / 2.0 - 0.01 && dy.abs() <= h / 2.0 - 0.01
     }
 
     /// `RBboxOverlaps2D`: sizes clamped to 1e-3, then mmcv's rotated IoU.

@@ -445,15 +445,21 @@ impl Builder<'_> {
         let inputs = self.graph.nodes[id].inputs.clone();
         let mut segments = Vec::new();
         for (&input, &off) in inputs.iter().zip(&offsets) {
-            let v = self.location(input).clone();
-            if v.slot != slot {
-                let v = self.compact(&v);
-                let channels = round_up(v.channels(), CHANNEL_BLOCK);
-                self.steps.push(Step::Copy { input: v.slot, in_off: 0, output: slot, out_off: off, channels });
-            }
+            self.place_part(input, slot, off);
             segments.push((off, self.graph.nodes[input].channels));
         }
         Location { slot, segments }
+    }
+
+    /// Copies the value of `input` into part `off` of concatenation `slot` (padding channels
+    /// included), unless its producer already wrote it there.
+    fn place_part(&mut self, input: NodeId, slot: usize, off: usize) {
+        let v = self.location(input).clone();
+        if v.slot != slot {
+            let v = self.compact(&v);
+            let channels = round_up(v.channels(), CHANNEL_BLOCK);
+            self.steps.push(Step::Copy { input: v.slot, in_off: 0, output: slot, out_off: off, channels });
+        }
     }
 
     /// Nearest 2× upsampling, written into the concatenation that reads it when there is one.
@@ -479,12 +485,7 @@ impl Builder<'_> {
         }
         let mid = self.graph.nodes[node.inputs[0]].channels;
         let (slot, offsets) = self.concat_slot(id);
-        let x = self.location(node.inputs[0]).clone();
-        if x.slot != slot {
-            let x = self.compact(&x);
-            let channels = round_up(mid, CHANNEL_BLOCK);
-            self.steps.push(Step::Copy { input: x.slot, in_off: 0, output: slot, out_off: offsets[0], channels });
-        }
+        self.place_part(node.inputs[0], slot, offsets[0]);
         let pairs = offsets.windows(2).map(|w| (w[0], w[1])).collect();
         self.steps.push(Step::Pool { slot, pairs, channels: round_up(mid, CHANNEL_BLOCK) });
         Ok(Location { slot, segments: offsets.iter().map(|&o| (o, mid)).collect() })
