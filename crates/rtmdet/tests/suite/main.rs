@@ -10,6 +10,7 @@ mod coders;
 mod cpu_engine_sizes;
 mod cpu_kernels;
 mod datasets;
+mod dota_data;
 mod dota_eval;
 mod losses;
 mod onnx_import;
