@@ -102,3 +102,83 @@ pub const DOTA: [&str; 15] = [
     "swimming-pool",
     "helicopter",
 ];
+
+/// DOTA-v1.5: v1.0 plus `container-crane`.
+pub const DOTA_V15: [&str; 16] = [
+    "plane",
+    "baseball-diamond",
+    "bridge",
+    "ground-track-field",
+    "small-vehicle",
+    "large-vehicle",
+    "ship",
+    "tennis-court",
+    "basketball-court",
+    "storage-tank",
+    "soccer-ball-field",
+    "roundabout",
+    "harbor",
+    "swimming-pool",
+    "helicopter",
+    "container-crane",
+];
+
+/// DOTA-v2.0: v1.5 plus `airport` and `helipad`.
+pub const DOTA_V2: [&str; 18] = [
+    "plane",
+    "baseball-diamond",
+    "bridge",
+    "ground-track-field",
+    "small-vehicle",
+    "large-vehicle",
+    "ship",
+    "tennis-court",
+    "basketball-court",
+    "storage-tank",
+    "soccer-ball-field",
+    "roundabout",
+    "harbor",
+    "swimming-pool",
+    "helicopter",
+    "container-crane",
+    "airport",
+    "helipad",
+];
+
+/// DIOR-R's 20 classes in mmrotate's order.
+pub const DIOR: [&str; 20] = [
+    "airplane",
+    "airport",
+    "baseballfield",
+    "basketballcourt",
+    "bridge",
+    "chimney",
+    "expressway-service-area",
+    "expressway-toll-station",
+    "dam",
+    "golffield",
+    "groundtrackfield",
+    "harbor",
+    "overpass",
+    "ship",
+    "stadium",
+    "storagetank",
+    "tenniscourt",
+    "trainstation",
+    "vehicle",
+    "windmill",
+];
+
+/// The class lists a rotated dataset can name: `dota` (v1.0), `dota1.5`, `dota2.0`, `dior`,
+/// `hrsc` (one class, `ship`); anything else is read as a comma-separated list of names.
+pub fn rotated_preset(spec: &str) -> Vec<String> {
+    let names: &[&str] = match spec.to_ascii_lowercase().as_str() {
+        "dota" | "dota1.0" | "dota-v1.0" => &DOTA,
+        "dota1.5" | "dota-v1.5" => &DOTA_V15,
+        "dota2.0" | "dota-v2.0" => &DOTA_V2,
+        "dior" | "dior-r" => &DIOR,
+        "hrsc" | "hrsc2016" => &["ship"],
+        _ => return spec.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect(),
+    };
+    names.iter().map(|s| s.to_string()).collect()
+}

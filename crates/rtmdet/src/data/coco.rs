@@ -139,6 +139,8 @@ pub fn load(path: &Path, images_dir: Option<&Path>) -> Result<Dataset> {
             iscrowd: a.iscrowd != 0,
             area: a.area.unwrap_or(a.bbox[2] * a.bbox[3]),
             segmentation: a.segmentation,
+            rbox: None,
+            difficulty: 0,
         });
     }
     report.images = images.len();

@@ -1,7 +1,9 @@
-//! Datasets: COCO JSON ([`coco`]) and the Ultralytics YOLO layout ([`yolo`]), loaded into one
-//! [`Dataset`] with a [`CheckReport`] of everything that was wrong with them.
+//! Datasets: COCO JSON ([`coco`]), the Ultralytics YOLO layout ([`yolo`]) and DOTA `labelTxt`
+//! folders ([`dota`]), loaded into one [`Dataset`] with a [`CheckReport`] of everything that
+//! was wrong with them.
 
 pub mod coco;
+pub mod dota;
 pub mod pipeline;
 pub mod transforms;
 pub mod yolo;
@@ -10,6 +12,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
+use crate::structures::rotated::RBox;
 
 /// One object of an image, in image pixels.
 #[derive(Clone, Debug, PartialEq)]
@@ -24,6 +27,11 @@ pub struct Annotation {
     pub area: f64,
     /// Polygons or RLE as given (kept for mask work).
     pub segmentation: Option<serde_json::Value>,
+    /// The rotated box of a DOTA-style object (`cv2.minAreaRect` of its quadrilateral).
+    pub rbox: Option<RBox>,
+    /// DOTA's difficulty flag (0 elsewhere); which values are ignored is the evaluator's
+    /// choice (`diff_thr`).
+    pub difficulty: u32,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -55,6 +63,10 @@ pub struct CheckReport {
     pub duplicate_image_ids: Vec<u64>,
     /// Images without objects (valid background images).
     pub background_images: usize,
+    /// Label rows that could not be used, as `file:line: reason` (the rest loads).
+    pub bad_rows: Vec<String>,
+    /// Label files with no image beside them (DOTA).
+    pub labels_without_images: Vec<PathBuf>,
 }
 
 impl CheckReport {
@@ -65,6 +77,8 @@ impl CheckReport {
             && self.dropped_empty_boxes == 0
             && self.unknown_categories == 0
             && self.duplicate_image_ids.is_empty()
+            && self.bad_rows.is_empty()
+            && self.labels_without_images.is_empty()
     }
 }
 
@@ -83,7 +97,9 @@ impl fmt::Display for CheckReport {
         issue(self.clipped_boxes, "boxes outside the image (clipped)")?;
         issue(self.dropped_empty_boxes, "zero or negative size boxes (dropped)")?;
         issue(self.unknown_categories, "annotations with unknown category ids (dropped)")?;
-        issue(self.duplicate_image_ids.len(), "duplicate image ids (later ones dropped)")
+        issue(self.duplicate_image_ids.len(), "duplicate image ids (later ones dropped)")?;
+        issue(self.bad_rows.len(), "unusable label rows (skipped)")?;
+        issue(self.labels_without_images.len(), "label files without an image (skipped)")
     }
 }
 
@@ -96,8 +112,12 @@ pub struct Dataset {
 }
 
 impl Dataset {
-    /// `.json` → COCO, `.yaml`/`.yml` → Ultralytics (its `val` split unless `split` says).
+    /// `.json` → COCO, `.yaml`/`.yml` → Ultralytics (its `val` split unless `split` says), a
+    /// folder → DOTA (`images/` + `labelTxt/` or `annfiles/`) with the DOTA-v1.0 classes.
     pub fn load(path: &Path, split: &str) -> Result<Dataset> {
+        if path.is_dir() {
+            return dota::load(path, &crate::classes::rotated_preset("dota"));
+        }
         match path.extension().and_then(|e| e.to_str()).map(|e| e.to_ascii_lowercase()).as_deref() {
             Some("json") => coco::load(path, None),
             Some("yaml") | Some("yml") => yolo::load(path, split),

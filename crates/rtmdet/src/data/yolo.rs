@@ -182,6 +182,8 @@ pub fn load(yaml: &Path, split: &str) -> Result<Dataset> {
                     iscrowd: false,
                     area: (bbox[2] - bbox[0]) * (bbox[3] - bbox[1]),
                     segmentation: None,
+                    rbox: None,
+                    difficulty: 0,
                 });
                 next_ann += 1;
             }

@@ -8,7 +8,7 @@ use crate::coders::distance_angle;
 use crate::model::HeadOutputs;
 use crate::preprocess::Letterbox;
 use crate::structures::Instances;
-use crate::structures::rotated::{RBox, batched_nms_rotated, enclosing_box};
+use crate::structures::rotated::{self, RBox, batched_nms_rotated, enclosing_box};
 
 /// Candidates of image `b` in input pixels: rotated boxes (`rboxes`) with their enclosing
 /// axis-aligned boxes (`boxes`), level by level, score-descending within a level.
@@ -30,21 +30,10 @@ pub fn select_candidates(outputs: &HeadOutputs, b: usize, params: &DetectParams)
     out
 }
 
-/// `RotatedBoxes.rescale_` with scale `(1/sx, 1/sy)` (computed in f64, applied in f32):
-/// the centre scales per axis, `w` and `h` by the length of the scaled axis vectors, and the
-/// angle becomes that of the scaled w-axis (not re-normalised; quirk 7).
+/// Back to the original image: `RotatedBoxes.rescale_` with `(1/sx, 1/sy)` computed in f64
+/// and applied in f32 (quirk 7).
 pub fn rescale_rbox(r: &RBox, lb: &Letterbox) -> RBox {
-    let (sx, sy) = ((1.0 / lb.scale_factor.0) as f32, (1.0 / lb.scale_factor.1) as f32);
-    let [cx, cy, w, h, t] = *r;
-    let (sin, cos) = t.sin_cos();
-    let sq = |v: f32| v * v;
-    [
-        cx * sx,
-        cy * sy,
-        w * (sq(sx * cos) + sq(sy * sin)).sqrt(),
-        h * (sq(sx * sin) + sq(sy * cos)).sqrt(),
-        (sx * sin).atan2(sy * cos),
-    ]
+    rotated::rescale(r, (1.0 / lb.scale_factor.0) as f32, (1.0 / lb.scale_factor.1) as f32)
 }
 
 /// Rescales every rotated box (and its enclosing box) to the original image.

@@ -338,20 +338,8 @@ fn rotating_calipers(pts: &[[f32; 2]]) -> [[f32; 2]; 3] {
         inv_len[i] = (1.0 / (dx * dx + dy * dy).sqrt()) as f32;
         pt0 = pt;
     }
-    // Orientation of the hull: the sign of the first non-zero turn.
-    let mut orientation = 0f32;
-    let (mut ax, mut ay) = (vect[n - 1][0] as f64, vect[n - 1][1] as f64);
-    for v in &vect {
-        let (bx, by) = (v[0] as f64, v[1] as f64);
-        let convexity = ax * by - ay * bx;
-        if convexity != 0.0 {
-            orientation = if convexity > 0.0 { 1.0 } else { -1.0 };
-            break;
-        }
-        ax = bx;
-        ay = by;
-    }
-    let (mut base_a, mut base_b) = (orientation, 0f32);
+    // OpenCV also derives the hull's orientation here and seeds the caliper base with it,
+    // but since 4.5.1 the first rotation overwrites the base before it is read.
     let mut seq = [bottom, right, top, left];
     let mut minarea = f32::MAX;
     let mut best = (0usize, 0f32, 0f32, 0f32, 0f32, 0usize);
@@ -372,7 +360,7 @@ fn rotating_calipers(pts: &[[f32; 2]]) -> [[f32; 2]; 3] {
         }
         let p = seq[main];
         let (lead_x, lead_y) = (vect[p][0] * inv_len[p], vect[p][1] * inv_len[p]);
-        (base_a, base_b) = match main {
+        let (base_a, base_b) = match main {
             0 => (lead_x, lead_y),
             1 => (lead_y, -lead_x),
             2 => (-lead_x, -lead_y),

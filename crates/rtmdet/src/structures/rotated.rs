@@ -59,6 +59,23 @@ pub fn enclosing_box(b: &RBox) -> [f32; 4] {
     [min(xs), min(ys), max(xs), max(ys)]
 }
 
+/// mmrotate's `RotatedBoxes.rescale_((sx, sy))`: the centre scales per axis, `w` and `h` by
+/// the length of the scaled axis vectors, and the angle becomes that of the scaled w-axis
+/// (not re-normalised). Even at scale 1 this moves `w`, `h` and `t` by an ulp or so, which
+/// the training pipeline's Resize does to every ground-truth box.
+pub fn rescale(r: &RBox, sx: f32, sy: f32) -> RBox {
+    let [cx, cy, w, h, t] = *r;
+    let (sin, cos) = t.sin_cos();
+    let sq = |v: f32| v * v;
+    [
+        cx * sx,
+        cy * sy,
+        w * (sq(sx * cos) + sq(sy * sin)).sqrt(),
+        h * (sq(sx * sin) + sq(sy * cos)).sqrt(),
+        (sx * sin).atan2(sy * cos),
+    ]
+}
+
 /// mmcv's `clockwise=False`: the same box with the angle's sign flipped (the only column
 /// `box_iou_rotated` / `nms_rotated` change for counter-clockwise angles).
 pub fn clockwise_flip(b: &RBox) -> RBox {

@@ -5,6 +5,8 @@
 use rtmdet::structures::quad::{Quad, min_area_rect, window_iof};
 use serde_json::Value;
 
+use crate::common::*;
+
 fn fixtures() -> Value {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/dota/quad_fixtures.json");
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
@@ -56,4 +58,30 @@ fn window_iof_matches_shapely() {
         assert!((ours - want).abs() <= 1e-12, "quad {q:?} window {w:?}: {ours} vs {want}");
     }
     println!("worst |iof - shapely| = {worst:.1e}");
+}
+
+/// The training step's ground truth: our DOTA loader on mmrotate's split annotation files
+/// gives `minAreaRect` of the quads, and the Resize's `rescale_` at scale 1 gives mmrotate's
+/// `gt_rboxes_*` bit for bit (reference quirk 4), with the labels in order.
+#[test]
+fn split_annotations_load_as_mmrotate_ground_truth() {
+    use rtmdet::data::dota::read_label_file;
+    use rtmdet::structures::quad::quad_to_rbox;
+    use rtmdet::structures::rotated::rescale;
+    let mut npz = Npz::open(reference("rotated/train/rotated_rtmdet_tiny_ref_seed1_batch2.npz"));
+    let classes = rtmdet::classes::rotated_preset("dota");
+    for (b, patch) in ["aerial_demo__1024__0___0", "dota_demo__1024__0___541"].iter().enumerate() {
+        let (rows, bad) = read_label_file(&reference(&format!("rotated/split/annfiles/{patch}.txt"))).unwrap();
+        assert!(bad.is_empty(), "{bad:?}");
+        let quads = npz.f64(&format!("gt_qboxes_{b}"));
+        let want = npz.f32(&format!("gt_rboxes_{b}")).1;
+        let labels = npz.i64(&format!("gt_labels_{b}"));
+        assert_eq!(rows.len(), labels.len());
+        for (j, (_, row)) in rows.iter().enumerate() {
+            assert_eq!(row.quad.map(|v| v as f64).as_slice(), &quads[j * 8..j * 8 + 8], "{patch} row {j}: quad");
+            assert_eq!(classes.iter().position(|c| *c == row.class), Some(labels[j] as usize), "{patch} row {j}: label");
+            let ours = rescale(&quad_to_rbox(&row.quad), 1.0, 1.0);
+            assert_eq!(ours.as_slice(), &want[j * 5..j * 5 + 5], "{patch} row {j}: rbox");
+        }
+    }
 }
