@@ -146,3 +146,12 @@ fn to_bgr(img: DynamicImage) -> BgrImage {
     };
     BgrImage::from_rgb(&rgb)
 }
+
+/// Writes a BGR image as PNG (lossless, so a reader gets the same pixels back), atomically.
+pub fn write_png(path: &Path, img: &BgrImage) -> Result<()> {
+    let mut bytes = Vec::new();
+    img.to_rgb()
+        .write_to(&mut std::io::Cursor::new(&mut bytes), ImageFormat::Png)
+        .map_err(|e| Error::Image { path: path.to_path_buf(), reason: e.to_string() })?;
+    crate::files::write_atomically(path, &bytes)
+}

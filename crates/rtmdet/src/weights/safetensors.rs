@@ -3,7 +3,6 @@
 //! official state_dict reads ours too).
 
 use std::collections::HashMap;
-use std::io::Write;
 use std::path::Path;
 
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
@@ -43,22 +42,7 @@ pub fn save_with(path: &Path, cfg: &ModelConfig, map: &TensorMap, extra: &[(&str
     write_atomically(path, &out)
 }
 
-/// Writes `bytes` to `path` through a synced temporary file and a rename.
-pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir)?;
-    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("weights");
-    let tmp = dir.join(format!(".{name}.tmp{}", std::process::id()));
-    {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-    }
-    std::fs::rename(&tmp, path).inspect_err(|_| {
-        let _ = std::fs::remove_file(&tmp);
-    })?;
-    Ok(())
-}
+pub use crate::files::write_atomically;
 
 /// Reads a file written by [`save`]. The configuration is `None` for a plain safetensors
 /// state dict (then it is inferred from the tensors).
