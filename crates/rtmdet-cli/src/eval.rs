@@ -1,27 +1,97 @@
-//! `rtmdet eval`: score a COCO results file against COCO ground truth.
+//! `rtmdet eval`: score prediction files against ground truth without a model: COCO results
+//! JSON against COCO ground truth (pycocotools' semantics), or DOTA `Task1_<class>.txt` files
+//! against a `labelTxt` folder (mmrotate's `eval_rbbox_map`).
 
 use std::path::PathBuf;
 
-use anyhow::{Context, Result};
-use clap::Args;
+use anyhow::{Context, Result, bail};
+use clap::{Args, ValueEnum};
 use rtmdet::eval::coco::evaluate;
 use rtmdet::eval::coco_files::{read_ground_truth, read_results};
+use rtmdet::eval::dota::{self, ApMode};
+use rtmdet::eval::dota_files;
 use rtmdet::weights::safetensors::write_atomically;
+use serde_json::json;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    Coco,
+    Dota,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ApModeArg {
+    /// VOC2007 11-point AP (mmrotate's DOTAMetric default).
+    #[value(name = "11points")]
+    ElevenPoints,
+    /// Area under the precision envelope.
+    Area,
+}
 
 #[derive(Args)]
 pub struct EvalArgs {
-    /// COCO ground-truth JSON.
+    /// coco: GT and predictions are COCO JSON files; dota: GT is a folder of labelTxt files and
+    /// predictions a folder of Task1_<class>.txt files.
+    #[arg(long, value_enum, default_value = "coco")]
+    pub format: Format,
+    /// COCO ground-truth JSON, or (dota) a folder of labelTxt files.
     #[arg(long)]
     pub gt: PathBuf,
-    /// COCO results JSON: `[{"image_id", "category_id", "bbox": [x, y, w, h], "score"}]`.
+    /// COCO results JSON (`[{"image_id", "category_id", "bbox": [x, y, w, h], "score"}]`), or
+    /// (dota) a folder of `Task1_<class>.txt` files (`image score x1 y1 ... x4 y4`).
     #[arg(long)]
     pub pred: PathBuf,
-    /// Also write the 12 numbers as JSON (`{"AP": .., "AP50": .., ...}`).
+    /// Also write the numbers as JSON (COCO: `{"AP": .., "AP50": .., ...}`; DOTA: `{"mAP", "per_class"}`).
     #[arg(long)]
     pub json: Option<PathBuf>,
+    /// (dota) IoU threshold of a match.
+    #[arg(long, default_value_t = 0.5)]
+    pub iou_thr: f32,
+    /// (dota) How AP summarises the precision/recall curve.
+    #[arg(long, value_enum, default_value = "11points")]
+    pub ap_mode: ApModeArg,
+    /// (dota) Classes: dota (v1.0), dota1.5, dota2.0, dior, hrsc, or a comma-separated list.
+    #[arg(long, default_value = "dota")]
+    pub classes: String,
+    /// (dota) Objects with a difficulty above this are ignored: 0 ignores DOTA's difficult
+    /// objects (the DOTA server's rule); 100 ignores none (mmrotate's DOTADataset default).
+    #[arg(long, default_value_t = 0)]
+    pub diff_thr: u32,
 }
 
 pub fn run(args: EvalArgs) -> Result<()> {
+    if let Some(j) = &args.json
+        && [&args.pred, &args.gt].iter().any(|input| same_file(j, input) || inside(j, input))
+    {
+        bail!("--json {} would overwrite an input; give another path", j.display());
+    }
+    match args.format {
+        Format::Coco => coco(&args),
+        Format::Dota => dota(&args),
+    }
+}
+
+fn same_file(a: &std::path::Path, b: &std::path::Path) -> bool {
+    match (a.canonicalize(), b.canonicalize()) {
+        (Ok(x), Ok(y)) => x == y,
+        _ => false,
+    }
+}
+
+/// Whether `file` exists inside the folder `dir` (DOTA inputs are folders of files).
+fn inside(file: &std::path::Path, dir: &std::path::Path) -> bool {
+    match (file.canonicalize(), dir.canonicalize()) {
+        (Ok(f), Ok(d)) => dir.is_dir() && f.starts_with(d),
+        _ => false,
+    }
+}
+
+fn write_json(path: &std::path::Path, value: &serde_json::Value) -> Result<()> {
+    let text = serde_json::to_string_pretty(value)?;
+    write_atomically(path, text.as_bytes()).with_context(|| format!("cannot write {}", path.display()))
+}
+
+fn coco(args: &EvalArgs) -> Result<()> {
     let gt = read_ground_truth(&args.gt)?;
     let dets = read_results(&args.pred)?;
     let t = std::time::Instant::now();
@@ -34,8 +104,52 @@ pub fn run(args: EvalArgs) -> Result<()> {
     );
     print!("{}", e.summary());
     if let Some(path) = &args.json {
-        let text = serde_json::to_string_pretty(&e.stats_json())?;
-        write_atomically(path, text.as_bytes()).with_context(|| format!("cannot write {}", path.display()))?;
+        write_json(path, &e.stats_json())?;
     }
     Ok(())
+}
+
+fn dota(args: &EvalArgs) -> Result<()> {
+    if !(args.iou_thr > 0.0 && args.iou_thr <= 1.0) {
+        bail!("--iou-thr must be in (0, 1]");
+    }
+    let classes = rtmdet::classes::rotated_preset(&args.classes);
+    if classes.is_empty() {
+        bail!("--classes names no class");
+    }
+    let gt = dota_files::read_ground_truth(&args.gt, &classes, args.diff_thr)?;
+    let (dets, warnings) = dota_files::read_task1(&args.pred, &classes, &gt.images)?;
+    for w in gt.warnings.iter().chain(&warnings) {
+        eprintln!("warning: {w}");
+    }
+    let mode = match args.ap_mode {
+        ApModeArg::ElevenPoints => ApMode::ElevenPoints,
+        ApModeArg::Area => ApMode::Area,
+    };
+    let t = std::time::Instant::now();
+    let e = dota::evaluate(&dets, &gt.gts, classes.len(), args.iou_thr, mode);
+    eprintln!(
+        "{} images, {} detections evaluated in {:.2} s",
+        gt.images.len(),
+        dets.iter().map(|d| d.scores.len()).sum::<usize>(),
+        t.elapsed().as_secs_f64()
+    );
+    print!("{}", dota_files::table(&e, &classes));
+    if let Some(path) = &args.json {
+        write_json(path, &dota_json(&e, &classes))?;
+    }
+    Ok(())
+}
+
+/// `{"mAP", "per_class": [{"class", "gts", "dets", "recall", "ap"}]}`.
+pub fn dota_json(e: &dota::DotaEval, classes: &[String]) -> serde_json::Value {
+    let per_class: Vec<serde_json::Value> = classes
+        .iter()
+        .zip(&e.classes)
+        .map(|(name, c)| {
+            json!({"class": name, "gts": c.num_gts, "dets": c.num_dets,
+                   "recall": c.recall.last().copied().unwrap_or(0.0), "ap": c.ap})
+        })
+        .collect();
+    json!({"mAP": e.map, "per_class": per_class})
 }

@@ -2,6 +2,7 @@
 
 mod args;
 mod bench;
+mod dota_split;
 mod eval;
 mod predict;
 mod sources;
@@ -31,6 +32,9 @@ enum Command {
     Browse(train::BrowseArgs),
     /// Measure inference speed (or `bench train`: a training step).
     Bench(bench::BenchArgs),
+    /// Split large aerial images and their DOTA labels into overlapping patches (mmrotate's
+    /// img_split).
+    DotaSplit(dota_split::SplitArgs),
 }
 
 fn main() {
@@ -42,6 +46,7 @@ fn main() {
         Command::Train(args) => train::run(args),
         Command::Browse(args) => train::browse(args),
         Command::Bench(args) => bench::run(args),
+        Command::DotaSplit(args) => dota_split::run(args),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

@@ -3,6 +3,7 @@
 
 mod common;
 
+mod dota_cli;
 mod predict_cli;
 mod train_cli;
 mod val_eval_cli;

@@ -36,7 +36,11 @@ pub fn parse_row(line: &str) -> std::result::Result<Option<LabelRow>, String> {
     }
     let mut q = [0f32; 8];
     for (v, f) in q.iter_mut().zip(&fields[..8]) {
-        *v = f.parse::<f32>().ok().filter(|v| v.is_finite()).ok_or_else(|| format!("coordinate '{f}' is not a number"))?;
+        *v = f
+            .parse::<f32>()
+            .ok()
+            .filter(|v| v.is_finite())
+            .ok_or_else(|| format!("coordinate '{f}' is not a number"))?;
     }
     let difficulty = match fields.get(9) {
         Some(d) => d.parse::<u32>().map_err(|_| format!("difficulty '{d}' is not a non-negative integer"))?,
@@ -101,7 +105,13 @@ pub fn labels_by_stem(dir: &Path) -> Result<BTreeMap<String, PathBuf>> {
 }
 
 /// An object of a label row, or why it cannot be used.
-pub fn annotation(row: &LabelRow, label: usize, id: u64, width: usize, height: usize) -> std::result::Result<Annotation, String> {
+pub fn annotation(
+    row: &LabelRow,
+    label: usize,
+    id: u64,
+    width: usize,
+    height: usize,
+) -> std::result::Result<Annotation, String> {
     let rbox = quad_to_rbox(&row.quad);
     if !(rbox[2] > 0.0 && rbox[3] > 0.0) {
         return Err("degenerate quadrilateral (its points are on one line)".into());

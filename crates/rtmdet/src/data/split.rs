@@ -194,24 +194,27 @@ pub struct PatchInfo {
 }
 
 /// Splits one image: writes `images/NAME.png` and `annfiles/NAME.txt` under `out` for every
-/// kept window. Label rows whose quadrilateral is not a simple polygon (mmrotate's tool
-/// crashes on them) are left out and returned as messages.
+/// kept window. `rows` come with their line numbers in the label file. Rows whose
+/// quadrilateral is not a simple polygon (mmrotate's tool crashes on them) are left out and
+/// returned as messages.
 pub fn split_image(
     stem: &str,
     img: &BgrImage,
-    rows: &[LabelRow],
+    rows: &[(usize, LabelRow)],
     settings: &SplitSettings,
     out: &Path,
 ) -> Result<(Vec<PatchInfo>, Vec<String>)> {
     let mut skipped = Vec::new();
     let valid: Vec<LabelRow> = rows
         .iter()
-        .enumerate()
-        .filter_map(|(i, r)| {
+        .filter_map(|(line, r)| {
             if quad::is_valid(&r.quad) {
                 Some(r.clone())
             } else {
-                skipped.push(format!("{stem}: object {} ({}) is not a simple quadrilateral (skipped)", i + 1, r.class));
+                skipped.push(format!(
+                    "{stem}.txt:{line}: the {} quadrilateral crosses itself or has no area (object skipped)",
+                    r.class
+                ));
                 None
             }
         })
@@ -221,7 +224,10 @@ pub fn split_image(
     for window in windows(img.width, img.height, &sizes, settings.img_rate_thr) {
         let name = patch_name(stem, &window);
         let objects = window_objects(&valid, &window, settings.iof_thr);
-        crate::image_io::write_png(&out.join("images").join(format!("{name}.png")), &crop(img, &window, settings.padding))?;
+        crate::image_io::write_png(
+            &out.join("images").join(format!("{name}.png")),
+            &crop(img, &window, settings.padding),
+        )?;
         let mut text = patch_lines(&valid, &objects, &window).join("\n");
         if !text.is_empty() {
             text.push('\n');

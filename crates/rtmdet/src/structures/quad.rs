@@ -181,7 +181,9 @@ pub fn convex_hull(input: &[[f32; 2]], clockwise: bool) -> Vec<[f32; 2]> {
     let mut order: Vec<usize> = (0..total).collect();
     order.sort_by(|&a, &b| {
         let (p, q) = (input[a], input[b]);
-        p[0].partial_cmp(&q[0]).unwrap_or(std::cmp::Ordering::Equal).then(p[1].partial_cmp(&q[1]).unwrap_or(std::cmp::Ordering::Equal))
+        p[0].partial_cmp(&q[0])
+            .unwrap_or(std::cmp::Ordering::Equal)
+            .then(p[1].partial_cmp(&q[1]).unwrap_or(std::cmp::Ordering::Equal))
     });
     let pts: Vec<[f32; 2]> = order.iter().map(|&i| input[i]).collect();
     let (mut miny, mut maxy) = (0, 0);
@@ -416,4 +418,3 @@ pub fn min_area_rect(points: &[[f32; 2]]) -> MinAreaRect {
     r.angle_deg = ((angle * 180.0) as f64 / std::f64::consts::PI) as f32;
     r
 }
-

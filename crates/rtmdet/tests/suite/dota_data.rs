@@ -79,7 +79,11 @@ fn split_annotations_load_as_mmrotate_ground_truth() {
         assert_eq!(rows.len(), labels.len());
         for (j, (_, row)) in rows.iter().enumerate() {
             assert_eq!(row.quad.map(|v| v as f64).as_slice(), &quads[j * 8..j * 8 + 8], "{patch} row {j}: quad");
-            assert_eq!(classes.iter().position(|c| *c == row.class), Some(labels[j] as usize), "{patch} row {j}: label");
+            assert_eq!(
+                classes.iter().position(|c| *c == row.class),
+                Some(labels[j] as usize),
+                "{patch} row {j}: label"
+            );
             let ours = rescale(&quad_to_rbox(&row.quad), 1.0, 1.0);
             assert_eq!(ours.as_slice(), &want[j * 5..j * 5 + 5], "{patch} row {j}: rbox");
         }
@@ -96,20 +100,28 @@ fn dota_split_matches_mmrotate() {
     use rtmdet::data::dota::read_label_file;
     use rtmdet::data::split::{SplitSettings, split_image};
     use sha2::{Digest, Sha256};
-    let split: Value = serde_json::from_str(&std::fs::read_to_string(reference("rotated/split/split.json")).unwrap()).unwrap();
+    let split: Value =
+        serde_json::from_str(&std::fs::read_to_string(reference("rotated/split/split.json")).unwrap()).unwrap();
     let out = std::env::temp_dir().join(format!("rtmdet-split-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&out);
     let settings = SplitSettings::default();
     for (stem, run) in split["runs"].as_object().unwrap() {
-        let image = ["png", "jpg"].iter().map(|e| shared(&format!("assets/dota/images/{stem}.{e}"))).find(|p| p.is_file()).unwrap();
+        let image = ["png", "jpg"]
+            .iter()
+            .map(|e| shared(&format!("assets/dota/images/{stem}.{e}")))
+            .find(|p| p.is_file())
+            .unwrap();
         let img = rtmdet::image_io::read_image(&image).unwrap();
         let (rows, bad) = read_label_file(&reference(&format!("rotated/split/src_labelTxt/{stem}.txt"))).unwrap();
         assert!(bad.is_empty());
-        let rows: Vec<_> = rows.into_iter().map(|r| r.1).collect();
         let (patches, skipped) = split_image(stem, &img, &rows, &settings, &out).unwrap();
         let windows: Vec<Vec<u64>> = patches.iter().map(|p| p.window.iter().map(|&v| v as u64).collect()).collect();
-        let want: Vec<Vec<u64>> = run["windows_xyxy"].as_array().unwrap().iter()
-            .map(|w| w.as_array().unwrap().iter().map(|v| v.as_u64().unwrap()).collect()).collect();
+        let want: Vec<Vec<u64>> = run["windows_xyxy"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|w| w.as_array().unwrap().iter().map(|v| v.as_u64().unwrap()).collect())
+            .collect();
         assert_eq!(windows, want, "{stem}: windows");
         if run["returncode"].as_i64() == Some(1) {
             assert_eq!(skipped.len(), 1, "{stem}: the invalid quad is reported: {skipped:?}");
