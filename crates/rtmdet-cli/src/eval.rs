@@ -71,6 +71,15 @@ pub fn run(args: EvalArgs) -> Result<()> {
     }
 }
 
+impl From<ApModeArg> for ApMode {
+    fn from(m: ApModeArg) -> ApMode {
+        match m {
+            ApModeArg::ElevenPoints => ApMode::ElevenPoints,
+            ApModeArg::Area => ApMode::Area,
+        }
+    }
+}
+
 fn same_file(a: &std::path::Path, b: &std::path::Path) -> bool {
     match (a.canonicalize(), b.canonicalize()) {
         (Ok(x), Ok(y)) => x == y,
@@ -122,10 +131,7 @@ fn dota(args: &EvalArgs) -> Result<()> {
     for w in gt.warnings.iter().chain(&warnings) {
         eprintln!("warning: {w}");
     }
-    let mode = match args.ap_mode {
-        ApModeArg::ElevenPoints => ApMode::ElevenPoints,
-        ApModeArg::Area => ApMode::Area,
-    };
+    let mode = args.ap_mode.into();
     let t = std::time::Instant::now();
     let e = dota::evaluate(&dets, &gt.gts, classes.len(), args.iou_thr, mode);
     eprintln!(

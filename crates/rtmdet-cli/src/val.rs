@@ -1,25 +1,32 @@
 //! `rtmdet val`: the model on a dataset with the evaluation settings, COCO metrics, and a
 //! run folder with predictions, metrics and plots.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use rtmdet::DetectParams;
 use rtmdet::data::Dataset;
-use rtmdet::eval::validate::validate;
+use rtmdet::config::Task;
+use rtmdet::eval::dota::RotatedDetections;
+use rtmdet::eval::dota_files;
+use rtmdet::eval::validate::{DotaSettings, validate, validate_rotated};
+use rtmdet::postprocess::merge::{MERGE_IOU, merge_patches};
+use rtmdet::Instances;
 use rtmdet::viz::plots;
 use rtmdet::weights::safetensors::write_atomically;
 use serde_json::json;
 
 use crate::args::DetectorArgs;
+use crate::eval::ApModeArg;
 use crate::sources;
 
 #[derive(Args)]
 pub struct ValArgs {
     #[command(flatten)]
     pub detector: DetectorArgs,
-    /// Dataset: a COCO .json or an Ultralytics .yaml.
+    /// Dataset: a COCO .json, an Ultralytics .yaml, or (rotated models) a DOTA folder with
+    /// `images/` and `labelTxt/` or `annfiles/`.
     #[arg(long)]
     pub data: PathBuf,
     /// Split of a YAML dataset.
@@ -28,31 +35,68 @@ pub struct ValArgs {
     /// Images folder of a COCO .json (default: found next to the file).
     #[arg(long)]
     pub images: Option<PathBuf>,
-    #[arg(long, default_value_t = 640)]
-    pub imgsz: usize,
+    /// Network input size (default: the model's, 640 or 1024 for rotated models).
+    #[arg(long)]
+    pub imgsz: Option<usize>,
     #[arg(long, default_value_t = 1)]
     pub batch: usize,
     /// Run folder (default: runs/val/<n>).
     #[arg(long)]
     pub out: Option<PathBuf>,
+    #[command(flatten)]
+    pub dota: DotaValArgs,
+}
+
+/// What only rotated models on DOTA data use.
+#[derive(Args)]
+pub struct DotaValArgs {
+    /// (rotated) IoU threshold of a match.
+    #[arg(long, default_value_t = 0.5)]
+    pub iou_thr: f32,
+    /// (rotated) How AP summarises the precision/recall curve.
+    #[arg(long, value_enum, default_value = "11points")]
+    pub ap_mode: ApModeArg,
+    /// (rotated) Objects with a difficulty above this are ignored: 0 ignores DOTA's difficult
+    /// objects; 100 ignores none (mmrotate's DOTADataset default).
+    #[arg(long, default_value_t = 0)]
+    pub diff_thr: u32,
+    /// (rotated) The images are patches (`NAME__SIZE__X___Y`): merge their detections back
+    /// into the source images (rotated NMS, IoU 0.1) and write the DOTA submission files
+    /// `Task1_<class>.txt` to `<run>/merged/`.
+    #[arg(long)]
+    pub merge_patches: bool,
+    /// (rotated, with --merge-patches) labelTxt folder of the source images: also score the
+    /// merged detections against it.
+    #[arg(long)]
+    pub full_labels: Option<PathBuf>,
 }
 
 pub fn run(args: ValArgs) -> Result<()> {
-    if args.imgsz == 0 || !args.imgsz.is_multiple_of(32) {
-        bail!("--imgsz must be a positive multiple of 32");
-    }
     let mut det = args.detector.load()?;
-    det.input_size = args.imgsz;
+    if let Some(size) = args.imgsz {
+        if size == 0 || !size.is_multiple_of(32) {
+            bail!("--imgsz must be a positive multiple of 32");
+        }
+        det.input_size = size;
+    }
+    let rotated = det.config().task == Task::Rotated;
     let data = match &args.images {
         Some(dir) => rtmdet::data::coco::load(&args.data, Some(dir))?,
+        None if rotated && args.data.is_dir() => rtmdet::data::dota::load(&args.data, &model_classes(&det))?,
         None => Dataset::load(&args.data, &args.split)?,
     };
+    for row in data.report.bad_rows.iter().take(20) {
+        eprintln!("warning: {row}");
+    }
     eprintln!("dataset {}: {}", data.name, data.report);
     if data.images.is_empty() {
         bail!("the dataset has no readable images");
     }
     rtmdet::eval::validate::check_model(&det, &data)?;
     let run_dir = sources::run_dir(args.out.as_deref(), "runs/val")?;
+    if rotated {
+        return run_rotated(&args, &det, &data, &run_dir);
+    }
 
     let bar = indicatif::ProgressBar::new(data.images.len() as u64);
     bar.set_style(indicatif::ProgressStyle::with_template(
@@ -89,6 +133,64 @@ pub fn run(args: ValArgs) -> Result<()> {
     let curves: Vec<(String, Vec<f64>)> = names.iter().cloned().zip(v.eval.pr_curves()).collect();
     plots::pr_curve(&run_dir.join("pr_curve.png"), &curves, v.eval.stats[1])?;
     plots::confusion_matrix(&run_dir.join("confusion_matrix.png"), &v.confusion.matrix, &names)?;
+    eprintln!("results saved to {}", run_dir.display());
+    Ok(())
+}
+
+/// The model's class names (a DOTA folder is read with them).
+fn model_classes(det: &rtmdet::Detector) -> Vec<String> {
+    (0..det.config().num_classes).map(|i| det.config().class_name(i)).collect()
+}
+
+fn write_json(run_dir: &Path, name: &str, value: &serde_json::Value) -> Result<()> {
+    let path = run_dir.join(name);
+    write_atomically(&path, serde_json::to_string_pretty(value)?.as_bytes())
+        .with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// DOTA mAP of a rotated model, the run folder's `Task1/` files, and the merged submission.
+fn run_rotated(args: &ValArgs, det: &rtmdet::Detector, data: &Dataset, run_dir: &Path) -> Result<()> {
+    let d = &args.dota;
+    let settings = DotaSettings { iou_thr: d.iou_thr, mode: d.ap_mode.into(), diff_thr: d.diff_thr };
+    let params = DetectParams::for_task(Task::Rotated);
+    let bar = indicatif::ProgressBar::new(data.images.len() as u64);
+    bar.set_style(indicatif::ProgressStyle::with_template(
+        "val {bar:30} {pos}/{len} [{elapsed_precise}<{eta_precise}]",
+    )?);
+    let v = validate_rotated(det, data, &params, args.batch, settings, |done, _| bar.set_position(done as u64))?;
+    bar.finish_and_clear();
+    let classes = data.class_names();
+    let mode = if d.ap_mode == ApModeArg::Area { "area under the curve" } else { "VOC07 11-point" };
+    println!("DOTA mAP at IoU {} ({mode}), {} images", d.iou_thr, data.images.len());
+    print!("{}", dota_files::table(&v.eval, &classes));
+    println!(
+        "Speed: {:.1} ms pre-process, {:.1} ms inference, {:.1} ms post-process per image at {}x{}",
+        v.speed.preprocess, v.speed.inference, v.speed.postprocess, det.input_size, det.input_size
+    );
+    let named: Vec<(String, Instances)> = v.names.iter().cloned().zip(v.results).collect();
+    dota_files::write_task1(&run_dir.join("Task1"), &classes, &named)?;
+    let mut metrics = crate::eval::dota_json(&v.eval, &classes);
+    metrics["speed_ms"] = serde_json::to_value(v.speed)?;
+    metrics["images"] = json!(data.images.len());
+    if d.merge_patches {
+        let merged = merge_patches(named, MERGE_IOU);
+        dota_files::write_task1(&run_dir.join("merged"), &classes, &merged)?;
+        eprintln!("merged {} patches into {} images: {}", data.images.len(), merged.len(), run_dir.join("merged").display());
+        if let Some(labels) = &d.full_labels {
+            let gt = dota_files::read_ground_truth(labels, &classes, d.diff_thr)?;
+            let index: std::collections::HashMap<&str, &Instances> = merged.iter().map(|(n, s)| (n.as_str(), s)).collect();
+            let dets: Vec<RotatedDetections> = gt
+                .images
+                .iter()
+                .map(|n| index.get(n.as_str()).map(|s| RotatedDetections::from(*s)).unwrap_or_default())
+                .collect();
+            let e = rtmdet::eval::dota::evaluate(&dets, &gt.gts, classes.len(), d.iou_thr, settings.mode);
+            println!("\nmerged, against {}:", labels.display());
+            print!("{}", dota_files::table(&e, &classes));
+            metrics["merged"] = crate::eval::dota_json(&e, &classes);
+        }
+    }
+    write_json(run_dir, "metrics.json", &metrics)?;
     eprintln!("results saved to {}", run_dir.display());
     Ok(())
 }

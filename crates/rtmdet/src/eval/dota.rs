@@ -25,6 +25,16 @@ pub struct RotatedDetections {
     pub labels: Vec<usize>,
 }
 
+impl From<&crate::structures::Instances> for RotatedDetections {
+    fn from(s: &crate::structures::Instances) -> Self {
+        RotatedDetections {
+            boxes: s.rboxes.clone(),
+            scores: s.scores.iter().map(|&v| v as f64).collect(),
+            labels: s.labels.clone(),
+        }
+    }
+}
+
 /// How AP summarises a precision/recall curve.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ApMode {

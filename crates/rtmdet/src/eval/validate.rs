@@ -7,13 +7,15 @@ use serde::Serialize;
 
 use super::coco::{CocoEval, DetBox, evaluate};
 use super::coco_files::ground_truth;
+use super::dota::{self, ApMode, DotaEval, RotatedDetections};
+use super::dota_files;
 use super::confusion::ConfusionMatrix;
 use crate::data::Dataset;
 use crate::detector::Detector;
 use crate::error::{Error, Result};
 use crate::image_io::{BgrImage, read_image};
 use crate::postprocess::DetectParams;
-use crate::structures::Detection;
+use crate::structures::{Detection, Instances};
 
 /// Milliseconds per image of each stage.
 #[derive(Clone, Copy, Debug, Default, Serialize)]
@@ -38,14 +40,28 @@ pub fn to_coco(d: &Detection, image_id: u64, category_id: u64) -> DetBox {
     DetBox { image_id, category_id, bbox: [b[0], b[1], b[2] - b[0], b[3] - b[1]], score: d.score as f64 }
 }
 
-/// The model can be scored on `data`: a detection model (COCO box mAP) predicting as many
-/// classes as the dataset has.
+/// The model can be scored on `data`: a detection model (COCO box mAP) or a rotated model on
+/// a DOTA dataset (DOTA mAP), predicting as many classes as the dataset has.
 pub fn check_model(det: &Detector, data: &Dataset) -> Result<()> {
-    if det.config().task != crate::config::Task::Detect {
-        return Err(Error::Config(format!(
-            "COCO box evaluation needs a detection model; this is a {} model (its evaluation is not supported yet)",
-            det.config().task.name()
-        )));
+    use crate::config::Task;
+    let task = det.config().task;
+    let rotated_data = data.images.iter().flat_map(|i| &i.annotations).any(|a| a.rbox.is_some());
+    match task {
+        Task::Detect => {}
+        Task::Rotated if rotated_data || data.report.annotations == 0 => {}
+        Task::Rotated => {
+            return Err(Error::Config(
+                "a rotated model is scored with DOTA mAP on a DOTA folder (images/ + labelTxt/ or annfiles/); \
+                 this dataset has axis-aligned boxes only"
+                    .into(),
+            ));
+        }
+        Task::Segment => {
+            return Err(Error::Config(format!(
+                "evaluating a {} model is not supported yet",
+                task.name()
+            )));
+        }
     }
     if det.config().num_classes != data.categories.len() {
         return Err(Error::Config(format!(
@@ -57,21 +73,26 @@ pub fn check_model(det: &Detector, data: &Dataset) -> Result<()> {
     Ok(())
 }
 
-/// Predicts every image of `data` with `params` (`DetectParams::EVAL` for COCO mAP), `batch`
-/// images per forward pass, calling `progress(done, total)` as it goes.
-pub fn validate(
+/// Every image's detections and the time per stage.
+pub struct Predictions {
+    /// One set per image of the dataset, in its order, in original image pixels.
+    pub results: Vec<Instances>,
+    pub speed: Speed,
+}
+
+/// Predicts every image of `data` with `params`, `batch` images per forward pass, calling
+/// `progress(done, total)` as it goes.
+pub fn predict_dataset(
     det: &Detector,
     data: &Dataset,
     params: &DetectParams,
     batch: usize,
     mut progress: impl FnMut(usize, usize),
-) -> Result<Validation> {
+) -> Result<Predictions> {
     check_model(det, data)?;
     det.check_input_size()?;
-    let mut predictions = Vec::new();
-    let mut confusion = ConfusionMatrix::new(data.categories.len());
+    let mut results = Vec::with_capacity(data.images.len());
     let (mut pre, mut inf, mut post) = (0f64, 0f64, 0f64);
-    let mut done = 0;
     for chunk in data.images.chunks(batch.max(1)) {
         let t = Instant::now();
         let images: Vec<BgrImage> = chunk.iter().map(|e| read_image(&e.path)).collect::<Result<_>>()?;
@@ -81,21 +102,74 @@ pub fn validate(
         let outputs = det.forward(&input, [images.len(), 3, det.input_size, det.input_size])?;
         inf += t.elapsed().as_secs_f64();
         let t = Instant::now();
-        let results = det.postprocess(&outputs, &boxes, params);
+        results.extend(det.postprocess(&outputs, &boxes, params));
         post += t.elapsed().as_secs_f64();
-        for (entry, dets) in chunk.iter().zip(results) {
-            predictions.extend(dets.iter().map(|d| to_coco(&d, entry.id, data.categories[d.label].id)));
-            let gts: Vec<([f64; 4], usize)> =
-                entry.annotations.iter().filter(|a| !a.iscrowd).map(|a| (a.bbox, a.label)).collect();
-            let ds: Vec<([f64; 4], f32, usize)> =
-                dets.iter().map(|d| (d.bbox.map(f64::from), d.score, d.label)).collect();
-            confusion.add(&gts, &ds);
-        }
-        done += chunk.len();
-        progress(done, data.images.len());
+        progress(results.len(), data.images.len());
     }
     let n = data.images.len().max(1) as f64;
     let speed = Speed { preprocess: pre * 1e3 / n, inference: inf * 1e3 / n, postprocess: post * 1e3 / n };
+    Ok(Predictions { results, speed })
+}
+
+/// Predicts every image of `data` with `params` (`DetectParams::EVAL` for COCO mAP) and
+/// scores the boxes with COCO mAP and a confusion matrix.
+pub fn validate(
+    det: &Detector,
+    data: &Dataset,
+    params: &DetectParams,
+    batch: usize,
+    progress: impl FnMut(usize, usize),
+) -> Result<Validation> {
+    let p = predict_dataset(det, data, params, batch, progress)?;
+    let mut predictions = Vec::new();
+    let mut confusion = ConfusionMatrix::new(data.categories.len());
+    for (entry, dets) in data.images.iter().zip(&p.results) {
+        predictions.extend(dets.iter().map(|d| to_coco(&d, entry.id, data.categories[d.label].id)));
+        let gts: Vec<([f64; 4], usize)> =
+            entry.annotations.iter().filter(|a| !a.iscrowd).map(|a| (a.bbox, a.label)).collect();
+        let ds: Vec<([f64; 4], f32, usize)> = dets.iter().map(|d| (d.bbox.map(f64::from), d.score, d.label)).collect();
+        confusion.add(&gts, &ds);
+    }
     let eval = evaluate(&ground_truth(data), &predictions)?;
-    Ok(Validation { predictions, eval, confusion, speed })
+    Ok(Validation { predictions, eval, confusion, speed: p.speed })
+}
+
+/// How DOTA mAP is computed: mmrotate `DOTAMetric`'s settings plus the difficulty rule.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct DotaSettings {
+    pub iou_thr: f32,
+    pub mode: ApMode,
+    /// Objects with a difficulty above this are ignored (see [`super::dota_files::read_ground_truth`]).
+    pub diff_thr: u32,
+}
+
+impl Default for DotaSettings {
+    fn default() -> Self {
+        DotaSettings { iou_thr: 0.5, mode: ApMode::ElevenPoints, diff_thr: 0 }
+    }
+}
+
+pub struct RotatedValidation {
+    /// Detections per image (original pixels, with rotated boxes).
+    pub results: Vec<Instances>,
+    /// Image names (file stems), for DOTA result files.
+    pub names: Vec<String>,
+    pub eval: DotaEval,
+    pub speed: Speed,
+}
+
+/// Predicts every image of a DOTA dataset with a rotated model and scores it with DOTA mAP.
+pub fn validate_rotated(
+    det: &Detector,
+    data: &Dataset,
+    params: &DetectParams,
+    batch: usize,
+    settings: DotaSettings,
+    progress: impl FnMut(usize, usize),
+) -> Result<RotatedValidation> {
+    let p = predict_dataset(det, data, params, batch, progress)?;
+    let gt = dota_files::ground_truth(data, settings.diff_thr);
+    let dets: Vec<RotatedDetections> = p.results.iter().map(RotatedDetections::from).collect();
+    let eval = dota::evaluate(&dets, &gt.gts, data.categories.len(), settings.iou_thr, settings.mode);
+    Ok(RotatedValidation { results: p.results, names: gt.images, eval, speed: p.speed })
 }

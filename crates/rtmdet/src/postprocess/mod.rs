@@ -2,6 +2,7 @@
 //! per-level multi-label candidates → decode and clamp to the padded input → rescale to
 //! the original image → strict zero-size drop → class-aware NMS → top `max_det`.
 
+pub mod merge;
 pub mod nms;
 pub mod rotated;
 
