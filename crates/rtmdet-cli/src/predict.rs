@@ -48,6 +48,25 @@ pub struct PredictArgs {
     /// Do not write annotated images.
     #[arg(long)]
     pub no_draw: bool,
+    /// Sliced inference for large images: windows of this many pixels, detections merged by
+    /// NMS (the DOTA patch scheme). Rotated models slice automatically at their input size
+    /// when an image side exceeds twice the input size; `--slice 0` turns that off.
+    #[arg(long)]
+    pub slice: Option<usize>,
+    /// Overlap between neighbouring slices, in pixels.
+    #[arg(long, default_value_t = 200)]
+    pub slice_overlap: usize,
+}
+
+/// The slice size for an image: `--slice N`, or the input size for a rotated model when the
+/// image is more than twice as large.
+fn slice_for(args: &PredictArgs, det: &Detector, img: &BgrImage) -> Option<usize> {
+    match args.slice {
+        Some(0) => None,
+        Some(n) => Some(n),
+        None => (det.config().task == rtmdet::config::Task::Rotated && img.width.max(img.height) > 2 * det.input_size)
+            .then_some(det.input_size),
+    }
 }
 
 #[derive(Serialize)]
@@ -79,6 +98,12 @@ pub fn run(args: PredictArgs) -> Result<()> {
     }
     if args.batch == 0 || args.max_det == Some(0) || args.nms_pre == Some(0) {
         bail!("--batch, --max-det and --nms-pre must be at least 1");
+    }
+    if let Some(s) = args.slice
+        && s != 0
+        && args.slice_overlap >= s
+    {
+        bail!("--slice-overlap ({}) must be smaller than --slice ({s})", args.slice_overlap);
     }
     let mut det = args.detector.load()?;
     if let Some(s) = args.imgsz {
@@ -129,8 +154,25 @@ pub fn run(args: PredictArgs) -> Result<()> {
             continue;
         }
         let t = Instant::now();
-        let batch: Vec<BgrImage> = images.iter().map(|(_, i)| i.clone()).collect();
-        let results = det.predict_batch(&batch)?;
+        let (sliced, whole): (Vec<usize>, Vec<usize>) =
+            (0..images.len()).partition(|&i| slice_for(&args, &det, &images[i].1).is_some());
+        let batch: Vec<BgrImage> = whole.iter().map(|&i| images[i].1.clone()).collect();
+        let mut results: Vec<Instances> = vec![Instances::default(); images.len()];
+        for (&i, r) in whole.iter().zip(det.predict_batch(&batch)?) {
+            results[i] = r;
+        }
+        for &i in &sliced {
+            let img = &images[i].1;
+            let size = slice_for(&args, &det, img).expect("sliced");
+            eprintln!(
+                "{}: {}x{} in {size}px slices, overlap {}",
+                images[i].0.display(),
+                img.width,
+                img.height,
+                args.slice_overlap
+            );
+            results[i] = det.predict_sliced(img, size, args.slice_overlap, args.batch)?;
+        }
         let ms = t.elapsed().as_secs_f64() * 1e3 / images.len() as f64;
         for ((path, img), dets) in images.iter().zip(results) {
             eprintln!("{}: {}x{} {}, {ms:.1} ms", path.display(), img.width, img.height, summary(&dets, &det));

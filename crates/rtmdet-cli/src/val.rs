@@ -6,13 +6,13 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use rtmdet::DetectParams;
-use rtmdet::data::Dataset;
+use rtmdet::Instances;
 use rtmdet::config::Task;
+use rtmdet::data::Dataset;
 use rtmdet::eval::dota::RotatedDetections;
 use rtmdet::eval::dota_files;
 use rtmdet::eval::validate::{DotaSettings, validate, validate_rotated};
 use rtmdet::postprocess::merge::{MERGE_IOU, merge_patches};
-use rtmdet::Instances;
 use rtmdet::viz::plots;
 use rtmdet::weights::safetensors::write_atomically;
 use serde_json::json;
@@ -85,7 +85,7 @@ pub fn run(args: ValArgs) -> Result<()> {
         None if rotated && args.data.is_dir() => rtmdet::data::dota::load(&args.data, &model_classes(&det))?,
         None => Dataset::load(&args.data, &args.split)?,
     };
-    for row in data.report.bad_rows.iter().take(20) {
+    for row in data.report.bad_rows.iter().chain(&data.report.warnings).take(20) {
         eprintln!("warning: {row}");
     }
     eprintln!("dataset {}: {}", data.name, data.report);
@@ -175,10 +175,16 @@ fn run_rotated(args: &ValArgs, det: &rtmdet::Detector, data: &Dataset, run_dir: 
     if d.merge_patches {
         let merged = merge_patches(named, MERGE_IOU);
         dota_files::write_task1(&run_dir.join("merged"), &classes, &merged)?;
-        eprintln!("merged {} patches into {} images: {}", data.images.len(), merged.len(), run_dir.join("merged").display());
+        eprintln!(
+            "merged {} patches into {} images: {}",
+            data.images.len(),
+            merged.len(),
+            run_dir.join("merged").display()
+        );
         if let Some(labels) = &d.full_labels {
             let gt = dota_files::read_ground_truth(labels, &classes, d.diff_thr)?;
-            let index: std::collections::HashMap<&str, &Instances> = merged.iter().map(|(n, s)| (n.as_str(), s)).collect();
+            let index: std::collections::HashMap<&str, &Instances> =
+                merged.iter().map(|(n, s)| (n.as_str(), s)).collect();
             let dets: Vec<RotatedDetections> = gt
                 .images
                 .iter()

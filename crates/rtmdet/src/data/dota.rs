@@ -104,18 +104,11 @@ pub fn labels_by_stem(dir: &Path) -> Result<BTreeMap<String, PathBuf>> {
     Ok(out)
 }
 
-/// An object of a label row, or why it cannot be used.
-pub fn annotation(
-    row: &LabelRow,
-    label: usize,
-    id: u64,
-    width: usize,
-    height: usize,
-) -> std::result::Result<Annotation, String> {
+/// The object of a label row. Degenerate quads (points on one line) are kept, as mmrotate
+/// keeps them: they count as ground truth no detection can match, and training's
+/// `FilterAnnotations` step drops them.
+pub fn annotation(row: &LabelRow, label: usize, id: u64, width: usize, height: usize) -> Annotation {
     let rbox = quad_to_rbox(&row.quad);
-    if !(rbox[2] > 0.0 && rbox[3] > 0.0) {
-        return Err("degenerate quadrilateral (its points are on one line)".into());
-    }
     let p = quad::points(&row.quad);
     let xs = p.map(|v| v[0] as f64);
     let ys = p.map(|v| v[1] as f64);
@@ -124,7 +117,7 @@ pub fn annotation(
     // The axis-aligned box is for drawing and statistics only; the rotated box, which
     // mmrotate does not clip, is the object.
     let bbox = clip_box([lo(xs), lo(ys), hi(xs), hi(ys)], width, height).0.unwrap_or([0.0; 4]);
-    Ok(Annotation {
+    Annotation {
         id,
         bbox,
         label,
@@ -133,7 +126,7 @@ pub fn annotation(
         segmentation: None,
         rbox: Some(rbox),
         difficulty: row.difficulty,
-    })
+    }
 }
 
 /// Loads a DOTA root (`images/` + a label folder, see [`label_dir`]).
@@ -186,16 +179,15 @@ pub fn load_folders(name: &str, images: &Path, labels: Option<&Path>, classes: &
                     report.bad_rows.push(format!("{}:{line}: unknown class '{}'", lp.display(), row.class));
                     continue;
                 };
-                match annotation(&row, label, next_ann, w, h) {
-                    Ok(a) => {
-                        annotations.push(a);
-                        next_ann += 1;
-                    }
-                    Err(e) => {
-                        report.dropped_empty_boxes += 1;
-                        report.bad_rows.push(format!("{}:{line}: {e}", lp.display()));
-                    }
+                let a = annotation(&row, label, next_ann, w, h);
+                if !a.rbox.is_some_and(|r| r[2] > 0.0 && r[3] > 0.0) {
+                    report.warnings.push(format!(
+                        "{}:{line}: degenerate quadrilateral (its points are on one line); kept for evaluation, not trained on",
+                        lp.display()
+                    ));
                 }
+                annotations.push(a);
+                next_ann += 1;
             }
         }
         entries.push(ImageEntry { id: i as u64 + 1, path: path.clone(), width: w, height: h, annotations });

@@ -68,6 +68,8 @@ pub struct CheckReport {
     pub bad_rows: Vec<String>,
     /// Label files with no image beside them (DOTA).
     pub labels_without_images: Vec<PathBuf>,
+    /// Rows that load but deserve a look, as `file:line: what`.
+    pub warnings: Vec<String>,
 }
 
 impl CheckReport {
@@ -100,7 +102,8 @@ impl fmt::Display for CheckReport {
         issue(self.unknown_categories, "annotations with unknown category ids (dropped)")?;
         issue(self.duplicate_image_ids.len(), "duplicate image ids (later ones dropped)")?;
         issue(self.bad_rows.len(), "unusable label rows (skipped)")?;
-        issue(self.labels_without_images.len(), "label files without an image (skipped)")
+        issue(self.labels_without_images.len(), "label files without an image (skipped)")?;
+        issue(self.warnings.len(), "warnings")
     }
 }
 

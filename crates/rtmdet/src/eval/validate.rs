@@ -7,9 +7,9 @@ use serde::Serialize;
 
 use super::coco::{CocoEval, DetBox, evaluate};
 use super::coco_files::ground_truth;
+use super::confusion::ConfusionMatrix;
 use super::dota::{self, ApMode, DotaEval, RotatedDetections};
 use super::dota_files;
-use super::confusion::ConfusionMatrix;
 use crate::data::Dataset;
 use crate::detector::Detector;
 use crate::error::{Error, Result};
@@ -57,10 +57,7 @@ pub fn check_model(det: &Detector, data: &Dataset) -> Result<()> {
             ));
         }
         Task::Segment => {
-            return Err(Error::Config(format!(
-                "evaluating a {} model is not supported yet",
-                task.name()
-            )));
+            return Err(Error::Config(format!("evaluating a {} model is not supported yet", task.name())));
         }
     }
     if det.config().num_classes != data.categories.len() {

@@ -2,9 +2,12 @@
 //! mmrotate's `DOTAMetric.merge_results` does: patches are grouped by source (the name before
 //! the first `__`), rotated boxes are moved by the patch offset (`__X___Y` in the name) in
 //! float32, and each class of each source image goes through rotated NMS on its own.
+//! Axis-aligned detections (sliced inference with a detection model) merge the same way with
+//! axis-aligned NMS.
 
 use std::collections::HashMap;
 
+use super::nms::batched_nms;
 use crate::data::split::parse_patch_name;
 use crate::structures::Instances;
 use crate::structures::rotated::{enclosing_box, nms_rotated};
@@ -12,8 +15,14 @@ use crate::structures::rotated::{enclosing_box, nms_rotated};
 /// mmrotate's merge IoU (`DOTAMetric(iou_thr=0.1)`).
 pub const MERGE_IOU: f32 = 0.1;
 
-/// Moves every rotated box of `set` by `(dx, dy)`.
+/// Moves every box of `set` by `(dx, dy)` (rotated boxes by their centre, in float32).
 pub fn translate(set: &mut Instances, dx: f32, dy: f32) {
+    if set.rboxes.is_empty() {
+        for b in &mut set.boxes {
+            *b = [b[0] + dx, b[1] + dy, b[2] + dx, b[3] + dy];
+        }
+        return;
+    }
     for r in &mut set.rboxes {
         r[0] += dx;
         r[1] += dy;
@@ -21,31 +30,34 @@ pub fn translate(set: &mut Instances, dx: f32, dy: f32) {
     set.boxes = set.rboxes.iter().map(enclosing_box).collect();
 }
 
-/// Merges already-translated rotated detections of one image (all its patches, in patch
-/// order): per class, rotated NMS at `iou_thr`; classes in index order, each score-descending.
+/// Merges already-translated detections of one image (all its patches, in patch order):
+/// per class, NMS at `iou_thr` (rotated NMS when the sets carry rotated boxes); the result is
+/// score-descending, each class keeping its NMS order.
 pub fn merge_sets(parts: &[Instances], iou_thr: f32) -> Instances {
     let mut all = Instances::default();
     for p in parts {
+        all.boxes.extend_from_slice(&p.boxes);
         all.rboxes.extend_from_slice(&p.rboxes);
         all.scores.extend_from_slice(&p.scores);
         all.labels.extend_from_slice(&p.labels);
     }
+    let rotated = !all.rboxes.is_empty();
     let num_classes = all.labels.iter().max().map_or(0, |m| m + 1);
     let mut keep = Vec::new();
     for c in 0..num_classes {
         let idx: Vec<usize> = (0..all.labels.len()).filter(|&i| all.labels[i] == c).collect();
-        let boxes: Vec<_> = idx.iter().map(|&i| all.rboxes[i]).collect();
         let scores: Vec<f32> = idx.iter().map(|&i| all.scores[i]).collect();
-        keep.extend(nms_rotated(&boxes, &scores, iou_thr).into_iter().map(|k| idx[k]));
+        let kept = if rotated {
+            nms_rotated(&idx.iter().map(|&i| all.rboxes[i]).collect::<Vec<_>>(), &scores, iou_thr)
+        } else {
+            let boxes: Vec<[f32; 4]> = idx.iter().map(|&i| all.boxes[i]).collect();
+            batched_nms(&boxes, &scores, &vec![0; idx.len()], iou_thr)
+        };
+        keep.extend(kept.into_iter().map(|k| idx[k]));
     }
-    let mut out = Instances::default();
-    for i in keep {
-        out.rboxes.push(all.rboxes[i]);
-        out.scores.push(all.scores[i]);
-        out.labels.push(all.labels[i]);
-    }
-    out.boxes = out.rboxes.iter().map(enclosing_box).collect();
-    out
+    // Stable, so each class keeps its NMS order (what mmrotate writes per class).
+    keep.sort_by(|&a, &b| all.scores[b].total_cmp(&all.scores[a]));
+    all.select(&keep)
 }
 
 /// Merges named patch results (`NAME__SIZE__X___Y`) into one result per source image, in
@@ -94,8 +106,8 @@ mod tests {
         assert_eq!(merged.len(), 1);
         let (name, m) = &merged[0];
         assert_eq!(name, "img");
-        assert_eq!(m.labels, vec![0, 0, 1]);
-        assert_eq!(m.scores, vec![0.9, 0.6, 0.8]);
-        assert_eq!(m.rboxes[1], [834.0, 500.0, 30.0, 30.0, 0.0]);
+        assert_eq!(m.labels, vec![0, 1, 0]);
+        assert_eq!(m.scores, vec![0.9, 0.8, 0.6]);
+        assert_eq!(m.rboxes[2], [834.0, 500.0, 30.0, 30.0, 0.0]);
     }
 }

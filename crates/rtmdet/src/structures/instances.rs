@@ -84,6 +84,15 @@ impl Instances {
         filter(&mut self.masks, keep);
     }
 
+    /// Keeps the first `n` rows.
+    pub fn truncate(&mut self, n: usize) {
+        self.boxes.truncate(n);
+        self.scores.truncate(n);
+        self.labels.truncate(n);
+        self.rboxes.truncate(n);
+        self.masks.truncate(n);
+    }
+
     /// The rows at `indices`, in that order (empty columns stay empty).
     pub fn select(&self, indices: &[usize]) -> Instances {
         fn pick<T: Clone>(v: &[T], indices: &[usize]) -> Vec<T> {
