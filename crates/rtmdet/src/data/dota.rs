@@ -49,9 +49,12 @@ pub fn parse_row(line: &str) -> std::result::Result<Option<LabelRow>, String> {
     Ok(Some(LabelRow { quad: q, class: fields[8].to_string(), difficulty }))
 }
 
-/// The rows of one label file with their line numbers (1-based); unusable lines come back as
+/// Label rows with their line numbers (1-based).
+pub type NumberedRows = Vec<(usize, LabelRow)>;
+
+/// The rows of one label file with their line numbers; unusable lines come back as
 /// `file:line: reason`.
-pub fn read_label_file(path: &Path) -> Result<(Vec<(usize, LabelRow)>, Vec<String>)> {
+pub fn read_label_file(path: &Path) -> Result<(NumberedRows, Vec<String>)> {
     let bytes = std::fs::read(path).map_err(|e| Error::Other(format!("{}: {e}", path.display())))?;
     let text = String::from_utf8_lossy(&bytes);
     let (mut rows, mut bad) = (Vec::new(), Vec::new());
@@ -156,9 +159,14 @@ pub fn load_folders(name: &str, images: &Path, labels: Option<&Path>, classes: &
         None => BTreeMap::new(),
     };
     let label_of: HashMap<&str, usize> = classes.iter().enumerate().map(|(i, c)| (c.as_str(), i)).collect();
-    let mut report = CheckReport::default();
-    report.labels_without_images =
-        label_files.iter().filter(|(stem, _)| !image_files.contains_key(*stem)).map(|(_, p)| p.clone()).collect();
+    let mut report = CheckReport {
+        labels_without_images: label_files
+            .iter()
+            .filter(|(stem, _)| !image_files.contains_key(*stem))
+            .map(|(_, p)| p.clone())
+            .collect(),
+        ..Default::default()
+    };
     let mut entries = Vec::new();
     let mut next_ann = 1u64;
     for (i, (stem, path)) in image_files.iter().enumerate() {
