@@ -5,6 +5,7 @@
 pub mod coco;
 pub mod dota;
 pub mod pipeline;
+pub mod rotated_transforms;
 pub mod split;
 pub mod transforms;
 pub mod yolo;

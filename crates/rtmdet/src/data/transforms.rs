@@ -254,15 +254,22 @@ pub fn hflip(s: &mut Sample) {
     }
 }
 
-/// Pads bottom/right with 114 up to `size`×`size`.
-pub fn pad(s: &mut Sample, size: usize) {
-    let (w, h) = (s.image.width, s.image.height);
+/// The image padded bottom/right with 114 up to `size`×`size` (unchanged when larger).
+pub fn pad_image(img: &BgrImage, size: usize) -> BgrImage {
+    let (w, h) = (img.width, img.height);
     if w >= size && h >= size {
-        return;
+        return img.clone();
     }
     let mut canvas = filled(w.max(size), h.max(size));
-    blit(&mut canvas, &s.image, (0, 0), (0, 0), (w, h));
-    s.image = canvas;
+    blit(&mut canvas, img, (0, 0), (0, 0), (w, h));
+    canvas
+}
+
+/// Pads bottom/right with 114 up to `size`×`size`.
+pub fn pad(s: &mut Sample, size: usize) {
+    if s.image.width < size || s.image.height < size {
+        s.image = pad_image(&s.image, size);
+    }
 }
 
 /// CachedMixUp: blends with a cached sample (resized to fit `size`, maybe flipped, randomly
