@@ -1,9 +1,13 @@
-//! Training losses of RTMDet: [`quality_focal`] for classification, [`giou`] for boxes.
-//! Both are burn tensor functions, so gradients flow through them.
+//! Training losses of RTMDet: [`quality_focal`] for classification, [`giou`] for boxes, all
+//! burn tensor functions, so gradients flow through them. [`detection`] assembles them into a
+//! batch's loss (the part any box type shares is in `dense`).
 
+mod dense;
 pub mod detection;
 pub mod giou;
 pub mod quality_focal;
+
+pub use dense::DetectionLoss;
 
 /// `float32` machine epsilon, which mmdet adds to every `avg_factor`.
 pub const AVG_EPS: f32 = f32::EPSILON;
