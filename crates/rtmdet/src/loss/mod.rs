@@ -1,12 +1,13 @@
 //! Training losses of RTMDet: [`quality_focal`] for classification, [`giou`] (RTMDet) and
 //! [`rotated_iou`] (RTMDet-R) for boxes, all burn tensor functions, so gradients flow through
-//! them. [`detection`] assembles them into a batch's loss (the part any box type shares is in
-//! `dense`).
+//! them. [`detection`] and [`rotated`] assemble them into a batch's loss (the shared part is
+//! in `dense`).
 
 mod dense;
 pub mod detection;
 pub mod giou;
 pub mod quality_focal;
+pub mod rotated;
 pub mod rotated_iou;
 
 pub use dense::DetectionLoss;
