@@ -1,4 +1,4 @@
-//! RTMDet's `loss_by_feat` (spec §9.2, reference quirk 12): [`super::dense`] with
+//! RTMDet's `loss_by_feat` (spec §9.2, reference quirk 12): the shared `dense` loss with
 //! axis-aligned boxes, decoded as prior ± distances and regressed with GIoU.
 
 use burn::tensor::Tensor;

@@ -1,5 +1,5 @@
 //! RTMDet-R's `loss_by_feat` (mmrotate `RotatedRTMDetHead`, spec §11.3, reference quirks 1,
-//! 5, 6 and 11): [`super::dense`] with rotated boxes. Predictions are decoded with the
+//! 5, 6 and 11): the shared `dense` loss with rotated boxes. Predictions are decoded with the
 //! distance-angle coder (θ wrapped into le90 range, w and h as predicted); the assigner sees
 //! them detached, with the logits, and the ground truth as given; the box loss is
 //! [`rotated_iou_loss`] against the le90-regularised assigned ground truth. There is no angle
