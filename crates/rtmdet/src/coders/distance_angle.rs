@@ -6,6 +6,8 @@
 //! `R(a)·((r − l)/2, (b − t)/2)` with `cos a` and `sin a` of the **unwrapped** angle; then
 //! `θ = norm_angle(a)`. No clamping to the image and no w/h swap (reference quirk 1).
 
+use burn::tensor::{Tensor, TensorData};
+
 /// `(cx, cy, w, h, θ)`; becomes `structures::rotated::RBox`.
 type RBox = [f32; 5];
 
@@ -37,6 +39,29 @@ pub fn decode(p: [f32; 2], d: [f32; 4], a: f32) -> RBox {
     let cx = p[0] + (c * ox + -s * oy);
     let cy = p[1] + (s * ox + c * oy);
     [cx, cy, w, h, norm_angle(a)]
+}
+
+/// [`decode`] of many priors on burn tensors, differentiable in the distances and the angle:
+/// `points` `[P, 2]`, distances `[N, P, 4]` and raw angles `[N, P, 1]` → boxes `[N, P, 5]`.
+/// The same float operations in the same order as [`decode`] (torch's `%` is burn's
+/// `remainder` on the CPU backend), so only `sin`/`cos` may differ from it, by an ulp. The
+/// wrap of θ has gradient 1, as torch's `%`: the loss sees the angle mmrotate decodes.
+pub fn decode_tensor(points: &[[f32; 2]], distances: Tensor<3>, angles: Tensor<3>) -> Tensor<3> {
+    let device = distances.device();
+    let [n, p, _] = distances.dims();
+    let col = |i: usize| distances.clone().narrow(2, i, 1);
+    let (l, t, r, b) = (col(0), col(1), col(2), col(3));
+    let (w, h) = (l.clone() + r.clone(), t.clone() + b.clone());
+    let (ox, oy) = ((r - l).div_scalar(2.0), (b - t).div_scalar(2.0));
+    let (cos, sin) = (angles.clone().cos(), angles.clone().sin());
+    let prior = |k: usize| {
+        let v: Vec<f32> = points.iter().map(|q| q[k]).collect();
+        Tensor::<3>::from_data(TensorData::new(v, [1, p, 1]), &device).expand([n, p, 1])
+    };
+    let cx = prior(0) + (cos.clone() * ox.clone() + sin.clone().neg() * oy.clone());
+    let cy = prior(1) + (sin * ox + cos * oy);
+    let theta = (angles + HALF_PI).remainder_scalar(PI) - HALF_PI;
+    Tensor::cat(vec![cx, cy, w, h, theta], 2)
 }
 
 /// The distances and angle of rotated box `b` seen from point `p` (the inverse of
@@ -85,6 +110,25 @@ mod tests {
         // Axis-aligned: the detection decoder's box.
         let r = decode([8.0, 8.0], [2.0, 3.0, 4.0, 5.0], 0.0);
         assert_eq!(r, [9.0, 9.0, 6.0, 8.0, 0.0]);
+    }
+
+    #[test]
+    fn tensor_decode_matches_the_host_decode() {
+        let device = burn::tensor::Device::flex();
+        let points = [[0.0f32, 8.0], [16.0, 24.0], [512.0, 1000.0]];
+        let d = [0.1f32, 0.7, 3.3, 1e-3, 5.5, 0.25, 7.125, 1.0 / 3.0, -12.0, 40.5, 300.25, 7.0];
+        let a = [0.3f32, -2.9, 8.7];
+        let dt = Tensor::<3>::from_data(TensorData::new(d.to_vec(), [1, 3, 4]), &device);
+        let at = Tensor::<3>::from_data(TensorData::new(a.to_vec(), [1, 3, 1]), &device);
+        let got = crate::model::params::to_vec(&decode_tensor(&points, dt, at));
+        for (i, p) in points.iter().enumerate() {
+            let want = decode(*p, d[i * 4..i * 4 + 4].try_into().unwrap(), a[i]);
+            // w, h and the wrapped angle are bit-equal; the centre may move by sin/cos ulps.
+            assert_eq!(got[i * 5 + 2..i * 5 + 5], want[2..], "prior {i}");
+            for c in 0..2 {
+                assert!((got[i * 5 + c] - want[c]).abs() <= 1e-4, "prior {i}: {:?} vs {want:?}", &got[i * 5..]);
+            }
+        }
     }
 
     #[test]

@@ -1,39 +1,44 @@
-//! RTMDet's `loss_by_feat` (spec §9.2, reference quirk 12): assign every image on detached
-//! predictions, then per level QualityFocalLoss over all priors and GIoU over positives
-//! (weighted by their IoU target), each divided by `1 + eps`, and all terms divided by the
-//! global `max(1, Σ IoU targets)`.
+//! RTMDet's `loss_by_feat` (spec §9.2, reference quirk 12): the shared `dense` loss with
+//! axis-aligned boxes, decoded as prior ± distances and regressed with GIoU.
 
-use burn::tensor::{Int, Tensor, TensorData};
+use burn::tensor::Tensor;
 
-use super::AVG_EPS;
+pub use super::dense::DetectionLoss;
+use super::dense::{BoxKind, dense_loss};
 use super::giou::giou_loss;
-use super::quality_focal::quality_focal_loss;
-use crate::assign::{AssignResult, DynamicSoftLabelAssigner};
+use crate::assign::DynamicSoftLabelAssigner;
 use crate::coders::distance_point;
 use crate::model::LevelTensors;
-use crate::model::params::to_vec;
-use crate::priors::grid_priors;
 use crate::structures::Instances;
+use crate::structures::boxes::Bbox;
 
-/// The loss of a batch and what it was made of.
-pub struct DetectionLoss {
-    /// `Σ levels (cls + bbox)`: the scalar to differentiate.
-    pub total: Tensor<1>,
-    /// Per level, already normalised.
-    pub cls: Vec<Tensor<1>>,
-    pub bbox: Vec<Tensor<1>>,
-    pub assignments: Vec<AssignResult>,
-    /// `max(1, Σ IoU targets)`.
-    pub avg_factor: f32,
-    pub num_positives: usize,
-}
+/// Axis-aligned xyxy boxes.
+struct Horizontal;
 
-impl DetectionLoss {
-    /// The batch's loss terms as numbers, named as [`crate::config::Task::loss_terms`] names
-    /// them: `loss_cls` and `loss_bbox` summed over levels.
-    pub fn terms(&self) -> Vec<f64> {
-        let sum = |ts: &[Tensor<1>]| ts.iter().map(|t| to_vec(t)[0] as f64).sum::<f64>();
-        vec![sum(&self.cls), sum(&self.bbox)]
+impl BoxKind for Horizontal {
+    type Box = Bbox;
+    const WIDTH: usize = 4;
+
+    fn decode(level: &LevelTensors, points: &[[f32; 2]]) -> Tensor<3> {
+        let [n, _, h, w] = level.reg.dims();
+        let d = level.reg.clone().reshape([n, 4, h * w]).swap_dims(1, 2);
+        distance_point::decode_tensor(points, d)
+    }
+
+    fn host_box(row: &[f32]) -> Bbox {
+        [row[0], row[1], row[2], row[3]]
+    }
+
+    fn gt_boxes(t: &Instances) -> &[Bbox] {
+        &t.boxes
+    }
+
+    fn target(gt: &Bbox) -> Vec<f32> {
+        gt.to_vec()
+    }
+
+    fn box_loss(pred: Tensor<2>, target: Tensor<2>) -> Tensor<1> {
+        giou_loss(pred, target, 1e-6)
     }
 }
 
@@ -44,94 +49,5 @@ pub fn detection_loss(
     targets: &[Instances],
     assigner: &DynamicSoftLabelAssigner,
 ) -> DetectionLoss {
-    let device = outputs[0].cls.device();
-    let [n, c, _, _] = outputs[0].cls.dims();
-    let sizes: Vec<(usize, usize)> = outputs.iter().map(|o| (o.cls.dims()[2], o.cls.dims()[3])).collect();
-    let strides: Vec<usize> = outputs.iter().map(|o| o.stride).collect();
-    let priors = grid_priors(&sizes, &strides);
-    let p = priors.len();
-
-    // [N, HW, C] logits and [N, HW, 4] boxes (prior ± distances, unclamped) per level.
-    let flat_cls: Vec<Tensor<3>> = outputs
-        .iter()
-        .map(|o| {
-            let [_, _, h, w] = o.cls.dims();
-            o.cls.clone().reshape([n, c, h * w]).swap_dims(1, 2)
-        })
-        .collect();
-    let mut offset = 0;
-    let flat_boxes: Vec<Tensor<3>> = outputs
-        .iter()
-        .map(|o| {
-            let [_, _, h, w] = o.reg.dims();
-            let d = o.reg.clone().reshape([n, 4, h * w]).swap_dims(1, 2);
-            let points: Vec<[f32; 2]> = priors[offset..offset + h * w].iter().map(|q| [q[0], q[1]]).collect();
-            offset += h * w;
-            distance_point::decode_tensor(&points, d)
-        })
-        .collect();
-
-    // Assignment on detached values, per image.
-    let all_logits = to_vec(&Tensor::cat(flat_cls.clone(), 1)); // [N, P, C]
-    let all_boxes = to_vec(&Tensor::cat(flat_boxes.clone(), 1)); // [N, P, 4]
-    let mut assignments = Vec::with_capacity(n);
-    let mut labels = vec![c as i64; n * p];
-    let mut metrics = vec![0f32; n * p];
-    let mut box_targets = vec![0f32; n * p * 4];
-    for (b, t) in targets.iter().enumerate() {
-        let boxes: Vec<[f32; 4]> =
-            all_boxes[b * p * 4..(b + 1) * p * 4].chunks(4).map(|q| [q[0], q[1], q[2], q[3]]).collect();
-        let r = assigner.assign(&priors, &all_logits[b * p * c..(b + 1) * p * c], &boxes, &t.boxes, &t.labels);
-        for i in 0..p {
-            let g = r.gt_inds[i];
-            if g > 0 {
-                let j = (g - 1) as usize;
-                labels[b * p + i] = t.labels[j] as i64;
-                metrics[b * p + i] = r.max_overlaps[i];
-                box_targets[(b * p + i) * 4..(b * p + i) * 4 + 4].copy_from_slice(&t.boxes[j]);
-            }
-        }
-        assignments.push(r);
-    }
-    let avg_factor = metrics.iter().sum::<f32>().max(1.0);
-    let num_positives = labels.iter().filter(|&&l| l < c as i64).count();
-
-    let (mut cls, mut bbox) = (Vec::new(), Vec::new());
-    let mut start = 0;
-    for (lv, (logits, boxes)) in flat_cls.into_iter().zip(flat_boxes).enumerate() {
-        let hw = sizes[lv].0 * sizes[lv].1;
-        // Targets of this level, images concatenated in mmdet's (image, prior) order.
-        let pick = |v: &[f32], width: usize| -> Vec<f32> {
-            (0..n).flat_map(|b| v[(b * p + start) * width..(b * p + start + hw) * width].to_vec()).collect()
-        };
-        let lv_labels: Vec<i64> = (0..n).flat_map(|b| labels[b * p + start..b * p + start + hw].to_vec()).collect();
-        let lv_metrics = pick(&metrics, 1);
-        let lv_targets = pick(&box_targets, 4);
-
-        let logits = logits.reshape([n * hw, c]);
-        let l = Tensor::<1, Int>::from_data(TensorData::new(lv_labels.clone(), [n * hw]), &device);
-        let m = Tensor::<1>::from_data(TensorData::new(lv_metrics.clone(), [n * hw]), &device);
-        let loss_cls = quality_focal_loss(logits, l, m, 2.0).sum().div_scalar(1.0 + AVG_EPS).div_scalar(avg_factor);
-
-        let pos: Vec<i64> =
-            lv_labels.iter().enumerate().filter(|(_, l)| **l < c as i64).map(|(i, _)| i as i64).collect();
-        let loss_bbox = if pos.is_empty() {
-            boxes.sum().mul_scalar(0.0)
-        } else {
-            let k = pos.len();
-            let idx = Tensor::<1, Int>::from_data(TensorData::new(pos.clone(), [k]), &device);
-            let pred = boxes.reshape([n * hw, 4]).select(0, idx);
-            let tgt: Vec<f32> =
-                pos.iter().flat_map(|&i| lv_targets[i as usize * 4..i as usize * 4 + 4].to_vec()).collect();
-            let w: Vec<f32> = pos.iter().map(|&i| lv_metrics[i as usize]).collect();
-            let tgt = Tensor::<2>::from_data(TensorData::new(tgt, [k, 4]), &device);
-            let w = Tensor::<1>::from_data(TensorData::new(w, [k]), &device);
-            (giou_loss(pred, tgt, 1e-6) * w).sum().div_scalar(1.0 + AVG_EPS).mul_scalar(2.0).div_scalar(avg_factor)
-        };
-        cls.push(loss_cls);
-        bbox.push(loss_bbox);
-        start += hw;
-    }
-    let total = cls.iter().chain(&bbox).cloned().reduce(|a, b| a + b).expect("at least one level");
-    DetectionLoss { total, cls, bbox, assignments, avg_factor, num_positives }
+    dense_loss::<Horizontal>(outputs, targets, assigner)
 }

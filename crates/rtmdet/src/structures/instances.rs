@@ -42,6 +42,12 @@ impl Instances {
         Instances { boxes, labels, ..Default::default() }
     }
 
+    /// Rotated ground-truth objects (RTMDet-R), with their enclosing boxes as `boxes`.
+    pub fn rotated_targets(rboxes: Vec<RBox>, labels: Vec<usize>) -> Self {
+        let boxes = rboxes.iter().map(super::rotated::enclosing_box).collect();
+        Instances { boxes, labels, rboxes, ..Default::default() }
+    }
+
     pub fn len(&self) -> usize {
         self.boxes.len()
     }

@@ -1,8 +1,13 @@
 //! Helpers shared by the integration tests: paths into `../shared` and `.npz` reading.
 #![allow(dead_code)]
 
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::PathBuf;
+
+use burn::module::{Param, RunningState};
+use burn::tensor::{Gradients, Tensor};
+use rtmdet::weights::ParamVisitor;
 
 use ndarray::{ArrayD, IxDyn};
 use ndarray_npy::{NpzReader, ReadableElement};
@@ -50,6 +55,40 @@ impl Npz {
 
     pub fn names(&mut self) -> Vec<String> {
         self.0.names().unwrap()
+    }
+}
+
+/// A numpy unicode scalar (`<U…`, UTF-32LE after the `.npy` header) from an `.npz`, which
+/// ndarray-npy does not read.
+pub fn npy_unicode(npz: &std::path::Path, name: &str) -> String {
+    use std::io::Read;
+    let mut zip = zip::ZipArchive::new(std::fs::File::open(npz).unwrap()).unwrap();
+    let mut bytes = Vec::new();
+    zip.by_name(name).unwrap().read_to_end(&mut bytes).unwrap();
+    let header_end = bytes.iter().position(|&b| b == b'\n').unwrap() + 1;
+    bytes[header_end..]
+        .chunks_exact(4)
+        .map(|c| u32::from_le_bytes(c.try_into().unwrap()))
+        .filter(|&c| c != 0)
+        .map(|c| char::from_u32(c).unwrap())
+        .collect()
+}
+
+/// Collects the gradient of every parameter by its checkpoint name.
+pub struct GradCollector<'a> {
+    pub grads: &'a Gradients,
+    pub out: BTreeMap<String, Vec<f32>>,
+}
+
+impl ParamVisitor for GradCollector<'_> {
+    fn param<const D: usize>(&mut self, names: &[String], param: &mut Param<Tensor<D>>) -> rtmdet::Result<()> {
+        if let Some(g) = param.val().grad(self.grads) {
+            self.out.insert(names[0].clone(), rtmdet::weights::to_vec(&g));
+        }
+        Ok(())
+    }
+    fn buffer(&mut self, _: &str, _: &mut RunningState<Tensor<1>>) -> rtmdet::Result<()> {
+        Ok(())
     }
 }
 

@@ -17,6 +17,7 @@ mod onnx_import;
 mod parity;
 mod robustness;
 mod rotated;
+mod rotated_train;
 mod structures_reference;
 mod train_resume;
 mod train_step;

@@ -36,22 +36,6 @@ fn input(image: &str) -> (Vec<f32>, Letterbox) {
     (x, lb)
 }
 
-/// A numpy unicode scalar (`<U…`, UTF-32LE after the `.npy` header) from an `.npz`, which
-/// ndarray-npy does not read.
-fn npy_unicode(npz: &std::path::Path, name: &str) -> String {
-    use std::io::Read;
-    let mut zip = zip::ZipArchive::new(std::fs::File::open(npz).unwrap()).unwrap();
-    let mut bytes = Vec::new();
-    zip.by_name(name).unwrap().read_to_end(&mut bytes).unwrap();
-    let header_end = bytes.iter().position(|&b| b == b'\n').unwrap() + 1;
-    bytes[header_end..]
-        .chunks_exact(4)
-        .map(|c| u32::from_le_bytes(c.try_into().unwrap()))
-        .filter(|&c| c != 0)
-        .map(|c| char::from_u32(c).unwrap())
-        .collect()
-}
-
 #[test]
 fn rotated_checkpoint_is_recognised() {
     let det = detector(EngineKind::Cpu);

@@ -5,32 +5,12 @@
 use std::collections::BTreeMap;
 
 use crate::common::*;
-use burn::module::{Param, RunningState};
-use burn::tensor::Gradients;
 use burn::tensor::{Device, Tensor, TensorData};
 use rtmdet::Instances;
 use rtmdet::assign::DynamicSoftLabelAssigner;
 use rtmdet::loss::detection::detection_loss;
 use rtmdet::model::RtmDet;
-use rtmdet::weights::{ParamVisitor, ReadOptions, VisitWeights, collect, load_into, to_vec};
-
-/// Collects the gradient of every parameter by its checkpoint name.
-struct GradCollector<'a> {
-    grads: &'a Gradients,
-    out: BTreeMap<String, Vec<f32>>,
-}
-
-impl ParamVisitor for GradCollector<'_> {
-    fn param<const D: usize>(&mut self, names: &[String], param: &mut Param<Tensor<D>>) -> rtmdet::Result<()> {
-        if let Some(g) = param.val().grad(self.grads) {
-            self.out.insert(names[0].clone(), to_vec(&g));
-        }
-        Ok(())
-    }
-    fn buffer(&mut self, _: &str, _: &mut RunningState<Tensor<1>>) -> rtmdet::Result<()> {
-        Ok(())
-    }
-}
+use rtmdet::weights::{ReadOptions, VisitWeights, collect, load_into, to_vec};
 
 #[test]
 fn training_step_matches_the_original() {
