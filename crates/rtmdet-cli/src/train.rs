@@ -16,24 +16,31 @@ use crate::sources;
 
 #[derive(Args)]
 pub struct TrainArgs {
-    /// Dataset: an Ultralytics .yaml (train/val splits) or a COCO .json.
+    /// Dataset: an Ultralytics .yaml (train/val splits), a COCO .json, or a DOTA folder
+    /// (`images/` + `labelTxt/` or `annfiles/`, e.g. `rtmdet dota-split` output), which trains
+    /// RTMDet-R.
     #[arg(long)]
     pub data: Option<PathBuf>,
-    /// Validation COCO .json when --data is a COCO .json (default: the training set).
+    /// Validation set when --data is a COCO .json or a DOTA folder (default: the training set).
     #[arg(long)]
     pub val_data: Option<PathBuf>,
+    /// (DOTA folders) Classes: dota (v1.0), dota1.5, dota2.0, dior, hrsc, or a comma-separated list.
+    #[arg(long, default_value = "dota")]
+    pub classes: String,
     /// Model size: tiny, s, m, l, x (or nano).
     #[arg(long, default_value = "tiny")]
     pub model: String,
     /// Initial weights (official .pth or ours); another number of classes re-initialises the classifier.
     #[arg(long)]
     pub weights: Option<PathBuf>,
-    #[arg(long, default_value_t = 300)]
-    pub epochs: usize,
+    /// Epochs [default: 300; RTMDet-R 36].
+    #[arg(long)]
+    pub epochs: Option<usize>,
     #[arg(long, default_value_t = 32)]
     pub batch: usize,
-    #[arg(long, default_value_t = 640)]
-    pub imgsz: usize,
+    /// Training image size [default: 640; RTMDet-R 1024].
+    #[arg(long)]
+    pub imgsz: Option<usize>,
     /// Data workers (decoding and augmentation threads).
     #[arg(long, default_value_t = 2)]
     pub workers: usize,
@@ -67,31 +74,37 @@ pub fn run(args: TrainArgs) -> Result<()> {
         Some(dir) => Trainer::resume(dir, device)?,
         None => {
             let Some(data) = args.data.clone() else { bail!("give --data DATA (or --resume RUN_DIR)") };
+            let rotated = rtmdet::train::trainer::is_rotated_data(&data);
             let opts = TrainOptions {
                 data,
                 val_data: args.val_data.clone(),
                 size: Size::parse(&args.model)?,
                 weights: args.weights.clone(),
-                epochs: args.epochs,
+                epochs: args.epochs.unwrap_or(if rotated { 36 } else { 300 }),
                 batch: args.batch,
-                imgsz: args.imgsz,
+                imgsz: args.imgsz.unwrap_or(if rotated { 1024 } else { 640 }),
                 workers: args.workers,
                 val_interval: args.val_interval,
                 seed: args.seed,
                 lr: args.lr,
                 warmup_iters: args.warmup_iters,
                 stage2_epochs: args.stage2_epochs,
+                classes: Some(rtmdet::classes::rotated_preset(&args.classes)),
             };
             Trainer::new(&opts, &args.out, device)?
         }
     };
+    let recipe = if trainer.cfg.stage1.rotated.is_some() {
+        "RTMDet-R: resize, h/v/d flip, rotation".to_string()
+    } else {
+        format!("last {} without mosaic/mixup", trainer.cfg.stage2_epochs)
+    };
     eprintln!(
-        "training RTMDet-{} on {} ({} classes), {} epochs (last {} without mosaic/mixup), batch {}, lr {:.2e}; run folder {}",
+        "training RTMDet-{} on {} ({} classes), {} epochs ({recipe}), batch {}, lr {:.2e}; run folder {}",
         trainer.cfg.model.size.name(),
         trainer.cfg.data.display(),
         trainer.cfg.model.num_classes,
         trainer.cfg.epochs,
-        trainer.cfg.stage2_epochs,
         trainer.cfg.batch,
         trainer.cfg.lr,
         trainer.run_dir.display()

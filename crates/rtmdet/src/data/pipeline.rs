@@ -1,6 +1,7 @@
 //! The training data pipeline: stage-1 (cached Mosaic → RandomResize → RandomCrop → HSV →
-//! flip → pad → cached MixUp) and stage-2 (no Mosaic/MixUp) per spec §9.5–9.6, run by worker
-//! threads that decode and augment while the model trains.
+//! flip → pad → cached MixUp) and stage-2 (no Mosaic/MixUp) per spec §9.5–9.6, or RTMDet-R's
+//! single stage (resize → h/v/d flip → rotate → pad, spec §11.5), run by worker threads that
+//! decode and augment while the model trains.
 //!
 //! Everything an epoch produces is a function of `(seed, epoch)`: the order is shuffled by
 //! them, batch `b` is built by worker `b % workers` whose caches and random numbers start
@@ -15,6 +16,7 @@ use rand::{RngExt, SeedableRng};
 use serde::{Deserialize, Serialize};
 
 use super::Dataset;
+use super::rotated_transforms::{self, RotatedSample};
 use super::transforms::{
     Rng, Sample, SampleCache, cached_mixup, cached_mosaic, hflip, hsv_jitter, pad, random_crop, random_resize,
 };
@@ -23,6 +25,7 @@ use crate::error::{Error, Result};
 use crate::image_io::{BgrImage, read_image};
 use crate::preprocess::normalize_into;
 use crate::structures::Instances;
+use crate::structures::rotated::RBox;
 
 /// Augmentation settings of one stage.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -36,6 +39,35 @@ pub struct PipelineConfig {
     pub resize_ratio: (f64, f64),
     pub hsv: (f64, f64, f64),
     pub flip_prob: f64,
+    /// RTMDet-R's pipeline instead of the detection one (absent in detection runs).
+    #[serde(default)]
+    pub rotated: Option<RotatedAug>,
+}
+
+/// RTMDet-R's augmentation (mmrotate `dota_rr`: `RandomFlip(0.75, h/v/d)`,
+/// `RandomRotate(0.5, 180, rect_obj_labels)`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RotatedAug {
+    pub flip_prob: f64,
+    pub rotate_prob: f64,
+    /// Degrees: angles are drawn from U(−range, range).
+    pub angle_range: f64,
+    /// Classes whose boxes have no defined orientation (DOTA's storage-tank and roundabout):
+    /// images with them rotate by right angles only.
+    pub rect_classes: Vec<usize>,
+}
+
+impl RotatedAug {
+    /// The official settings; `classes` are the dataset's names (for the rect classes).
+    pub fn official(classes: &[String]) -> Self {
+        let rect_classes = classes
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| matches!(c.as_str(), "storage-tank" | "roundabout"))
+            .map(|(i, _)| i)
+            .collect();
+        RotatedAug { flip_prob: 0.75, rotate_prob: 0.5, angle_range: 180.0, rect_classes }
+    }
 }
 
 impl PipelineConfig {
@@ -52,7 +84,13 @@ impl PipelineConfig {
             resize_ratio: if matches!(size, Size::M | Size::L | Size::X) { (0.1, 2.0) } else { (0.5, 2.0) },
             hsv: (5.0, 30.0, 30.0),
             flip_prob: 0.5,
+            rotated: None,
         }
+    }
+
+    /// RTMDet-R's single stage at `imgsz` (1024 officially).
+    pub fn rotated(size: Size, imgsz: usize, classes: &[String]) -> Self {
+        PipelineConfig { strong: false, rotated: Some(RotatedAug::official(classes)), ..Self::stage1(size, imgsz) }
     }
 
     /// Stage 2: the same resize range at `imgsz` scale, no Mosaic or MixUp.
@@ -67,20 +105,31 @@ pub struct TrainItem {
     pub path: std::path::PathBuf,
     pub boxes: Vec<[f32; 4]>,
     pub labels: Vec<usize>,
+    /// Rotated objects (DOTA data), in the order of `labels`; empty otherwise.
+    pub rboxes: Vec<RBox>,
 }
 
+/// mmdet's `FilterAnnotations(min_gt_bbox_wh=(1e-2, 1e-2))` of the rotated configs.
+const MIN_RBOX_SIDE: f32 = 1e-2;
+
 /// The trainable images of a dataset: with at least one object and both sides ≥ 32 px
-/// (mmdet's `filter_empty_gt`, `min_size=32`).
+/// (mmdet's `filter_empty_gt`, `min_size=32`). Rotated objects smaller than 0.01 px (the
+/// degenerate quads a DOTA folder may hold) are left out, as mmrotate's pipeline does.
 pub fn train_items(data: &Dataset) -> Vec<TrainItem> {
     data.images
         .iter()
         .filter(|i| i.width >= 32 && i.height >= 32)
         .map(|i| {
-            let objs: Vec<_> = i.annotations.iter().filter(|a| !a.iscrowd).collect();
+            let usable = |a: &&super::Annotation| match a.rbox {
+                Some(r) => r[2] >= MIN_RBOX_SIDE && r[3] >= MIN_RBOX_SIDE,
+                None => !a.iscrowd,
+            };
+            let objs: Vec<_> = i.annotations.iter().filter(usable).collect();
             TrainItem {
                 path: i.path.clone(),
                 boxes: objs.iter().map(|a| a.bbox.map(|v| v as f32)).collect(),
                 labels: objs.iter().map(|a| a.label).collect(),
+                rboxes: objs.iter().filter_map(|a| a.rbox).collect(),
             }
         })
         .filter(|t| !t.boxes.is_empty())
@@ -131,6 +180,28 @@ impl Augmenter {
 
     fn load(item: &TrainItem) -> Result<Sample> {
         Ok(Sample { image: read_image(&item.path)?, boxes: item.boxes.clone(), labels: item.labels.clone() })
+    }
+
+    /// The augmented image of `items[index]` and its objects, for either pipeline.
+    fn target(&mut self, items: &[TrainItem], index: usize) -> Result<(BgrImage, Instances)> {
+        if let Some(aug) = self.cfg.rotated.clone() {
+            let s = self.sample_rotated(&items[index], &aug)?;
+            return Ok((s.image, Instances::rotated_targets(s.rboxes, s.labels)));
+        }
+        let s = self.sample(items, index)?;
+        Ok((s.image, Instances::targets(s.boxes, s.labels)))
+    }
+
+    /// RTMDet-R: resize → flip → rotate → pad. A rotation can push every object out of the
+    /// image; the sample is then kept without objects (all priors negative), as mmrotate does.
+    fn sample_rotated(&mut self, item: &TrainItem, aug: &RotatedAug) -> Result<RotatedSample> {
+        let s =
+            RotatedSample { image: read_image(&item.path)?, rboxes: item.rboxes.clone(), labels: item.labels.clone() };
+        let mut s = rotated_transforms::resize_keep_ratio(&s, self.cfg.imgsz);
+        rotated_transforms::random_flip(&mut s, aug.flip_prob, &mut self.rng);
+        rotated_transforms::random_rotate(&mut s, aug.rotate_prob, aug.angle_range, &aug.rect_classes, &mut self.rng);
+        rotated_transforms::pad(&mut s, self.cfg.imgsz);
+        Ok(s)
     }
 
     /// The augmented sample of `first`, re-drawing a random item when the crop loses every
@@ -192,14 +263,14 @@ impl EpochLoader {
                 for b in (w..num_batches).step_by(workers) {
                     let idx = &order[b * batch..((b + 1) * batch).min(order.len())];
                     let built = (|| {
-                        let samples: Vec<Sample> = idx.iter().map(|&i| aug.sample(&items, i)).collect::<Result<_>>()?;
+                        let samples: Vec<(BgrImage, Instances)> =
+                            idx.iter().map(|&i| aug.target(&items, i)).collect::<Result<_>>()?;
                         let mut input = Vec::with_capacity(samples.len() * 3 * cfg.imgsz * cfg.imgsz);
-                        for s in &samples {
-                            normalize_into(&s.image, &mut input);
+                        for (image, _) in &samples {
+                            normalize_into(image, &mut input);
                         }
-                        let targets =
-                            samples.iter().map(|s| Instances::targets(s.boxes.clone(), s.labels.clone())).collect();
-                        Ok(Batch { index: b, images: samples.into_iter().map(|s| s.image).collect(), input, targets })
+                        let (images, targets) = samples.into_iter().unzip();
+                        Ok(Batch { index: b, images, input, targets })
                     })();
                     if tx.send(built).is_err() {
                         return;
