@@ -22,6 +22,7 @@ fn options(dir: &std::path::Path) -> TrainOptions {
         lr: Some(0.002),
         warmup_iters: Some(2),
         stage2_epochs: Some(1),
+        classes: None,
     }
 }
 
