@@ -103,47 +103,11 @@ pub const DOTA: [&str; 15] = [
     "helicopter",
 ];
 
-/// DOTA-v1.5: v1.0 plus `container-crane`.
-pub const DOTA_V15: [&str; 16] = [
-    "plane",
-    "baseball-diamond",
-    "bridge",
-    "ground-track-field",
-    "small-vehicle",
-    "large-vehicle",
-    "ship",
-    "tennis-court",
-    "basketball-court",
-    "storage-tank",
-    "soccer-ball-field",
-    "roundabout",
-    "harbor",
-    "swimming-pool",
-    "helicopter",
-    "container-crane",
-];
+/// What DOTA-v1.5 adds to v1.0 (in order, after its 15 classes).
+pub const DOTA_V15_EXTRA: [&str; 1] = ["container-crane"];
 
-/// DOTA-v2.0: v1.5 plus `airport` and `helipad`.
-pub const DOTA_V2: [&str; 18] = [
-    "plane",
-    "baseball-diamond",
-    "bridge",
-    "ground-track-field",
-    "small-vehicle",
-    "large-vehicle",
-    "ship",
-    "tennis-court",
-    "basketball-court",
-    "storage-tank",
-    "soccer-ball-field",
-    "roundabout",
-    "harbor",
-    "swimming-pool",
-    "helicopter",
-    "container-crane",
-    "airport",
-    "helipad",
-];
+/// What DOTA-v2.0 adds to v1.5.
+pub const DOTA_V2_EXTRA: [&str; 2] = ["airport", "helipad"];
 
 /// DIOR-R's 20 classes in mmrotate's order.
 pub const DIOR: [&str; 20] = [
@@ -172,13 +136,26 @@ pub const DIOR: [&str; 20] = [
 /// The class lists a rotated dataset can name: `dota` (v1.0), `dota1.5`, `dota2.0`, `dior`,
 /// `hrsc` (one class, `ship`); anything else is read as a comma-separated list of names.
 pub fn rotated_preset(spec: &str) -> Vec<String> {
-    let names: &[&str] = match spec.to_ascii_lowercase().as_str() {
-        "dota" | "dota1.0" | "dota-v1.0" => &DOTA,
-        "dota1.5" | "dota-v1.5" => &DOTA_V15,
-        "dota2.0" | "dota-v2.0" => &DOTA_V2,
-        "dior" | "dior-r" => &DIOR,
-        "hrsc" | "hrsc2016" => &["ship"],
+    let names: Vec<&str> = match spec.to_ascii_lowercase().as_str() {
+        "dota" | "dota1.0" | "dota-v1.0" => DOTA.to_vec(),
+        "dota1.5" | "dota-v1.5" => [&DOTA[..], &DOTA_V15_EXTRA].concat(),
+        "dota2.0" | "dota-v2.0" => [&DOTA[..], &DOTA_V15_EXTRA, &DOTA_V2_EXTRA].concat(),
+        "dior" | "dior-r" => DIOR.to_vec(),
+        "hrsc" | "hrsc2016" => vec!["ship"],
         _ => return spec.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect(),
     };
-    names.iter().map(|s| s.to_string()).collect()
+    names.into_iter().map(str::to_string).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rotated_presets() {
+        let n = |s: &str| rotated_preset(s).len();
+        assert_eq!((n("dota"), n("DOTA1.5"), n("dota2.0"), n("dior"), n("hrsc")), (15, 16, 18, 20, 1));
+        assert_eq!(rotated_preset("dota2.0")[17], "helipad");
+        assert_eq!(rotated_preset(" car, truck ,"), vec!["car", "truck"]);
+    }
 }
