@@ -33,7 +33,12 @@ pub struct TrainArgs {
     /// Initial weights (official .pth or ours); another number of classes re-initialises the classifier.
     #[arg(long)]
     pub weights: Option<PathBuf>,
-    /// Epochs [default: 300; RTMDet-R 36].
+    /// (DOTA folders) mmrotate's "aug" recipe: cached Mosaic/MixUp, random resize (0.1–2×
+    /// for m/l/x) and crop, rotation, h/v/d flips; the last tenth of the epochs without
+    /// Mosaic/MixUp [default epochs 100].
+    #[arg(long)]
+    pub mosaic: bool,
+    /// Epochs [default: 300; RTMDet-R 36, 100 with --mosaic].
     #[arg(long)]
     pub epochs: Option<usize>,
     #[arg(long, default_value_t = 32)]
@@ -75,12 +80,21 @@ pub fn run(args: TrainArgs) -> Result<()> {
         None => {
             let Some(data) = args.data.clone() else { bail!("give --data DATA (or --resume RUN_DIR)") };
             let rotated = rtmdet::train::trainer::is_rotated_data(&data);
+            if args.mosaic && !rotated {
+                bail!(
+                    "--mosaic selects RTMDet-R's \"aug\" recipe for DOTA folders; detection always trains with Mosaic/MixUp in stage 1"
+                );
+            }
             let opts = TrainOptions {
                 data,
                 val_data: args.val_data.clone(),
                 size: Size::parse(&args.model)?,
                 weights: args.weights.clone(),
-                epochs: args.epochs.unwrap_or(if rotated { 36 } else { 300 }),
+                epochs: args.epochs.unwrap_or(match (rotated, args.mosaic) {
+                    (true, true) => 100,
+                    (true, false) => 36,
+                    _ => 300,
+                }),
                 batch: args.batch,
                 imgsz: args.imgsz.unwrap_or(if rotated { 1024 } else { 640 }),
                 workers: args.workers,
@@ -90,11 +104,12 @@ pub fn run(args: TrainArgs) -> Result<()> {
                 warmup_iters: args.warmup_iters,
                 stage2_epochs: args.stage2_epochs,
                 classes: Some(rtmdet::classes::rotated_preset(&args.classes)),
+                mosaic: args.mosaic,
             };
             Trainer::new(&opts, &args.out, device)?
         }
     };
-    let recipe = if trainer.cfg.stage1.rotated.is_some() {
+    let recipe = if trainer.cfg.stage1.rotated.as_ref().is_some_and(|r| !r.random_resize_crop) {
         "RTMDet-R: resize, h/v/d flip, rotation".to_string()
     } else {
         format!("last {} without mosaic/mixup", trainer.cfg.stage2_epochs)
@@ -165,9 +180,15 @@ fn format_terms(names: &[&str], values: &[f64], short: bool) -> String {
 
 #[derive(Args)]
 pub struct BrowseArgs {
-    /// Dataset (.yaml or COCO .json).
+    /// Dataset (.yaml, COCO .json, or a DOTA folder for RTMDet-R's augmentation).
     #[arg(long)]
     pub data: PathBuf,
+    /// (DOTA folders) Classes, as for `train`.
+    #[arg(long, default_value = "dota")]
+    pub classes: String,
+    /// (DOTA folders) Show RTMDet-R's "aug" recipe (as `train --mosaic`).
+    #[arg(long)]
+    pub mosaic: bool,
     #[arg(long, default_value = "train")]
     pub split: String,
     #[arg(long, default_value = "tiny")]
@@ -191,12 +212,23 @@ pub struct BrowseArgs {
 
 /// Saves augmented batches of a dataset as `train_batch<k>.jpg`, without training.
 pub fn browse(args: BrowseArgs) -> Result<()> {
-    let data = Dataset::load(&args.data, &args.split)?;
+    let rotated = rtmdet::train::trainer::is_rotated_data(&args.data);
+    let data = if rotated {
+        rtmdet::data::dota::load(&args.data, &rtmdet::classes::rotated_preset(&args.classes))?
+    } else {
+        Dataset::load(&args.data, &args.split)?
+    };
     eprintln!("dataset {}: {}", data.name, data.report);
     let size = Size::parse(&args.model)?;
-    let cfg =
-        if args.stage2 { PipelineConfig::stage2(size, args.imgsz) } else { PipelineConfig::stage1(size, args.imgsz) };
-    let mut model = rtmdet::ModelConfig::new(size).with_num_classes(data.categories.len());
+    let names = data.class_names();
+    let cfg = match (rotated, args.mosaic) {
+        (true, true) => PipelineConfig::rotated_aug(size, args.imgsz, &names),
+        (true, false) => PipelineConfig::rotated(size, args.imgsz, &names),
+        _ => PipelineConfig::stage1(size, args.imgsz),
+    };
+    let cfg = if args.stage2 { cfg.weak() } else { cfg };
+    let model = if rotated { rtmdet::ModelConfig::rotated(size) } else { rtmdet::ModelConfig::new(size) };
+    let mut model = model.with_num_classes(data.categories.len());
     model.class_names = data.class_names();
     let items = Arc::new(train_items(&data));
     if items.is_empty() {

@@ -132,3 +132,44 @@ fn rotated_fine_tuning_on_dota_patches_learns() {
     let pred: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     assert!(pred[0]["detections"][0]["rbox"].is_array(), "rotated boxes out: {}", pred[0]["detections"][0]);
 }
+
+/// RTMDet-R's "aug" recipe end to end on the DOTA samples: `browse --mosaic` shows its
+/// batches, and `train --mosaic` runs both stages (Mosaic/MixUp, then without) with the
+/// recipe recorded in `args.yaml`.
+#[test]
+fn rotated_aug_recipe_browses_and_trains() {
+    let dir = tmp("train-rotated-aug");
+    let dota = shared("assets/dota");
+    let o = Command::new(env!("CARGO_BIN_EXE_rtmdet"))
+        .args(["browse", "--data", dota.to_str().unwrap(), "--mosaic", "--imgsz", "256", "--batch", "2"])
+        .args(["--batches", "2", "--out"])
+        .arg(dir.join("browse"))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    for k in 0..2 {
+        let img = image::open(dir.join(format!("browse/train_batch{k}.jpg"))).unwrap();
+        assert_eq!((img.width(), img.height()), (512, 256));
+    }
+    let out = dir.join("runs");
+    let o = Command::new(env!("CARGO_BIN_EXE_rtmdet"))
+        .args(["train", "--data", dota.to_str().unwrap(), "--mosaic", "--model", "tiny", "--epochs", "2"])
+        .args(["--batch", "2", "--imgsz", "256", "--val-interval", "5", "--out", out.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(err.contains("last 1 without mosaic/mixup"), "{err}");
+    let args = std::fs::read_to_string(out.join("1/args.yaml")).unwrap();
+    assert!(args.contains("random_resize_crop: true") && args.contains("strong: true"), "{args}");
+    let csv = std::fs::read_to_string(out.join("1/results.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 3, "{csv}");
+    // Detection data refuses the flag with the reason.
+    let yaml = coco8_yaml(&dir, &shared("assets/coco8"), "train");
+    let o = Command::new(env!("CARGO_BIN_EXE_rtmdet"))
+        .args(["train", "--data", yaml.to_str().unwrap(), "--mosaic", "--out", out.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("DOTA folders"));
+}

@@ -193,6 +193,13 @@ pub fn load_folders(name: &str, images: &Path, labels: Option<&Path>, classes: &
                         "{}:{line}: degenerate quadrilateral (its points are on one line); kept for evaluation, not trained on",
                         lp.display()
                     ));
+                } else if a.rbox.is_some_and(|r| !(0.0..=w as f32).contains(&r[0]) || !(0.0..=h as f32).contains(&r[1]))
+                {
+                    // Usually labels of another resolution than the image: no prior can learn it.
+                    report.warnings.push(format!(
+                        "{}:{line}: object centre outside the {w}×{h} image (labels of another resolution?); no prior can learn it",
+                        lp.display()
+                    ));
                 }
                 annotations.push(a);
                 next_ann += 1;

@@ -1,7 +1,8 @@
 //! The training data pipeline: stage-1 (cached Mosaic → RandomResize → RandomCrop → HSV →
-//! flip → pad → cached MixUp) and stage-2 (no Mosaic/MixUp) per spec §9.5–9.6, or RTMDet-R's
-//! single stage (resize → h/v/d flip → rotate → pad, spec §11.5), run by worker threads that
-//! decode and augment while the model trains.
+//! flip → pad → cached MixUp) and stage-2 (no Mosaic/MixUp) per spec §9.5–9.6; for RTMDet-R
+//! either mmrotate's single stage (resize → h/v/d flip → rotate → pad) or its "aug" recipe
+//! (the detection stages with a rotation before the crop and h/v/d flips, spec §11.5). Worker
+//! threads decode and augment while the model trains.
 //!
 //! Everything an epoch produces is a function of `(seed, epoch)`: the order is shuffled by
 //! them, batch `b` is built by worker `b % workers` whose caches and random numbers start
@@ -18,13 +19,15 @@ use serde::{Deserialize, Serialize};
 use super::Dataset;
 use super::rotated_transforms::{self, RotatedSample};
 use super::transforms::{
-    Rng, Sample, SampleCache, cached_mixup, cached_mosaic, hflip, hsv_jitter, pad, random_crop, random_resize,
+    BoxGeometry, Rng, Sample, SampleCache, cached_mixup, cached_mosaic, hflip, hsv_jitter, pad, random_crop,
+    random_resize,
 };
 use crate::config::Size;
 use crate::error::{Error, Result};
 use crate::image_io::{BgrImage, read_image};
 use crate::preprocess::normalize_into;
 use crate::structures::Instances;
+use crate::structures::boxes::Bbox;
 use crate::structures::rotated::RBox;
 
 /// Augmentation settings of one stage.
@@ -55,6 +58,10 @@ pub struct RotatedAug {
     /// Classes whose boxes have no defined orientation (DOTA's storage-tank and roundabout):
     /// images with them rotate by right angles only.
     pub rect_classes: Vec<usize>,
+    /// The "aug" recipe: RandomResize → rotate → RandomCrop → HSV → flip → pad (with cached
+    /// Mosaic and MixUp when the stage is `strong`) instead of resize → flip → rotate → pad.
+    #[serde(default)]
+    pub random_resize_crop: bool,
 }
 
 impl RotatedAug {
@@ -66,7 +73,7 @@ impl RotatedAug {
             .filter(|(_, c)| matches!(c.as_str(), "storage-tank" | "roundabout"))
             .map(|(i, _)| i)
             .collect();
-        RotatedAug { flip_prob: 0.75, rotate_prob: 0.5, angle_range: 180.0, rect_classes }
+        RotatedAug { flip_prob: 0.75, rotate_prob: 0.5, angle_range: 180.0, rect_classes, random_resize_crop: false }
     }
 }
 
@@ -93,9 +100,23 @@ impl PipelineConfig {
         PipelineConfig { strong: false, rotated: Some(RotatedAug::official(classes)), ..Self::stage1(size, imgsz) }
     }
 
+    /// Stage 1 of RTMDet-R's "aug" recipe (mmrotate `rotated_rtmdet_l-100e-aug-dota`):
+    /// detection's stage 1 of the size (for l: Mosaic cache 40, MixUp cache 20, random pop,
+    /// MixUp always, resize ratio 0.1–2 at twice `imgsz`) with a rotation before the crop and
+    /// h/v/d flips.
+    pub fn rotated_aug(size: Size, imgsz: usize, classes: &[String]) -> Self {
+        let aug = RotatedAug { random_resize_crop: true, ..RotatedAug::official(classes) };
+        PipelineConfig { rotated: Some(aug), ..Self::stage1(size, imgsz) }
+    }
+
     /// Stage 2: the same resize range at `imgsz` scale, no Mosaic or MixUp.
     pub fn stage2(size: Size, imgsz: usize) -> Self {
-        PipelineConfig { strong: false, ..Self::stage1(size, imgsz) }
+        Self::stage1(size, imgsz).weak()
+    }
+
+    /// The same pipeline without Mosaic and MixUp (the stage-2 switch).
+    pub fn weak(self) -> Self {
+        PipelineConfig { strong: false, ..self }
     }
 }
 
@@ -163,64 +184,45 @@ pub fn epoch_order(n: usize, seed: u64, epoch: usize) -> Vec<usize> {
     order
 }
 
-/// One worker's augmentation state.
-struct Augmenter {
+/// One worker's augmentation state for objects of type `B`.
+struct Augmenter<B> {
     cfg: PipelineConfig,
     rng: Rng,
-    mosaic: SampleCache,
-    mixup: SampleCache,
+    mosaic: SampleCache<B>,
+    mixup: SampleCache<B>,
 }
 
-impl Augmenter {
+impl<B: BoxGeometry> Augmenter<B> {
     fn new(cfg: PipelineConfig, seed: u64) -> Self {
         let mosaic = SampleCache::new(cfg.mosaic_cache, cfg.random_pop);
         let mixup = SampleCache::new(cfg.mixup_cache, cfg.random_pop);
         Augmenter { rng: Rng::seed_from_u64(seed), cfg, mosaic, mixup }
     }
 
-    fn load(item: &TrainItem) -> Result<Sample> {
-        Ok(Sample { image: read_image(&item.path)?, boxes: item.boxes.clone(), labels: item.labels.clone() })
-    }
-
-    /// The augmented image of `items[index]` and its objects, for either pipeline.
-    fn target(&mut self, items: &[TrainItem], index: usize) -> Result<(BgrImage, Instances)> {
-        if let Some(aug) = self.cfg.rotated.clone() {
-            let s = self.sample_rotated(&items[index], &aug)?;
-            return Ok((s.image, Instances::rotated_targets(s.rboxes, s.labels)));
-        }
-        let s = self.sample(items, index)?;
-        Ok((s.image, Instances::targets(s.boxes, s.labels)))
-    }
-
-    /// RTMDet-R: resize → flip → rotate → pad. A rotation can push every object out of the
-    /// image; the sample is then kept without objects (all priors negative), as mmrotate does.
-    fn sample_rotated(&mut self, item: &TrainItem, aug: &RotatedAug) -> Result<RotatedSample> {
-        let s =
-            RotatedSample { image: read_image(&item.path)?, rboxes: item.rboxes.clone(), labels: item.labels.clone() };
-        let mut s = rotated_transforms::resize_keep_ratio(&s, self.cfg.imgsz);
-        rotated_transforms::random_flip(&mut s, aug.flip_prob, &mut self.rng);
-        rotated_transforms::random_rotate(&mut s, aug.rotate_prob, aug.angle_range, &aug.rect_classes, &mut self.rng);
-        rotated_transforms::pad(&mut s, self.cfg.imgsz);
-        Ok(s)
-    }
-
-    /// The augmented sample of `first`, re-drawing a random item when the crop loses every
-    /// object (as mmdet's dataset does when a transform returns nothing).
-    fn sample(&mut self, items: &[TrainItem], first: usize) -> Result<Sample> {
+    /// The augmented sample of `first` through [Mosaic →] RandomResize → `rotate` →
+    /// RandomCrop → HSV → `flip` → Pad [→ MixUp], re-drawing a random item when the crop
+    /// keeps no object (as mmdet's dataset does when a transform returns nothing).
+    fn jittered(
+        &mut self,
+        items: &[TrainItem],
+        first: usize,
+        load: impl Fn(&TrainItem) -> Result<Sample<B>>,
+        rotate: impl Fn(&mut Sample<B>, &mut Rng),
+        flip: impl Fn(&mut Sample<B>, &mut Rng),
+    ) -> Result<Sample<B>> {
         let size = self.cfg.imgsz;
         let mut index = first;
         for _ in 0..50 {
-            let mut s = Self::load(&items[index])?;
+            let mut s = load(&items[index])?;
             if self.cfg.strong {
                 s = cached_mosaic(s, &mut self.mosaic, size, 1.0, &mut self.rng);
             }
             let scale = if self.cfg.strong { 2 * size } else { size };
             s = random_resize(&s, scale, self.cfg.resize_ratio, &mut self.rng);
+            rotate(&mut s, &mut self.rng);
             if let Some(mut s) = random_crop(&s, size, &mut self.rng) {
                 hsv_jitter(&mut s, self.cfg.hsv, &mut self.rng);
-                if self.rng.random::<f64>() < self.cfg.flip_prob {
-                    hflip(&mut s);
-                }
+                flip(&mut s, &mut self.rng);
                 pad(&mut s, size);
                 if self.cfg.strong {
                     s = cached_mixup(s, &mut self.mixup, size, self.cfg.mixup_prob, &mut self.rng);
@@ -231,6 +233,70 @@ impl Augmenter {
         }
         Err(Error::Other("the augmentation kept no object in 50 attempts".into()))
     }
+}
+
+fn load_boxes(item: &TrainItem) -> Result<Sample> {
+    Ok(Sample { image: read_image(&item.path)?, boxes: item.boxes.clone(), labels: item.labels.clone() })
+}
+
+fn load_rotated(item: &TrainItem) -> Result<RotatedSample> {
+    Ok(RotatedSample { image: read_image(&item.path)?, boxes: item.rboxes.clone(), labels: item.labels.clone() })
+}
+
+/// A worker's augmenter: detection (axis-aligned boxes) or RTMDet-R (rotated boxes).
+enum Worker {
+    Boxes(Augmenter<Bbox>),
+    Rotated(Augmenter<RBox>, RotatedAug),
+}
+
+impl Worker {
+    fn new(cfg: PipelineConfig, seed: u64) -> Self {
+        match cfg.rotated.clone() {
+            Some(aug) => Worker::Rotated(Augmenter::new(cfg, seed), aug),
+            None => Worker::Boxes(Augmenter::new(cfg, seed)),
+        }
+    }
+
+    /// The augmented image of `items[index]` and its objects.
+    fn target(&mut self, items: &[TrainItem], index: usize) -> Result<(BgrImage, Instances)> {
+        match self {
+            Worker::Boxes(a) => {
+                let flip_prob = a.cfg.flip_prob;
+                let flip = |s: &mut Sample, rng: &mut Rng| {
+                    if rng.random::<f64>() < flip_prob {
+                        hflip(s);
+                    }
+                };
+                let s = a.jittered(items, index, load_boxes, |_, _| {}, flip)?;
+                Ok((s.image, Instances::targets(s.boxes, s.labels)))
+            }
+            Worker::Rotated(a, aug) if aug.random_resize_crop => {
+                let rotate = |s: &mut RotatedSample, rng: &mut Rng| {
+                    rotated_transforms::random_rotate(s, aug.rotate_prob, aug.angle_range, &aug.rect_classes, rng);
+                };
+                let flip = |s: &mut RotatedSample, rng: &mut Rng| {
+                    rotated_transforms::random_flip(s, aug.flip_prob, rng);
+                };
+                let s = a.jittered(items, index, load_rotated, rotate, flip)?;
+                Ok((s.image, Instances::rotated_targets(s.boxes, s.labels)))
+            }
+            Worker::Rotated(a, aug) => {
+                let s = resize_flip_rotate(a, &items[index], aug)?;
+                Ok((s.image, Instances::rotated_targets(s.boxes, s.labels)))
+            }
+        }
+    }
+}
+
+/// mmrotate's `dota_rr` pipeline: resize → flip → rotate → pad. A rotation can push every
+/// object out of the image; the sample is then kept without objects (all priors negative),
+/// as mmrotate does.
+fn resize_flip_rotate(a: &mut Augmenter<RBox>, item: &TrainItem, aug: &RotatedAug) -> Result<RotatedSample> {
+    let mut s = rotated_transforms::resize_keep_ratio(&load_rotated(item)?, a.cfg.imgsz);
+    rotated_transforms::random_flip(&mut s, aug.flip_prob, &mut a.rng);
+    rotated_transforms::random_rotate(&mut s, aug.rotate_prob, aug.angle_range, &aug.rect_classes, &mut a.rng);
+    rotated_transforms::pad(&mut s, a.cfg.imgsz);
+    Ok(s)
 }
 
 /// The batches of one epoch, produced by background workers, delivered in order.
@@ -259,7 +325,7 @@ impl EpochLoader {
             let (tx, rx) = sync_channel(2);
             let (items, order, cfg) = (items.clone(), order.clone(), cfg.clone());
             handles.push(std::thread::spawn(move || {
-                let mut aug = Augmenter::new(cfg.clone(), mix(seed, epoch as u64, w as u64));
+                let mut aug = Worker::new(cfg.clone(), mix(seed, epoch as u64, w as u64));
                 for b in (w..num_batches).step_by(workers) {
                     let idx = &order[b * batch..((b + 1) * batch).min(order.len())];
                     let built = (|| {
@@ -306,6 +372,154 @@ impl Drop for EpochLoader {
         self.receivers.clear();
         for h in self.handles.drain(..) {
             let _ = h.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::structures::rotated::corners;
+
+    fn image(w: usize, h: usize, seed: usize) -> BgrImage {
+        BgrImage { width: w, height: h, data: (0..w * h * 3).map(|i| ((i * 7 + seed) % 251) as u8).collect() }
+    }
+
+    /// Objects well inside images of assorted shapes, as axis-aligned boxes and as the same
+    /// boxes in rotated form (θ = 0).
+    fn items() -> Vec<(BgrImage, Vec<Bbox>)> {
+        (0..12)
+            .map(|k| {
+                let (w, h) = (200 + 37 * (k % 4), 160 + 53 * (k % 3));
+                let boxes = (0..3)
+                    .map(|j| {
+                        let (x, y) = (20.0 + 50.0 * j as f32 + k as f32, 30.0 + 30.0 * j as f32);
+                        [x, y, x + 25.0 + 3.0 * j as f32, y + 18.0 + k as f32]
+                    })
+                    .collect();
+                (image(w, h, k), boxes)
+            })
+            .collect()
+    }
+
+    fn as_rbox(b: &Bbox) -> RBox {
+        [(b[0] + b[2]) / 2.0, (b[1] + b[3]) / 2.0, b[2] - b[0], b[3] - b[1], 0.0]
+    }
+
+    /// An axis-aligned box carried through the augmentations twice: as itself and as the
+    /// rotated box it equals (θ = 0), noting whether clipping ever changed it.
+    #[derive(Clone, Copy, Debug, PartialEq)]
+    struct Both {
+        h: Bbox,
+        r: RBox,
+        cut: bool,
+    }
+
+    impl BoxGeometry for Both {
+        fn rescale(&self, sx: f32, sy: f32) -> Self {
+            Both { h: self.h.rescale(sx, sy), r: self.r.rescale(sx, sy), cut: self.cut }
+        }
+        fn translate(&self, dx: f32, dy: f32) -> Self {
+            Both { h: self.h.translate(dx, dy), r: self.r.translate(dx, dy), cut: self.cut }
+        }
+        fn hflip(&self, width: f32) -> Self {
+            Both { h: self.h.hflip(width), r: self.r.hflip(width), cut: self.cut }
+        }
+        fn clip(&self, w: f32, h: f32) -> Self {
+            let c = self.h.clip(w, h);
+            Both { h: c, r: self.r.clip(w, h), cut: self.cut || c != self.h }
+        }
+        fn is_inside(&self, w: f32, h: f32) -> bool {
+            self.h.is_inside(w, h)
+        }
+    }
+
+    /// The Mosaic → RandomResize → RandomCrop → HSV → flip → Pad → MixUp chain moves a
+    /// rotated box exactly as the axis-aligned box it equals: every object that clipping
+    /// never touched comes out as the same rectangle (to f32 rounding of the centre/size
+    /// form: 1e-3 relative covers 2048-px coordinates at a few ulp), with θ still 0.
+    #[test]
+    fn rotated_boxes_follow_the_detection_augmentations_exactly() {
+        let data = items();
+        let cfg = PipelineConfig::rotated_aug(Size::L, 128, &[]);
+        let train: Vec<TrainItem> = (0..data.len())
+            .map(|i| TrainItem { path: format!("{i}").into(), boxes: vec![], labels: vec![], rboxes: vec![] })
+            .collect();
+        let load = |t: &TrainItem| {
+            let i: usize = t.path.to_str().and_then(|s| s.parse().ok()).expect("index path");
+            let (img, b) = &data[i];
+            let boxes = b.iter().map(|h| Both { h: *h, r: as_rbox(h), cut: false }).collect();
+            Ok(Sample { image: img.clone(), boxes, labels: vec![0; b.len()] })
+        };
+        let flip = |s: &mut Sample<Both>, rng: &mut Rng| {
+            if rng.random::<f64>() < 0.5 {
+                hflip(s)
+            }
+        };
+        let mut a = Augmenter::<Both>::new(cfg, 7);
+        let (mut compared, mut cut) = (0, 0);
+        for step in 0..40 {
+            let s = a.jittered(&train, step % train.len(), load, |_, _| {}, flip).expect("sample");
+            for b in &s.boxes {
+                if b.cut {
+                    cut += 1;
+                    continue;
+                }
+                let want = as_rbox(&b.h);
+                for c in 0..4 {
+                    let tol = 1e-3 * want[c].abs().max(1.0);
+                    assert!((want[c] - b.r[c]).abs() <= tol, "step {step}: {want:?} vs {:?}", b.r);
+                }
+                assert!(b.r[4].abs() < 1e-6, "step {step}: θ {}", b.r[4]);
+                compared += 1;
+            }
+        }
+        assert!(compared > 60 && cut > 5, "the chain was exercised: {compared} boxes compared, {cut} cut");
+    }
+
+    /// mmrotate's `RotatedBoxes`: never clipped, inside while the centre is (closed).
+    #[test]
+    fn rotated_boxes_are_not_clipped_and_inside_by_centre() {
+        let r: RBox = [-1.0, 5.0, 30.0, 4.0, 0.3];
+        assert_eq!(r.clip(10.0, 10.0), r);
+        assert!(!r.is_inside(10.0, 10.0));
+        assert!([0.0, 10.0, 30.0, 4.0, 0.3].is_inside(10.0, 10.0));
+        assert!(![10.5, 10.0, 30.0, 4.0, 0.3].is_inside(10.0, 10.0));
+        assert_eq!(r.hflip(10.0), [11.0, 5.0, 30.0, 4.0, -0.3]);
+    }
+
+    /// With rotation and h/v/d flips, the "aug" recipe yields `imgsz` images whose rotated
+    /// objects keep their centres inside; corners of a rotated box stay a rectangle.
+    #[test]
+    fn rotated_aug_keeps_centres_inside() {
+        let data = items();
+        let cfg = PipelineConfig::rotated_aug(Size::Tiny, 96, &[]);
+        let aug = cfg.rotated.clone().expect("rotated settings");
+        let train: Vec<TrainItem> = (0..data.len())
+            .map(|i| TrainItem { path: format!("{i}").into(), boxes: vec![], labels: vec![], rboxes: vec![] })
+            .collect();
+        let load = |t: &TrainItem| {
+            let i: usize = t.path.to_str().and_then(|s| s.parse().ok()).expect("index path");
+            let (img, b) = &data[i];
+            Ok(RotatedSample { image: img.clone(), boxes: b.iter().map(as_rbox).collect(), labels: vec![0; b.len()] })
+        };
+        let mut a = Augmenter::<RBox>::new(cfg, 3);
+        for step in 0..30 {
+            let rotate = |s: &mut RotatedSample, rng: &mut Rng| {
+                rotated_transforms::random_rotate(s, 1.0, aug.angle_range, &[], rng);
+            };
+            let flip = |s: &mut RotatedSample, rng: &mut Rng| {
+                rotated_transforms::random_flip(s, aug.flip_prob, rng);
+            };
+            let s = a.jittered(&train, step % train.len(), load, rotate, flip).expect("sample");
+            assert_eq!((s.image.width, s.image.height), (96, 96));
+            assert!(!s.boxes.is_empty());
+            for b in &s.boxes {
+                assert!(b.is_inside(96.0, 96.0), "step {step}: {b:?}");
+                let c = corners(b);
+                let d = |p: [f32; 2], q: [f32; 2]| ((p[0] - q[0]).powi(2) + (p[1] - q[1]).powi(2)).sqrt();
+                assert!((d(c[0], c[2]) - d(c[1], c[3])).abs() < 1e-3, "equal diagonals");
+            }
         }
     }
 }

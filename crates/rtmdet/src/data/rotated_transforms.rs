@@ -6,19 +6,12 @@
 
 use rand::RngExt;
 
-use super::transforms::{Rng, pad_image};
-use crate::image_io::BgrImage;
+use super::transforms::{Rng, Sample, pad_image};
 use crate::preprocess::{Letterbox, resize_linear};
 use crate::structures::rotated::{self, RBox};
 
-/// An image with its rotated objects.
-#[derive(Clone, Debug, PartialEq)]
-pub struct RotatedSample {
-    pub image: BgrImage,
-    /// `(cx, cy, w, h, θ)` in image pixels and radians.
-    pub rboxes: Vec<RBox>,
-    pub labels: Vec<usize>,
-}
+/// An image with its rotated objects, `(cx, cy, w, h, θ)` in image pixels and radians.
+pub type RotatedSample = Sample<RBox>;
 
 /// mmcv's keep-ratio `Resize` to fit `size`×`size` (the test pipeline's geometry), with the
 /// boxes rescaled as `RotatedBoxes.rescale_` does (which moves them by an ulp even at scale 1).
@@ -32,7 +25,7 @@ pub fn resize_keep_ratio(s: &RotatedSample, size: usize) -> RotatedSample {
     };
     RotatedSample {
         image,
-        rboxes: s.rboxes.iter().map(|r| rotated::rescale(r, sx, sy)).collect(),
+        boxes: s.boxes.iter().map(|r| rotated::rescale(r, sx, sy)).collect(),
         labels: s.labels.clone(),
     }
 }
@@ -60,7 +53,7 @@ pub fn flip(s: &mut RotatedSample, dir: Flip) {
                 .copy_from_slice(&src[(sy * w + sx) * 3..(sy * w + sx) * 3 + 3]);
         }
     }
-    for r in &mut s.rboxes {
+    for r in &mut s.boxes {
         if fx {
             r[0] = w as f32 - r[0];
         }
@@ -106,16 +99,16 @@ pub fn rotate(s: &mut RotatedSample, degrees: f64) {
     }
     s.image.data = out;
     let t = degrees.to_radians() as f32;
-    for r in &mut s.rboxes {
+    for r in &mut s.boxes {
         let (dx, dy) = (r[0] as f64 - cx, r[1] as f64 - cy);
         r[0] = (cos * dx - sin * dy + cx) as f32;
         r[1] = (sin * dx + cos * dy + cy) as f32;
         r[4] += t;
     }
     let keep: Vec<bool> =
-        s.rboxes.iter().map(|r| r[0] >= 0.0 && r[1] >= 0.0 && r[0] < w as f32 && r[1] < h as f32).collect();
+        s.boxes.iter().map(|r| r[0] >= 0.0 && r[1] >= 0.0 && r[0] < w as f32 && r[1] < h as f32).collect();
     let mut k = keep.iter();
-    s.rboxes.retain(|_| *k.next().expect("one flag per box"));
+    s.boxes.retain(|_| *k.next().expect("one flag per box"));
     let mut k = keep.iter();
     s.labels.retain(|_| *k.next().expect("one flag per box"));
 }
@@ -161,12 +154,13 @@ pub fn pad(s: &mut RotatedSample, size: usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::image_io::BgrImage;
     use crate::structures::rotated::corners;
 
     fn sample(w: usize, h: usize, rboxes: Vec<RBox>) -> RotatedSample {
         let data = (0..w * h * 3).map(|i| (i * 7 % 251) as u8).collect();
         let labels = vec![0; rboxes.len()];
-        RotatedSample { image: BgrImage { width: w, height: h, data }, rboxes, labels }
+        RotatedSample { image: BgrImage { width: w, height: h, data }, boxes: rboxes, labels }
     }
 
     /// The corners of the transformed box are the transformed corners (as a set: a transform
@@ -190,7 +184,7 @@ mod tests {
                 Flip::Vertical => [p[0], 60.0 - p[1]],
                 Flip::Diagonal => [100.0 - p[0], 60.0 - p[1]],
             };
-            assert_corners(&s.rboxes[0], &corners(&r).map(map), 1e-4);
+            assert_corners(&s.boxes[0], &corners(&r).map(map), 1e-4);
         }
         // A flipped image is the mirror of the original pixel for pixel.
         let s0 = sample(5, 3, vec![]);
@@ -210,7 +204,7 @@ mod tests {
             let (dx, dy) = (p[0] as f64 - cx, p[1] as f64 - cy);
             [(cos * dx - sin * dy + cx) as f32, (sin * dx + cos * dy + cy) as f32]
         };
-        assert_corners(&s.rboxes[0], &corners(&r).map(map), 1e-3);
+        assert_corners(&s.boxes[0], &corners(&r).map(map), 1e-3);
         // 90° on a square image moves pixel (x, y) to (c − (y − c), c + (x − c)) exactly.
         let s0 = sample(9, 9, vec![]);
         let mut s = s0.clone();
@@ -223,7 +217,7 @@ mod tests {
     fn objects_rotated_out_of_the_image_are_dropped() {
         let mut s = sample(100, 20, vec![[95.0, 10.0, 4.0, 4.0, 0.0], [50.0, 10.0, 4.0, 4.0, 0.0]]);
         rotate(&mut s, 90.0);
-        assert_eq!(s.rboxes.len(), 1);
+        assert_eq!(s.boxes.len(), 1);
         assert_eq!(s.labels.len(), 1);
     }
 
@@ -232,7 +226,7 @@ mod tests {
         let s = sample(2048, 1024, vec![[100.0, 50.0, 40.0, 20.0, 0.5]]);
         let r = resize_keep_ratio(&s, 1024);
         assert_eq!((r.image.width, r.image.height), (1024, 512));
-        assert_eq!(r.rboxes[0], rotated::rescale(&s.rboxes[0], 0.5, 0.5));
-        assert!((r.rboxes[0][0] - 50.0).abs() < 1e-5 && (r.rboxes[0][2] - 20.0).abs() < 1e-4);
+        assert_eq!(r.boxes[0], rotated::rescale(&s.boxes[0], 0.5, 0.5));
+        assert!((r.boxes[0][0] - 50.0).abs() < 1e-5 && (r.boxes[0][2] - 20.0).abs() < 1e-4);
     }
 }

@@ -1,19 +1,85 @@
-//! Training augmentations of RTMDet (spec §9.5–9.7), on BGR images with xyxy pixel boxes:
-//! cached Mosaic, random keep-ratio resize, random crop, YOLOX HSV jitter, horizontal flip,
-//! pad, cached MixUp. Geometry follows mmdetection's implementations.
+//! Training augmentations of RTMDet (spec §9.5–9.7) and RTMDet-R's "aug" recipe (§11.5), on
+//! BGR images with their objects: cached Mosaic, random keep-ratio resize, random crop, YOLOX
+//! HSV jitter, horizontal flip, pad, cached MixUp. Geometry follows mmdetection's
+//! implementations, which act on any box type through its `rescale_`/`translate_`/`flip_`/
+//! `clip_`/`is_inside` methods; [`BoxGeometry`] is that interface, for axis-aligned boxes
+//! and (mmrotate's `RotatedBoxes`) rotated boxes.
 
 use rand::RngExt;
 use rand_pcg::Pcg64Mcg;
 
 use crate::image_io::BgrImage;
 use crate::preprocess::{PAD_VALUE, resize_linear};
+use crate::structures::boxes::Bbox;
+use crate::structures::rotated::{self, RBox};
 
-/// An image with its objects.
+/// What the augmentations do to an object's box: mmdet's box-type methods.
+pub trait BoxGeometry: Copy + PartialEq + std::fmt::Debug + Send + Sync + 'static {
+    /// `rescale_`: image coordinates scaled by `(sx, sy)`.
+    fn rescale(&self, sx: f32, sy: f32) -> Self;
+    /// `translate_`.
+    fn translate(&self, dx: f32, dy: f32) -> Self;
+    /// `flip_(horizontal)` in an image `width` wide.
+    fn hflip(&self, width: f32) -> Self;
+    /// `clip_` to a `w`×`h` image.
+    fn clip(&self, w: f32, h: f32) -> Self;
+    /// `is_inside` a `w`×`h` image: the object still has something there to learn from.
+    fn is_inside(&self, w: f32, h: f32) -> bool;
+}
+
+/// `HorizontalBoxes`: `[x1, y1, x2, y2]`, clipped to the image, inside when it overlaps it.
+impl BoxGeometry for Bbox {
+    fn rescale(&self, sx: f32, sy: f32) -> Self {
+        [self[0] * sx, self[1] * sy, self[2] * sx, self[3] * sy]
+    }
+
+    fn translate(&self, dx: f32, dy: f32) -> Self {
+        [self[0] + dx, self[1] + dy, self[2] + dx, self[3] + dy]
+    }
+
+    fn hflip(&self, width: f32) -> Self {
+        [width - self[2], self[1], width - self[0], self[3]]
+    }
+
+    fn clip(&self, w: f32, h: f32) -> Self {
+        [self[0].clamp(0.0, w), self[1].clamp(0.0, h), self[2].clamp(0.0, w), self[3].clamp(0.0, h)]
+    }
+
+    fn is_inside(&self, w: f32, h: f32) -> bool {
+        self[0] < w && self[1] < h && self[2] > 0.0 && self[3] > 0.0
+    }
+}
+
+/// mmrotate's `RotatedBoxes`: `(cx, cy, w, h, θ)`. A rotated box is never clipped (its
+/// shape would change); it stays while its centre is in the image (closed interval).
+impl BoxGeometry for RBox {
+    fn rescale(&self, sx: f32, sy: f32) -> Self {
+        rotated::rescale(self, sx, sy)
+    }
+
+    fn translate(&self, dx: f32, dy: f32) -> Self {
+        [self[0] + dx, self[1] + dy, self[2], self[3], self[4]]
+    }
+
+    fn hflip(&self, width: f32) -> Self {
+        [width - self[0], self[1], self[2], self[3], -self[4]]
+    }
+
+    fn clip(&self, _w: f32, _h: f32) -> Self {
+        *self
+    }
+
+    fn is_inside(&self, w: f32, h: f32) -> bool {
+        self[0] >= 0.0 && self[0] <= w && self[1] >= 0.0 && self[1] <= h
+    }
+}
+
+/// An image with its objects (axis-aligned boxes unless said otherwise).
 #[derive(Clone, Debug, PartialEq)]
-pub struct Sample {
+pub struct Sample<B = Bbox> {
     pub image: BgrImage,
-    /// `[x1, y1, x2, y2]` in image pixels.
-    pub boxes: Vec<[f32; 4]>,
+    /// Boxes in image pixels.
+    pub boxes: Vec<B>,
     pub labels: Vec<usize>,
 }
 
@@ -38,51 +104,58 @@ fn blit(
     }
 }
 
-fn clip_boxes(boxes: &mut [[f32; 4]], w: f32, h: f32) {
+fn clip_boxes<B: BoxGeometry>(boxes: &mut [B], w: f32, h: f32) {
     for b in boxes {
-        b[0] = b[0].clamp(0.0, w);
-        b[2] = b[2].clamp(0.0, w);
-        b[1] = b[1].clamp(0.0, h);
-        b[3] = b[3].clamp(0.0, h);
+        *b = b.clip(w, h);
     }
 }
 
 /// Keeps the objects for which `keep(box)` holds.
-fn retain(s: &mut Sample, keep: impl Fn(&[f32; 4]) -> bool) {
+fn retain<B: BoxGeometry>(s: &mut Sample<B>, keep: impl Fn(&B) -> bool) {
     let flags: Vec<bool> = s.boxes.iter().map(&keep).collect();
     let mut it = flags.iter();
-    s.boxes.retain(|_| *it.next().unwrap());
+    s.boxes.retain(|_| *it.next().expect("one flag per box"));
     let mut it = flags.iter();
-    s.labels.retain(|_| *it.next().unwrap());
+    s.labels.retain(|_| *it.next().expect("one flag per box"));
 }
 
-/// Boxes overlapping the image (mmdet `is_inside`).
-fn inside(b: &[f32; 4], w: f32, h: f32) -> bool {
-    b[0] < w && b[1] < h && b[2] > 0.0 && b[3] > 0.0
-}
-
-/// Resizes to exactly `new_w`×`new_h` and scales the boxes.
-pub fn resize(s: &Sample, new_w: usize, new_h: usize) -> Sample {
-    let (sx, sy) = (new_w as f32 / s.image.width as f32, new_h as f32 / s.image.height as f32);
-    let mut boxes: Vec<[f32; 4]> = s.boxes.iter().map(|b| [b[0] * sx, b[1] * sy, b[2] * sx, b[3] * sy]).collect();
+/// Resizes the image to `new_w`×`new_h` and rescales the boxes by `(sx, sy)` (mmdet's
+/// transforms pass the ratio they computed, not the one the rounded size implies), then
+/// clips them.
+fn resize_with<B: BoxGeometry>(s: &Sample<B>, (new_w, new_h): (usize, usize), (sx, sy): (f32, f32)) -> Sample<B> {
+    let mut boxes: Vec<B> = s.boxes.iter().map(|b| b.rescale(sx, sy)).collect();
     clip_boxes(&mut boxes, new_w as f32, new_h as f32);
     Sample { image: resize_linear(&s.image, new_w.max(1), new_h.max(1)), boxes, labels: s.labels.clone() }
 }
 
+/// Resizes to exactly `new_w`×`new_h` and scales the boxes (mmcv `Resize`).
+pub fn resize<B: BoxGeometry>(s: &Sample<B>, new_w: usize, new_h: usize) -> Sample<B> {
+    let scale = (new_w as f32 / s.image.width as f32, new_h as f32 / s.image.height as f32);
+    resize_with(s, (new_w, new_h), scale)
+}
+
+/// Keep-ratio resize to fit `size`×`size` as the cached transforms do it: size
+/// `int(w·r)`×`int(h·r)`, boxes rescaled by `r`.
+fn fit<B: BoxGeometry>(s: &Sample<B>, size: usize) -> Sample<B> {
+    let (h0, w0) = (s.image.height as f64, s.image.width as f64);
+    let r = (size as f64 / h0).min(size as f64 / w0);
+    resize_with(s, (((w0 * r) as usize).max(1), ((h0 * r) as usize).max(1)), (r as f32, r as f32))
+}
+
 /// A FIFO (or random-pop) cache of recent samples, as in mmdet's cached transforms.
 #[derive(Clone, Debug)]
-pub struct SampleCache {
-    pub items: Vec<Sample>,
+pub struct SampleCache<B = Bbox> {
+    pub items: Vec<Sample<B>>,
     pub max: usize,
     pub random_pop: bool,
 }
 
-impl SampleCache {
+impl<B: BoxGeometry> SampleCache<B> {
     pub fn new(max: usize, random_pop: bool) -> Self {
         SampleCache { items: Vec::new(), max, random_pop }
     }
 
-    fn push(&mut self, s: &Sample, rng: &mut Rng) {
+    fn push(&mut self, s: &Sample<B>, rng: &mut Rng) {
         self.items.push(s.clone());
         if self.items.len() > self.max {
             let i = if self.random_pop { rng.random_range(0..self.items.len()) } else { 0 };
@@ -93,12 +166,18 @@ impl SampleCache {
 
 /// CachedMosaic: the sample top-left and three cached samples around a random centre on a
 /// 2·size canvas.
-pub fn cached_mosaic(s: Sample, cache: &mut SampleCache, size: usize, prob: f64, rng: &mut Rng) -> Sample {
+pub fn cached_mosaic<B: BoxGeometry>(
+    s: Sample<B>,
+    cache: &mut SampleCache<B>,
+    size: usize,
+    prob: f64,
+    rng: &mut Rng,
+) -> Sample<B> {
     cache.push(&s, rng);
     if cache.items.len() <= 4 || rng.random::<f64>() > prob {
         return s;
     }
-    let parts: Vec<Sample> =
+    let parts: Vec<Sample<B>> =
         std::iter::once(s).chain((0..3).map(|_| cache.items[rng.random_range(0..cache.items.len())].clone())).collect();
     let canvas_side = 2 * size;
     let mut canvas = filled(canvas_side, canvas_side);
@@ -107,9 +186,7 @@ pub fn cached_mosaic(s: Sample, cache: &mut SampleCache, size: usize, prob: f64,
     let (mut boxes, mut labels) = (Vec::new(), Vec::new());
     let side = canvas_side as i64;
     for (loc, part) in parts.iter().enumerate() {
-        let (h0, w0) = (part.image.height as f64, part.image.width as f64);
-        let r = (size as f64 / h0).min(size as f64 / w0);
-        let tile = resize(part, ((w0 * r) as usize).max(1), ((h0 * r) as usize).max(1));
+        let tile = fit(part, size);
         let (w, h) = (tile.image.width as i64, tile.image.height as i64);
         // Paste region on the canvas and crop region in the tile (YOLOX geometry).
         let ((x1, y1, x2, y2), (cx1, cy1)) = match loc {
@@ -138,18 +215,18 @@ pub fn cached_mosaic(s: Sample, cache: &mut SampleCache, size: usize, prob: f64,
             );
         }
         let (dx, dy) = ((x1 - cx1) as f32, (y1 - cy1) as f32);
-        boxes.extend(tile.boxes.iter().map(|b| [b[0] + dx, b[1] + dy, b[2] + dx, b[3] + dy]));
+        boxes.extend(tile.boxes.iter().map(|b| b.translate(dx, dy)));
         labels.extend(&tile.labels);
     }
     let mut out = Sample { image: canvas, boxes, labels };
     let f = canvas_side as f32;
     clip_boxes(&mut out.boxes, f, f);
-    retain(&mut out, |b| inside(b, f, f));
+    retain(&mut out, |b| b.is_inside(f, f));
     out
 }
 
 /// RandomResize: keep-ratio resize to fit `(scale·ratio)²`, `ratio ~ U(lo, hi)`.
-pub fn random_resize(s: &Sample, scale: usize, (lo, hi): (f64, f64), rng: &mut Rng) -> Sample {
+pub fn random_resize<B: BoxGeometry>(s: &Sample<B>, scale: usize, (lo, hi): (f64, f64), rng: &mut Rng) -> Sample<B> {
     let ratio = rng.random::<f64>() * (hi - lo) + lo;
     let target = (scale as f64 * ratio) as usize;
     let (w, h) = (s.image.width as f64, s.image.height as f64);
@@ -157,8 +234,8 @@ pub fn random_resize(s: &Sample, scale: usize, (lo, hi): (f64, f64), rng: &mut R
     resize(s, ((w * f + 0.5) as usize).max(1), ((h * f + 0.5) as usize).max(1))
 }
 
-/// RandomCrop (absolute size): `None` when no object keeps a positive area.
-pub fn random_crop(s: &Sample, size: usize, rng: &mut Rng) -> Option<Sample> {
+/// RandomCrop (absolute size): `None` when no object is left inside.
+pub fn random_crop<B: BoxGeometry>(s: &Sample<B>, size: usize, rng: &mut Rng) -> Option<Sample<B>> {
     let (ch, cw) = (size.min(s.image.height), size.min(s.image.width));
     let oy = rng.random_range(0..=s.image.height - ch);
     let ox = rng.random_range(0..=s.image.width - cw);
@@ -166,15 +243,12 @@ pub fn random_crop(s: &Sample, size: usize, rng: &mut Rng) -> Option<Sample> {
     blit(&mut image, &s.image, (ox, oy), (0, 0), (cw, ch));
     let mut out = Sample {
         image,
-        boxes: s
-            .boxes
-            .iter()
-            .map(|b| [b[0] - ox as f32, b[1] - oy as f32, b[2] - ox as f32, b[3] - oy as f32])
-            .collect(),
+        boxes: s.boxes.iter().map(|b| b.translate(-(ox as f32), -(oy as f32))).collect(),
         labels: s.labels.clone(),
     };
-    clip_boxes(&mut out.boxes, cw as f32, ch as f32);
-    retain(&mut out, |b| b[2] > b[0] && b[3] > b[1]);
+    let (fw, fh) = (cw as f32, ch as f32);
+    clip_boxes(&mut out.boxes, fw, fh);
+    retain(&mut out, |b| b.is_inside(fw, fh));
     (!out.boxes.is_empty()).then_some(out)
 }
 
@@ -219,7 +293,7 @@ fn hsv_to_bgr(h: i32, s: i32, v: i32) -> [u8; 3] {
 }
 
 /// YOLOX HSV jitter: gains `U(-1, 1)·(5, 30, 30)`, each kept with probability 0.5.
-pub fn hsv_jitter(s: &mut Sample, deltas: (f64, f64, f64), rng: &mut Rng) {
+pub fn hsv_jitter<B>(s: &mut Sample<B>, deltas: (f64, f64, f64), rng: &mut Rng) {
     let mut gains = [deltas.0, deltas.1, deltas.2].map(|d| rng.random_range(-1.0..1.0) * d);
     for g in gains.iter_mut() {
         if rng.random_range(0..2) == 0 {
@@ -238,19 +312,23 @@ pub fn hsv_jitter(s: &mut Sample, deltas: (f64, f64, f64), rng: &mut Rng) {
 }
 
 /// Mirrors the image and boxes left-right.
-pub fn hflip(s: &mut Sample) {
-    let (w, h) = (s.image.width, s.image.height);
-    for y in 0..h {
-        let row = &mut s.image.data[y * w * 3..(y + 1) * w * 3];
+pub fn hflip<B: BoxGeometry>(s: &mut Sample<B>) {
+    mirror_rows(&mut s.image);
+    let wf = s.image.width as f32;
+    for b in &mut s.boxes {
+        *b = b.hflip(wf);
+    }
+}
+
+/// Mirrors every row of the image in place.
+fn mirror_rows(img: &mut BgrImage) {
+    let w = img.width;
+    for row in img.data.chunks_exact_mut(w * 3) {
         for x in 0..w / 2 {
             for c in 0..3 {
                 row.swap(x * 3 + c, (w - 1 - x) * 3 + c);
             }
         }
-    }
-    let wf = w as f32;
-    for b in &mut s.boxes {
-        *b = [wf - b[2], b[1], wf - b[0], b[3]];
     }
 }
 
@@ -266,7 +344,7 @@ pub fn pad_image(img: &BgrImage, size: usize) -> BgrImage {
 }
 
 /// Pads bottom/right with 114 up to `size`×`size`.
-pub fn pad(s: &mut Sample, size: usize) {
+pub fn pad<B>(s: &mut Sample<B>, size: usize) {
     if s.image.width < size || s.image.height < size {
         s.image = pad_image(&s.image, size);
     }
@@ -274,7 +352,13 @@ pub fn pad(s: &mut Sample, size: usize) {
 
 /// CachedMixUp: blends with a cached sample (resized to fit `size`, maybe flipped, randomly
 /// placed), 0.5/0.5, and concatenates the objects.
-pub fn cached_mixup(s: Sample, cache: &mut SampleCache, size: usize, prob: f64, rng: &mut Rng) -> Sample {
+pub fn cached_mixup<B: BoxGeometry>(
+    s: Sample<B>,
+    cache: &mut SampleCache<B>,
+    size: usize,
+    prob: f64,
+    rng: &mut Rng,
+) -> Sample<B> {
     cache.push(&s, rng);
     if cache.items.len() <= 1 || rng.random::<f64>() > prob {
         return s;
@@ -290,12 +374,7 @@ pub fn cached_mixup(s: Sample, cache: &mut SampleCache, size: usize, prob: f64, 
     let Some(i) = pick else { return s };
     let other = cache.items[i].clone();
     let is_flip = rng.random::<f64>() > 0.5;
-    let r = (size as f64 / other.image.height as f64).min(size as f64 / other.image.width as f64);
-    let fitted = resize(
-        &other,
-        ((other.image.width as f64 * r) as usize).max(1),
-        ((other.image.height as f64 * r) as usize).max(1),
-    );
+    let fitted = fit(&other, size);
     let mut placed = Sample { image: filled(size, size), boxes: fitted.boxes, labels: fitted.labels };
     blit(&mut placed.image, &fitted.image, (0, 0), (0, 0), (fitted.image.width, fitted.image.height));
     if is_flip {
@@ -318,13 +397,12 @@ pub fn cached_mixup(s: Sample, cache: &mut SampleCache, size: usize, prob: f64, 
             }
         }
     }
-    let mut moved: Vec<[f32; 4]> =
-        placed.boxes.iter().map(|b| [b[0] - ox as f32, b[1] - oy as f32, b[2] - ox as f32, b[3] - oy as f32]).collect();
+    let mut moved: Vec<B> = placed.boxes.iter().map(|b| b.translate(-(ox as f32), -(oy as f32))).collect();
     clip_boxes(&mut moved, tw as f32, th as f32);
     out.boxes.extend(moved);
     out.labels.extend(placed.labels);
     let (fw, fh) = (tw as f32, th as f32);
-    retain(&mut out, |b| inside(b, fw, fh));
+    retain(&mut out, |b| b.is_inside(fw, fh));
     out
 }
 

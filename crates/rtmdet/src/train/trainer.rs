@@ -72,6 +72,9 @@ pub struct TrainOptions {
     pub stage2_epochs: Option<usize>,
     /// Class names of a DOTA folder (default: DOTA-v1.0's 15).
     pub classes: Option<Vec<String>>,
+    /// RTMDet-R: mmrotate's "aug" recipe (cached Mosaic/MixUp, random resize and crop, the
+    /// last tenth of the epochs without Mosaic/MixUp). Detection always trains this way.
+    pub mosaic: bool,
 }
 
 /// Whether `data` names a DOTA folder, i.e. a rotated-box (RTMDet-R) training set.
@@ -96,7 +99,10 @@ impl TrainConfig {
             .with_num_classes(classes.len());
         model.class_names = classes.clone();
         model.input_size = o.imgsz;
-        let (stage1, stage2) = if rotated {
+        let (stage1, stage2) = if rotated && o.mosaic {
+            let p = PipelineConfig::rotated_aug(o.size, o.imgsz, &classes);
+            (p.clone(), p.weak())
+        } else if rotated {
             let p = PipelineConfig::rotated(o.size, o.imgsz, &classes);
             (p.clone(), p)
         } else {
@@ -110,10 +116,10 @@ impl TrainConfig {
             weights: o.weights.clone(),
             model,
             epochs: o.epochs,
-            // 20 of 300 epochs, proportionally.
+            // 20 of 300 epochs (detection) or 10 of 100 (RTMDet-R "aug"), proportionally.
             stage2_epochs: o
                 .stage2_epochs
-                .unwrap_or((o.epochs as f64 * 20.0 / 300.0).round() as usize)
+                .unwrap_or((o.epochs as f64 * if rotated { 0.1 } else { 20.0 / 300.0 }).round() as usize)
                 .clamp(1, o.epochs),
             batch: o.batch,
             imgsz: o.imgsz,

@@ -143,3 +143,38 @@ fn dota_split_matches_mmrotate() {
     }
     let _ = std::fs::remove_dir_all(&out);
 }
+
+/// Loading a DOTA folder reports what training cannot use, naming file and line, and loads
+/// the rest: a degenerate quadrilateral, an object outside its image (the shared sample
+/// P2805 is a 170-px image with 1024-px labels), a bad row, an unknown class, a label file
+/// without an image.
+#[test]
+fn dota_folder_problems_are_reported_by_file_and_line() {
+    let dir = std::env::temp_dir().join(format!("rtmdet-dota-report-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("images")).unwrap();
+    std::fs::create_dir_all(dir.join("labelTxt")).unwrap();
+    let src = shared("assets/dota");
+    for f in ["P0004__1__0___0.png", "P2805__1024__0___0.png"] {
+        std::fs::copy(src.join("images").join(f), dir.join("images").join(f)).unwrap();
+    }
+    std::fs::copy(src.join("labelTxt/P2805__1024__0___0.txt"), dir.join("labelTxt/P2805__1024__0___0.txt")).unwrap();
+    std::fs::write(
+        dir.join("labelTxt/P0004__1__0___0.txt"),
+        "imagesource:GoogleEarth\ngsd:0.1\n10 10 20 10 20 20 10 20 plane 0\n5 5 10 10 15 15 20 20 ship 0\n\
+         1 2 3 plane\n10 10 20 10 20 20 10 20 spaceship 1\n",
+    )
+    .unwrap();
+    std::fs::write(dir.join("labelTxt/orphan.txt"), "").unwrap();
+    let data = rtmdet::data::dota::load(&dir, &rtmdet::classes::rotated_preset("dota")).unwrap();
+    let r = &data.report;
+    let text = |v: &[String]| v.join("\n");
+    assert_eq!(data.images.len(), 2);
+    assert_eq!(r.annotations, 2 + 4, "{r:?}");
+    assert!(text(&r.warnings).contains("P0004__1__0___0.txt:4: degenerate quadrilateral"), "{r:?}");
+    assert!(text(&r.warnings).contains("P2805__1024__0___0.txt:1: object centre outside the 170×170 image"), "{r:?}");
+    assert!(text(&r.bad_rows).contains("P0004__1__0___0.txt:5: expected 9 or 10 fields"), "{r:?}");
+    assert!(text(&r.bad_rows).contains("P0004__1__0___0.txt:6: unknown class 'spaceship'"), "{r:?}");
+    assert_eq!(r.labels_without_images.len(), 1);
+    let _ = std::fs::remove_dir_all(&dir);
+}

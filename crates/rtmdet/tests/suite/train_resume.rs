@@ -23,6 +23,7 @@ fn options(dir: &std::path::Path) -> TrainOptions {
         warmup_iters: Some(2),
         stage2_epochs: Some(1),
         classes: None,
+        mosaic: false,
     }
 }
 
