@@ -50,9 +50,10 @@ pub struct EvalArgs {
     /// (dota) How AP summarises the precision/recall curve.
     #[arg(long, value_enum, default_value = "11points")]
     pub ap_mode: ApModeArg,
-    /// (dota) Classes: dota (v1.0), dota1.5, dota2.0, dior, hrsc, or a comma-separated list.
-    #[arg(long, default_value = "dota")]
-    pub classes: String,
+    /// (dota) Classes: dota (v1.0), dota1.5, dota2.0, dior, hrsc, or a comma-separated list
+    /// [default: dior for XML labels, else dota].
+    #[arg(long)]
+    pub classes: Option<String>,
     /// (dota) Objects with a difficulty above this are ignored: 0 ignores DOTA's difficult
     /// objects (the DOTA server's rule); 100 ignores none (mmrotate's DOTADataset default).
     #[arg(long, default_value_t = 0)]
@@ -122,7 +123,10 @@ fn dota(args: &EvalArgs) -> Result<()> {
     if !(args.iou_thr > 0.0 && args.iou_thr <= 1.0) {
         bail!("--iou-thr must be in (0, 1]");
     }
-    let classes = rtmdet::classes::rotated_preset(&args.classes);
+    let classes = match &args.classes {
+        Some(c) => rtmdet::classes::rotated_preset(c),
+        None => rtmdet::data::dota::default_classes(&args.gt),
+    };
     if classes.is_empty() {
         bail!("--classes names no class");
     }

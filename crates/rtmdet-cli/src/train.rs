@@ -24,9 +24,10 @@ pub struct TrainArgs {
     /// Validation set when --data is a COCO .json or a DOTA folder (default: the training set).
     #[arg(long)]
     pub val_data: Option<PathBuf>,
-    /// (DOTA folders) Classes: dota (v1.0), dota1.5, dota2.0, dior, hrsc, or a comma-separated list.
-    #[arg(long, default_value = "dota")]
-    pub classes: String,
+    /// (DOTA folders) Classes: dota (v1.0), dota1.5, dota2.0, dior, hrsc, or a comma-separated list
+    /// [default: dior for XML labels, else dota].
+    #[arg(long)]
+    pub classes: Option<String>,
     /// Model size: tiny, s, m, l, x (or nano).
     #[arg(long, default_value = "tiny")]
     pub model: String,
@@ -103,7 +104,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
                 lr: args.lr,
                 warmup_iters: args.warmup_iters,
                 stage2_epochs: args.stage2_epochs,
-                classes: Some(rtmdet::classes::rotated_preset(&args.classes)),
+                classes: args.classes.as_deref().map(rtmdet::classes::rotated_preset),
                 mosaic: args.mosaic,
             };
             Trainer::new(&opts, &args.out, device)?
@@ -184,8 +185,8 @@ pub struct BrowseArgs {
     #[arg(long)]
     pub data: PathBuf,
     /// (DOTA folders) Classes, as for `train`.
-    #[arg(long, default_value = "dota")]
-    pub classes: String,
+    #[arg(long)]
+    pub classes: Option<String>,
     /// (DOTA folders) Show RTMDet-R's "aug" recipe (as `train --mosaic`).
     #[arg(long)]
     pub mosaic: bool,
@@ -214,7 +215,11 @@ pub struct BrowseArgs {
 pub fn browse(args: BrowseArgs) -> Result<()> {
     let rotated = rtmdet::train::trainer::is_rotated_data(&args.data);
     let data = if rotated {
-        rtmdet::data::dota::load(&args.data, &rtmdet::classes::rotated_preset(&args.classes))?
+        let classes = match &args.classes {
+            Some(c) => rtmdet::classes::rotated_preset(c),
+            None => rtmdet::data::dota::default_classes(&args.data),
+        };
+        rtmdet::data::dota::load(&args.data, &classes)?
     } else {
         Dataset::load(&args.data, &args.split)?
     };

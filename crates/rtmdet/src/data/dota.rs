@@ -3,8 +3,14 @@
 //! `gsd:` header lines. Quadrilaterals become rotated boxes with OpenCV's `minAreaRect`
 //! (mmrotate's `qbox2rbox`); classes are matched by name against a configurable list.
 //!
-//! Layout: `ROOT/images/` with `ROOT/labelTxt/` (DOTA's release), `ROOT/annfiles/` (what
-//! mmrotate's and our split tool write) or `ROOT/labels/`.
+//! DIOR-R's XML annotations (one `.xml` per image, `<object>` with `<name>` and
+//! `<robndbox>` corners, or an axis-aligned `<bndbox>`) load the same way, as mmrotate's
+//! `DIORDataset` reads them: class names lower-cased, `<difficult>` not used.
+//!
+//! Layout: `ROOT/images/` (or DIOR's `JPEGImages-trainval/`, `JPEGImages/`) with
+//! `ROOT/labelTxt/` (DOTA's release), `ROOT/annfiles/` (what mmrotate's and our split tool
+//! write), `ROOT/labels/`, or for XML `ROOT/annotations/` (DIOR's
+//! `Annotations/Oriented Bounding Boxes/`).
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -52,11 +58,14 @@ pub fn parse_row(line: &str) -> std::result::Result<Option<LabelRow>, String> {
 /// Label rows with their line numbers (1-based).
 pub type NumberedRows = Vec<(usize, LabelRow)>;
 
-/// The rows of one label file with their line numbers; unusable lines come back as
-/// `file:line: reason`.
+/// The rows of one label file (DOTA text, or DIOR-R XML for `.xml`) with their line numbers
+/// (1-based); unusable lines come back as `file:line: reason`.
 pub fn read_label_file(path: &Path) -> Result<(NumberedRows, Vec<String>)> {
     let bytes = std::fs::read(path).map_err(|e| Error::Other(format!("{}: {e}", path.display())))?;
     let text = String::from_utf8_lossy(&bytes);
+    if is_xml(path) {
+        return read_xml_labels(path, &text);
+    }
     let (mut rows, mut bad) = (Vec::new(), Vec::new());
     for (n, line) in text.lines().enumerate() {
         match parse_row(line) {
@@ -68,9 +77,77 @@ pub fn read_label_file(path: &Path) -> Result<(NumberedRows, Vec<String>)> {
     Ok((rows, bad))
 }
 
-/// The label folder of a DOTA root, the first of `labelTxt`, `annfiles`, `labels` present.
+fn is_xml(path: &Path) -> bool {
+    path.extension().is_some_and(|e| e.eq_ignore_ascii_case("xml"))
+}
+
+/// The `<object>`s of a DIOR-R / VOC-style XML file, numbered by the line they start on.
+fn read_xml_labels(path: &Path, text: &str) -> Result<(NumberedRows, Vec<String>)> {
+    let doc = roxmltree::Document::parse(text.trim_start_matches('\u{feff}'))
+        .map_err(|e| Error::Other(format!("{}: not a valid XML annotation: {e}", path.display())))?;
+    let (mut rows, mut bad) = (Vec::new(), Vec::new());
+    for obj in doc.descendants().filter(|n| n.has_tag_name("object")) {
+        let line = doc.text_pos_at(obj.range().start).row as usize;
+        match xml_object(obj) {
+            Ok(row) => rows.push((line, row)),
+            Err(e) => bad.push(format!("{}:{line}: {e}", path.display())),
+        }
+    }
+    Ok((rows, bad))
+}
+
+fn xml_child<'a, 'i>(n: roxmltree::Node<'a, 'i>, tag: &str) -> Option<roxmltree::Node<'a, 'i>> {
+    n.children().find(|c| c.has_tag_name(tag))
+}
+
+/// DIOR-R's oriented box (corners left-top, right-top, right-bottom, left-bottom) or, for
+/// horizontal annotations, `<bndbox>` as its four corners (mmrotate's `ann_type='hbb'`).
+fn xml_object(obj: roxmltree::Node) -> std::result::Result<LabelRow, String> {
+    let number = |n: roxmltree::Node, tag: &str| -> std::result::Result<f32, String> {
+        let t = xml_child(n, tag).and_then(|c| c.text()).map(str::trim).unwrap_or("");
+        t.parse::<f32>().ok().filter(|v| v.is_finite()).ok_or_else(|| format!("<{tag}> '{t}' is not a number"))
+    };
+    let class = xml_child(obj, "name")
+        .and_then(|n| n.text())
+        .map(|t| t.trim().to_lowercase())
+        .filter(|t| !t.is_empty())
+        .ok_or("object without a <name>")?;
+    let quad = if let Some(r) = xml_child(obj, "robndbox") {
+        let mut q = [0f32; 8];
+        for (i, corner) in ["left_top", "right_top", "right_bottom", "left_bottom"].iter().enumerate() {
+            q[2 * i] = number(r, &format!("x_{corner}"))?;
+            q[2 * i + 1] = number(r, &format!("y_{corner}"))?;
+        }
+        q
+    } else if let Some(b) = xml_child(obj, "bndbox") {
+        let [x1, y1, x2, y2] = [number(b, "xmin")?, number(b, "ymin")?, number(b, "xmax")?, number(b, "ymax")?];
+        [x1, y1, x2, y1, x2, y2, x1, y2]
+    } else {
+        return Err("object without <robndbox> or <bndbox>".into());
+    };
+    Ok(LabelRow { quad, class, difficulty: 0 })
+}
+
+/// The label folder of a root: the first of `labelTxt`, `annfiles`, `labels`, `annotations`,
+/// `Annotations/Oriented Bounding Boxes`, `Annotations` present.
 pub fn label_dir(root: &Path) -> Option<PathBuf> {
-    ["labelTxt", "annfiles", "labels"].iter().map(|d| root.join(d)).find(|p| p.is_dir())
+    ["labelTxt", "annfiles", "labels", "annotations", "Annotations/Oriented Bounding Boxes", "Annotations"]
+        .iter()
+        .map(|d| root.join(d))
+        .find(|p| p.is_dir())
+}
+
+/// The image folder of a root: `images`, or DIOR's `JPEGImages-trainval` / `JPEGImages`.
+pub fn image_dir(root: &Path) -> Option<PathBuf> {
+    ["images", "JPEGImages-trainval", "JPEGImages"].iter().map(|d| root.join(d)).find(|p| p.is_dir())
+}
+
+/// The classes a root's labels imply when none are given: DIOR-R's 20 for XML labels,
+/// DOTA-v1.0's 15 otherwise.
+pub fn default_classes(root: &Path) -> Vec<String> {
+    let labels = label_dir(root).unwrap_or_else(|| root.to_path_buf());
+    let xml = labels_by_stem(&labels).is_ok_and(|m| m.values().any(|p| is_xml(p)));
+    crate::classes::rotated_preset(if xml { "dior" } else { "dota" })
 }
 
 const IMAGE_EXTENSIONS: [&str; 7] = ["png", "jpg", "jpeg", "bmp", "tif", "tiff", "webp"];
@@ -92,13 +169,13 @@ pub fn images_by_stem(dir: &Path) -> Result<BTreeMap<String, PathBuf>> {
     Ok(out)
 }
 
-/// Label files of a folder by file stem (sorted).
+/// Label files (`.txt`, `.xml`) of a folder by file stem (sorted).
 pub fn labels_by_stem(dir: &Path) -> Result<BTreeMap<String, PathBuf>> {
     let mut out = BTreeMap::new();
     let entries = std::fs::read_dir(dir).map_err(|e| Error::Other(format!("{}: {e}", dir.display())))?;
     for e in entries {
         let path = e?.path();
-        if path.extension().is_some_and(|e| e == "txt")
+        if (path.extension().is_some_and(|e| e == "txt") || is_xml(&path))
             && let Some(stem) = path.file_stem().and_then(|s| s.to_str())
         {
             out.insert(stem.to_string(), path);
@@ -132,15 +209,15 @@ pub fn annotation(row: &LabelRow, label: usize, id: u64, width: usize, height: u
     }
 }
 
-/// Loads a DOTA root (`images/` + a label folder, see [`label_dir`]).
+/// Loads a DOTA (or DIOR-R) root: an image folder ([`image_dir`]) and a label folder
+/// ([`label_dir`]).
 pub fn load(root: &Path, classes: &[String]) -> Result<Dataset> {
-    let images = root.join("images");
-    if !images.is_dir() {
+    let Some(images) = image_dir(root) else {
         return Err(Error::Other(format!(
             "{}: not a DOTA folder (expected `images/` and `labelTxt/` or `annfiles/` inside)",
             root.display()
         )));
-    }
+    };
     let labels = label_dir(root);
     let name = root.file_name().and_then(|s| s.to_str()).unwrap_or("dota").to_string();
     load_folders(&name, &images, labels.as_deref(), classes)

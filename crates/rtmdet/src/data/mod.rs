@@ -121,7 +121,7 @@ impl Dataset {
     /// folder → DOTA (`images/` + `labelTxt/` or `annfiles/`) with the DOTA-v1.0 classes.
     pub fn load(path: &Path, split: &str) -> Result<Dataset> {
         if path.is_dir() {
-            return dota::load(path, &crate::classes::rotated_preset("dota"));
+            return dota::load(path, &dota::default_classes(path));
         }
         match path.extension().and_then(|e| e.to_str()).map(|e| e.to_ascii_lowercase()).as_deref() {
             Some("json") => coco::load(path, None),

@@ -70,7 +70,7 @@ pub struct TrainOptions {
     pub warmup_iters: Option<usize>,
     /// Final epochs without Mosaic/MixUp (default: 20 of 300, proportionally).
     pub stage2_epochs: Option<usize>,
-    /// Class names of a DOTA folder (default: DOTA-v1.0's 15).
+    /// Class names of a DOTA folder (default: DOTA-v1.0's 15, DIOR-R's 20 for XML labels).
     pub classes: Option<Vec<String>>,
     /// RTMDet-R: mmrotate's "aug" recipe (cached Mosaic/MixUp, random resize and crop, the
     /// last tenth of the epochs without Mosaic/MixUp). Detection always trains this way.
@@ -242,7 +242,7 @@ fn load_val(cfg: &TrainConfig, train: &Dataset) -> Result<Dataset> {
 impl Trainer {
     /// A new run in the next free `out/<n>` folder.
     pub fn new(opts: &TrainOptions, out: &Path, device: Device) -> Result<Self> {
-        let dota = opts.classes.clone().unwrap_or_else(|| crate::classes::rotated_preset("dota"));
+        let dota = opts.classes.clone().unwrap_or_else(|| crate::data::dota::default_classes(&opts.data));
         let train = load_data(&opts.data, "train", &dota)?;
         let cfg = TrainConfig::resolve(opts, train.class_names())?;
         let val = load_val(&cfg, &train)?;

@@ -178,3 +178,41 @@ fn dota_folder_problems_are_reported_by_file_and_line() {
     assert_eq!(r.labels_without_images.len(), 1);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// DIOR-R's XML annotations load as mmrotate's `DIORDataset` reads them: `<robndbox>`
+/// corners through `qbox2rbox`, class names lower-cased against DIOR-R's 20 classes (the
+/// default for XML labels), `<bndbox>` as an axis-aligned quadrilateral; broken objects are
+/// reported by file and line, a file that is not XML by name.
+#[test]
+fn dior_xml_annotations_load_as_mmrotate() {
+    let root = shared("assets/dior");
+    let classes = rtmdet::data::dota::default_classes(&root);
+    assert_eq!(classes, rtmdet::classes::rotated_preset("dior"));
+    let data = rtmdet::data::dota::load(&root, &classes).unwrap();
+    assert_eq!(data.images.len(), 1);
+    let a = &data.images[0].annotations;
+    assert_eq!(a.len(), 1);
+    assert_eq!(classes[a[0].label], "golffield");
+    let quad: Quad = [133.0, 237.0, 684.0, 237.0, 684.0, 672.0, 133.0, 672.0];
+    assert_eq!(a[0].rbox, Some(rtmdet::structures::quad::quad_to_rbox(&quad)));
+    assert_eq!(a[0].rbox.unwrap()[..4], [408.5, 454.5, 435.0, 551.0]);
+
+    let dir = std::env::temp_dir().join(format!("rtmdet-dior-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let xml = "<annotation>\n  <object>\n    <name>Ship</name>\n    <bndbox><xmin>1</xmin><ymin>2</ymin>\
+               <xmax>11</xmax><ymax>7</ymax></bndbox>\n  </object>\n  <object>\n    <name>ship</name>\n    \
+               <robndbox><x_left_top>abc</x_left_top></robndbox>\n  </object>\n  <object>\n  </object>\n</annotation>\n";
+    let path = dir.join("a.xml");
+    std::fs::write(&path, xml).unwrap();
+    let (rows, bad) = rtmdet::data::dota::read_label_file(&path).unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!((rows[0].0, rows[0].1.class.as_str()), (2, "ship"));
+    assert_eq!(rows[0].1.quad, [1.0, 2.0, 11.0, 2.0, 11.0, 7.0, 1.0, 7.0]);
+    assert_eq!(bad.len(), 2, "{bad:?}");
+    assert!(bad[0].ends_with("a.xml:6: <x_left_top> 'abc' is not a number"), "{bad:?}");
+    assert!(bad[1].ends_with("a.xml:10: object without a <name>"), "{bad:?}");
+    std::fs::write(&path, "<annotation><object>").unwrap();
+    let err = rtmdet::data::dota::read_label_file(&path).unwrap_err().to_string();
+    assert!(err.contains("a.xml: not a valid XML annotation"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
