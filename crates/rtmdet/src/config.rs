@@ -165,6 +165,12 @@ impl ModelConfig {
         cfg
     }
 
+    /// The official COCO configuration of an RTMDet-Ins size: the detection network with a
+    /// kernel tower, ReLU distances (never `exp`) and the mask feature module.
+    pub fn ins(size: Size) -> Self {
+        ModelConfig { task: Task::Segment, exp_on_reg: false, ..ModelConfig::new(size) }
+    }
+
     pub fn with_num_classes(mut self, n: usize) -> Self {
         if n != self.num_classes {
             self.class_names = match n {
@@ -224,12 +230,6 @@ impl ModelConfig {
         if self.input_size == 0 || !self.input_size.is_multiple_of(32) {
             return Err(Error::Config(format!("input size {} must be a positive multiple of 32", self.input_size)));
         }
-        if self.task == Task::Segment {
-            return Err(Error::Config(format!(
-                "the {} task is not supported yet (detection only in this version)",
-                self.task.name()
-            )));
-        }
         if self.use_depthwise && self.share_conv {
             return Err(Error::Config("share_conv requires dense (non-depthwise) head convs".into()));
         }
@@ -267,8 +267,8 @@ mod tests {
         assert_eq!(cfg.task, Task::Detect);
         assert_eq!(Task::Detect.loss_terms(), ["loss_cls", "loss_bbox"]);
         cfg.task = Task::Segment;
-        let err = cfg.validate().unwrap_err().to_string();
-        assert!(err.contains("segment") && err.contains("not supported yet"), "{err}");
+        assert!(cfg.validate().is_ok());
+        assert!(!ModelConfig::ins(Size::M).exp_on_reg);
         let rotated = ModelConfig::rotated(Size::Tiny);
         assert!(rotated.validate().is_ok());
         assert_eq!(

@@ -81,6 +81,13 @@ impl Detector {
         engine: EngineKind,
         cpu: CpuOptions,
     ) -> Result<Self> {
+        if config.task == crate::config::Task::Segment {
+            return Err(crate::error::Error::Config(
+                "RTMDet-Ins: the network and its weights load (crate API `RtmDet`), but mask post-processing \
+                 is not implemented yet; predict/val take detection and rotated models"
+                    .into(),
+            ));
+        }
         let graph = Graph::new(&config)?;
         let weights = weights::check(&graph, map)?;
         let engine = engine.build(&graph, &weights, &device, cpu)?;

@@ -81,6 +81,11 @@ pub enum Op {
     SppPool { kernels: Vec<usize> },
     /// `x · hardsigmoid(fc(mean_hw(x)))` with a biased 1×1 `fc` (CSPNeXt's channel attention).
     ChannelAttention { fc: usize },
+    /// `max(x, 0)` (RTMDet-Ins box regression).
+    Relu,
+    /// Bilinear resize of `inputs[0]` to the height and width of `inputs[1]` (PyTorch
+    /// `interpolate(mode='bilinear', align_corners=False)`; RTMDet-Ins mask features).
+    ResizeBilinearLike,
 }
 
 /// A node: an operation on earlier nodes, with the shape of its result.
@@ -106,12 +111,14 @@ pub struct LevelNodes {
     pub reg: NodeId,
     /// Raw angle `[N, 1, H, W]` in radians (RTMDet-R only).
     pub angle: Option<NodeId>,
+    /// Dynamic-conv parameters `[N, 169, H, W]` per prior (RTMDet-Ins only).
+    pub kernel: Option<NodeId>,
 }
 
 impl LevelNodes {
-    /// Every output node of the level: cls, reg, then the task's (angle).
+    /// Every output node of the level: cls, reg, then the task's (angle or kernel).
     pub fn outputs(&self) -> impl Iterator<Item = NodeId> + use<> {
-        [Some(self.cls), Some(self.reg), self.angle].into_iter().flatten()
+        [Some(self.cls), Some(self.reg), self.angle, self.kernel].into_iter().flatten()
     }
 }
 
@@ -127,6 +134,12 @@ pub struct Graph {
     pub neck_out: [NodeId; 3],
     /// Head outputs per level (strides 8, 16, 32).
     pub levels: Vec<LevelNodes>,
+    /// RTMDet-Ins prototypes `[N, 8, H/8, W/8]` (the mask feature module's output).
+    pub mask_feat: Option<NodeId>,
+    /// Checkpoint tensors that duplicate modules the graph already has (RTMDet-Ins stores its
+    /// regression tower, which *is* the classification tower, under `reg_convs` too): read
+    /// and not used.
+    pub aliases: Vec<String>,
     pub num_classes: usize,
     /// Distances are `exp(raw)·stride` instead of `raw·stride`.
     pub exp_on_reg: bool,
@@ -192,10 +205,8 @@ impl Graph {
     /// For each node, the last node that reads it (`usize::MAX` for outputs, which live on).
     pub fn last_use(&self) -> Vec<usize> {
         let mut last: Vec<usize> = self.consumers().iter().map(|c| c.iter().copied().max().unwrap_or(0)).collect();
-        for l in &self.levels {
-            for n in l.outputs() {
-                last[n] = usize::MAX;
-            }
+        for n in self.levels.iter().flat_map(|l| l.outputs()).chain(self.mask_feat) {
+            last[n] = usize::MAX;
         }
         last
     }
@@ -222,7 +233,7 @@ impl GraphBuilder {
         cfg: &ModelConfig,
         backbone_out: [NodeId; 3],
         neck_out: [NodeId; 3],
-        levels: Vec<LevelNodes>,
+        head: super::head::HeadNodes,
     ) -> Graph {
         Graph {
             nodes: self.nodes,
@@ -230,9 +241,12 @@ impl GraphBuilder {
             norms: self.norms,
             backbone_out,
             neck_out,
-            levels,
+            levels: head.levels,
+            mask_feat: head.mask_feat,
+            aliases: head.aliases,
             num_classes: cfg.num_classes,
-            exp_on_reg: cfg.exp_on_reg,
+            // RTMDet-Ins regresses ReLU distances whatever the size's `exp_on_reg` says.
+            exp_on_reg: cfg.exp_on_reg && cfg.task != crate::config::Task::Segment,
             bn_eps: cfg.bn_eps,
             bn_momentum: cfg.bn_momentum,
         }
@@ -320,6 +334,17 @@ impl GraphBuilder {
     pub fn upsample2x(&mut self, x: NodeId, name: &str) -> NodeId {
         let (c, s) = (self.channels(x), self.stride(x) / 2);
         self.node(Op::Upsample2x, vec![x], c, s, name)
+    }
+
+    pub fn relu(&mut self, x: NodeId, name: &str) -> NodeId {
+        let (c, s) = (self.channels(x), self.stride(x));
+        self.node(Op::Relu, vec![x], c, s, name)
+    }
+
+    /// `x` resized (bilinear) to the resolution of `like`.
+    pub fn resize_bilinear_like(&mut self, x: NodeId, like: NodeId, name: &str) -> NodeId {
+        let (c, s) = (self.channels(x), self.stride(like));
+        self.node(Op::ResizeBilinearLike, vec![x, like], c, s, name)
     }
 
     pub fn spp_pool(&mut self, x: NodeId, kernels: &[usize], name: &str) -> NodeId {

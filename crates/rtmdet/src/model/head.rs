@@ -3,8 +3,12 @@
 //! with a BatchNorm per level (`share_conv`, tiny..x), or separate per level (nano, and
 //! models imported from BN-folded ONNX graphs).
 //!
-//! Every task builds its head from these towers; the task only adds predictors (RTMDet-Ins
-//! kernels and mask features, RTMDet-R angles).
+//! Every task builds its head from these towers; the task only adds predictors: RTMDet-R an
+//! angle on the regression tower; RTMDet-Ins (spec §10.1) a kernel tower per level (never
+//! shared) with `rtm_kernel`, ReLU distances, and the mask feature module on P3–P5. The Ins
+//! head keeps an upstream quirk every released checkpoint was trained with: its regression
+//! tower *is* the classification tower (mmdet #9835), so `rtm_reg` reads the cls tower and the
+//! checkpoint's `reg_convs` copies are aliases.
 
 use super::blocks::conv;
 use super::graph::{ConvParam, GraphBuilder, Init, LevelNodes, NodeId};
@@ -17,16 +21,27 @@ const CLS_PRIOR_BIAS: f32 = -4.59512;
 /// mmdet's init of the 1×1 predictors.
 const PREDICTOR_STD: f64 = 0.01;
 
-/// The conv stack of one branch (`cls_convs` / `reg_convs`) across levels.
+/// Prototype masks of RTMDet-Ins (`num_prototypes`).
+pub const NUM_PROTOTYPES: usize = 8;
+
+/// Dynamic-conv parameters per prior: weights 10·8 + 8·8 + 8·1, biases 8 + 8 + 1.
+pub const KERNEL_PARAMS: usize = 169;
+
+/// ConvModules of the mask feature module.
+const MASK_STACKED_CONVS: usize = 4;
+
+/// The conv stack of one branch (`cls_convs` / `reg_convs` / `kernel_convs`) across levels.
 struct Tower {
     prefix: String,
-    /// The shared conv parameters, created at level 0 (`share_conv` only).
+    /// Conv weights shared across levels (`share_conv`, never for Ins kernel towers).
+    share: bool,
+    /// The shared conv parameters, created at level 0.
     shared: Vec<usize>,
 }
 
 impl Tower {
-    fn new(prefix: &str) -> Self {
-        Tower { prefix: format!("bbox_head.{prefix}"), shared: Vec::new() }
+    fn new(prefix: &str, share: bool) -> Self {
+        Tower { prefix: format!("bbox_head.{prefix}"), share, shared: Vec::new() }
     }
 
     /// `[N, in, H, W]` → `[N, feat, H, W]` at `level`, under mmdet's `{prefix}.{level}.{i}` names.
@@ -35,7 +50,7 @@ impl Tower {
         let mut y = x;
         for i in 0..cfg.stacked_convs {
             let name = format!("{}.{level}.{i}", self.prefix);
-            y = if !cfg.share_conv {
+            y = if !self.share {
                 conv(b, &name, y, c, 3, 1, cfg.use_depthwise)
             } else {
                 if level == 0 {
@@ -59,22 +74,75 @@ impl Tower {
     }
 }
 
+/// The head's output nodes.
+pub struct HeadNodes {
+    pub levels: Vec<LevelNodes>,
+    /// RTMDet-Ins prototypes.
+    pub mask_feat: Option<NodeId>,
+    /// Checkpoint names of modules the head reuses (RTMDet-Ins `reg_convs`).
+    pub aliases: Vec<String>,
+}
+
 /// The head on neck features `[P3, P4, P5]`: per level, in PyTorch order, the cls tower,
 /// `rtm_cls`, the reg tower, `rtm_reg`, and the task's predictors (RTMDet-R: `rtm_ang` on the
-/// reg tower).
-pub fn build(b: &mut GraphBuilder, cfg: &ModelConfig, feats: [NodeId; 3]) -> Vec<LevelNodes> {
-    let (mut cls_tower, mut reg_tower) = (Tower::new("cls_convs"), Tower::new("reg_convs"));
+/// reg tower; RTMDet-Ins: the kernel tower and `rtm_kernel`), then the Ins mask features.
+pub fn build(b: &mut GraphBuilder, cfg: &ModelConfig, feats: [NodeId; 3]) -> HeadNodes {
+    let ins = cfg.task == Task::Segment;
+    let mut cls_tower = Tower::new("cls_convs", cfg.share_conv);
+    let mut reg_tower = Tower::new("reg_convs", cfg.share_conv);
+    let mut kernel_tower = Tower::new("kernel_convs", false);
     let mut levels = Vec::new();
     for (level, x) in feats.into_iter().enumerate() {
         let c = cls_tower.build(b, cfg, level, x);
         let cls_init = Init::Normal { std: PREDICTOR_STD, bias: CLS_PRIOR_BIAS };
         let cls = b.biased_conv(&join("bbox_head.rtm_cls", level), c, cfg.num_classes, 1, cls_init);
-        let r = reg_tower.build(b, cfg, level, x);
-        let reg_init = Init::Normal { std: PREDICTOR_STD, bias: 0.0 };
-        let reg = b.biased_conv(&join("bbox_head.rtm_reg", level), r, 4, 1, reg_init);
+        let r = if ins { c } else { reg_tower.build(b, cfg, level, x) };
+        let reg_init = Init::Normal { std: PREDICTOR_STD, bias: if ins { 1.0 } else { 0.0 } };
+        let mut reg = b.biased_conv(&join("bbox_head.rtm_reg", level), r, 4, 1, reg_init);
+        if ins {
+            reg = b.relu(reg, &join("bbox_head.rtm_reg", level));
+        }
         let angle =
             (cfg.task == Task::Rotated).then(|| b.biased_conv(&join("bbox_head.rtm_ang", level), r, 1, 1, reg_init));
-        levels.push(LevelNodes { stride: STRIDES[level], cls, reg, angle });
+        let kernel = ins.then(|| {
+            let k = kernel_tower.build(b, cfg, level, x);
+            let init = Init::Normal { std: PREDICTOR_STD, bias: 0.0 };
+            b.biased_conv(&join("bbox_head.rtm_kernel", level), k, KERNEL_PARAMS, 1, init)
+        });
+        levels.push(LevelNodes { stride: STRIDES[level], cls, reg, angle, kernel });
     }
-    levels
+    HeadNodes {
+        levels,
+        mask_feat: ins.then(|| mask_features(b, cfg, feats)),
+        aliases: if ins { reg_tower_aliases(cfg) } else { Vec::new() },
+    }
+}
+
+/// `MaskFeatModule`: P4 and P5 resized to P3, concatenated, fused by a 1×1 conv, four
+/// ConvModules, projected to the prototypes `[N, 8, H/8, W/8]`.
+fn mask_features(b: &mut GraphBuilder, cfg: &ModelConfig, [p3, p4, p5]: [NodeId; 3]) -> NodeId {
+    let pre = "bbox_head.mask_head";
+    let up4 = b.resize_bilinear_like(p4, p3, pre);
+    let up5 = b.resize_bilinear_like(p5, p3, pre);
+    let cat = b.concat(vec![p3, up4, up5], pre);
+    let mut y = b.biased_conv(&join(pre, "fusion_conv"), cat, cfg.neck_channels, 1, Init::Default);
+    for i in 0..MASK_STACKED_CONVS {
+        y = b.conv_module(&format!("{pre}.stacked_convs.{i}"), y, cfg.neck_channels, 3, 1, 1);
+    }
+    b.biased_conv(&join(pre, "projection"), y, NUM_PROTOTYPES, 1, Init::Default)
+}
+
+/// The checkpoint names of RTMDet-Ins's `reg_convs`, which are the `cls_convs` modules.
+fn reg_tower_aliases(cfg: &ModelConfig) -> Vec<String> {
+    let mut out = Vec::new();
+    for level in 0..STRIDES.len() {
+        for i in 0..cfg.stacked_convs {
+            let m = format!("bbox_head.reg_convs.{level}.{i}");
+            out.push(format!("{m}.conv.weight"));
+            for f in ["weight", "bias", "running_mean", "running_var", "num_batches_tracked"] {
+                out.push(format!("{m}.bn.{f}"));
+            }
+        }
+    }
+    out
 }

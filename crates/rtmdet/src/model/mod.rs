@@ -74,8 +74,8 @@ impl Graph {
         let (mut b, input) = graph::GraphBuilder::new();
         let backbone_out = backbone::build(&mut b, cfg, input);
         let neck_out = neck::build(&mut b, cfg, backbone_out);
-        let levels = head::build(&mut b, cfg, neck_out);
-        Ok(Arc::new(b.finish(cfg, backbone_out, neck_out, levels)))
+        let head = head::build(&mut b, cfg, neck_out);
+        Ok(Arc::new(b.finish(cfg, backbone_out, neck_out, head)))
     }
 }
 
@@ -127,6 +127,14 @@ impl RtmDet {
                     }
                     Tensor::cat(parts, 1)
                 }
+                graph::Op::Relu => burn::tensor::activation::relu(arg(0)),
+                graph::Op::ResizeBilinearLike => {
+                    let [_, _, h, w] = values[node.inputs[1]].as_ref().expect("computed").dims();
+                    let opts = InterpolateOptions::new(InterpolateMode::Bilinear)
+                        .with_align_corners(false)
+                        .with_output_size([h, w]);
+                    interpolate(arg(0), opts)
+                }
                 graph::Op::ChannelAttention { fc } => {
                     let x = arg(0);
                     // [N, C, H, W] → [N, C, 1, 1]
@@ -163,8 +171,9 @@ impl RtmDet {
             .map(|l| {
                 let (cls, reg_raw) = (v.next().expect("cls"), v.next().expect("reg"));
                 let angle = l.angle.map(|_| v.next().expect("angle"));
+                let kernel = l.kernel.map(|_| v.next().expect("kernel"));
                 let reg = distance_point::distance_from_raw_tensor(reg_raw.clone(), l.stride, g.exp_on_reg);
-                LevelTensors { cls, reg, reg_raw, angle, stride: l.stride }
+                LevelTensors { cls, reg, reg_raw, angle, kernel, stride: l.stride }
             })
             .collect()
     }
@@ -188,6 +197,9 @@ impl VisitWeights for RtmDet {
             v.buffer(&join(&p, "running_mean"), &mut bn.running_mean)?;
             v.buffer(&join(&p, "running_var"), &mut bn.running_var)?;
             v.ignorable(&join(&p, "num_batches_tracked"));
+        }
+        for name in &graph.aliases {
+            v.ignorable(&join(prefix, name));
         }
         Ok(())
     }

@@ -15,6 +15,8 @@ pub struct LevelTensors {
     pub reg: Tensor<4>,
     /// Raw angle in radians `[N, 1, H, W]` (RTMDet-R).
     pub angle: Option<Tensor<4>>,
+    /// Dynamic-conv parameters `[N, 169, H, W]` (RTMDet-Ins).
+    pub kernel: Option<Tensor<4>>,
     pub stride: usize,
 }
 

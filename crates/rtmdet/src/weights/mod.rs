@@ -47,6 +47,10 @@ pub fn check(graph: &Graph, mut map: TensorMap) -> Result<TensorMap> {
             out.insert(name.clone(), t);
         }
     }
+    // Aliases (RTMDet-Ins `reg_convs`, the cls tower again) are read and dropped.
+    for alias in &graph.aliases {
+        map.remove(alias);
+    }
     let extra: Vec<&String> = map.keys().filter(|k| !ignorable(k)).collect();
     if extra.is_empty() {
         return Ok(out);

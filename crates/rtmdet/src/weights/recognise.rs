@@ -57,8 +57,13 @@ pub fn recognise(map: &TensorMap, hint: Option<Size>, exp_on_reg: Option<bool>) 
         ))
     })?;
 
-    let rotated = map.contains_key("bbox_head.rtm_ang.0.weight");
-    let mut cfg = if rotated { ModelConfig::rotated(size) } else { ModelConfig::new(size) };
+    let mut cfg = if map.contains_key("bbox_head.rtm_ang.0.weight") {
+        ModelConfig::rotated(size)
+    } else if map.contains_key("bbox_head.rtm_kernel.0.weight") {
+        ModelConfig::ins(size)
+    } else {
+        ModelConfig::new(size)
+    };
     cfg = cfg.with_num_classes(num_classes);
     cfg.neck_channels = feat;
     cfg.share_conv = !depthwise && towers_are_shared(map);

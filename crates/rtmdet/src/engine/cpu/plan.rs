@@ -319,6 +319,12 @@ impl Builder<'_> {
                 self.attention(*fc, &x)?;
                 x
             }
+            Op::Relu | Op::ResizeBilinearLike => {
+                return Err(Error::Config(format!(
+                    "{}: the CPU engine does not run RTMDet-Ins heads yet (use the burn engine)",
+                    node.name
+                )));
+            }
         };
         self.locations[id] = Some(val);
         Ok(())
