@@ -40,6 +40,8 @@ pub struct Detector {
     engine: Box<dyn Engine>,
     /// Post-processing thresholds used by [`Detector::predict`].
     pub params: DetectParams,
+    /// RTMDet-Ins: a pixel is foreground where `sigmoid(logit) > mask_thr` (0.5).
+    pub mask_thr: f32,
     /// Network input side (square), `config.input_size` unless changed.
     pub input_size: usize,
 }
@@ -81,18 +83,11 @@ impl Detector {
         engine: EngineKind,
         cpu: CpuOptions,
     ) -> Result<Self> {
-        if config.task == crate::config::Task::Segment {
-            return Err(crate::error::Error::Config(
-                "RTMDet-Ins: the network and its weights load (crate API `RtmDet`), but mask post-processing \
-                 is not implemented yet; predict/val take detection and rotated models"
-                    .into(),
-            ));
-        }
         let graph = Graph::new(&config)?;
         let weights = weights::check(&graph, map)?;
         let engine = engine.build(&graph, &weights, &device, cpu)?;
         let (input_size, params) = (config.input_size, DetectParams::for_task(config.task));
-        Ok(Detector { config, graph, weights, device, engine, params, input_size })
+        Ok(Detector { config, graph, weights, device, engine, params, mask_thr: 0.5, input_size })
     }
 
     /// Replaces the engine (the weights stay).
@@ -225,13 +220,13 @@ impl Detector {
         params: &DetectParams,
     ) -> Vec<Instances> {
         let clip = Some((self.input_size, self.input_size));
-        let rotated = self.config.task == Task::Rotated;
-        let one = |(b, lb): (usize, &Letterbox)| {
-            if rotated {
-                crate::postprocess::rotated::postprocess(outputs, b, params, Some(lb))
-            } else {
-                postprocess(outputs, b, params, clip, Some(lb))
+        let (task, mask_thr, side) = (self.config.task, self.mask_thr, self.input_size);
+        let one = |(b, lb): (usize, &Letterbox)| match task {
+            Task::Rotated => crate::postprocess::rotated::postprocess(outputs, b, params, Some(lb)),
+            Task::Segment => {
+                crate::postprocess::masks::postprocess(outputs, b, params, (side, side), Some(lb), mask_thr)
             }
+            Task::Detect => postprocess(outputs, b, params, clip, Some(lb)),
         };
         let each = || letterboxes.iter().enumerate().map(one).collect();
         match self.engine.thread_pool() {

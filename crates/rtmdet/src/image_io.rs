@@ -147,6 +147,16 @@ fn to_bgr(img: DynamicImage) -> BgrImage {
     BgrImage::from_rgb(&rgb)
 }
 
+/// Writes a 16-bit grey PNG (an instance-id map), atomically.
+pub fn write_png_u16(path: &Path, width: usize, height: usize, data: Vec<u16>) -> Result<()> {
+    let err = |reason: String| Error::Image { path: path.to_path_buf(), reason };
+    let img = image::ImageBuffer::<image::Luma<u16>, Vec<u16>>::from_raw(width as u32, height as u32, data)
+        .ok_or_else(|| err("the id map does not have width × height pixels".into()))?;
+    let mut bytes = Vec::new();
+    img.write_to(&mut std::io::Cursor::new(&mut bytes), ImageFormat::Png).map_err(|e| err(e.to_string()))?;
+    crate::files::write_atomically(path, &bytes)
+}
+
 /// Writes a BGR image as PNG (lossless, so a reader gets the same pixels back), atomically.
 pub fn write_png(path: &Path, img: &BgrImage) -> Result<()> {
     let mut bytes = Vec::new();

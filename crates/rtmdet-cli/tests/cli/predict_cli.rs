@@ -137,3 +137,50 @@ fn rotated_predict_writes_rbox_poly_and_bbox() {
         assert_eq!(nums(&j["bbox"])[0], xs.iter().copied().fold(f32::INFINITY, f32::min));
     }
 }
+
+/// RTMDet-Ins through `predict`: every detection carries `"segmentation": {"size": [h, w],
+/// "counts": ...}` as `pycocotools.mask.encode` writes it (decoding it gives the library's
+/// mask for that detection), `--save-masks` writes the 16-bit instance-id map, and the
+/// Ins deployment thresholds are the default.
+#[test]
+fn ins_predict_writes_coco_rle_masks_and_id_maps() {
+    let out = tmp("ins");
+    let json = out.join("dets.json");
+    let weights = shared("reference/checkpoints/rtmdet_ins_tiny_ref_seed1.pth");
+    let demo = shared("assets/images/demo.jpg");
+    let o = rtmdet(&[
+        "predict",
+        demo.to_str().unwrap(),
+        "--weights",
+        weights.to_str().unwrap(),
+        "--save-json",
+        json.to_str().unwrap(),
+        "--save-masks",
+        "--max-det",
+        "5",
+        "--out",
+        out.join("run").to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let img = rtmdet::image_io::read_image(&demo).unwrap();
+    let det = rtmdet::Detector::from_checkpoint(&weights).unwrap();
+    let params = rtmdet::DetectParams { max_det: 5, ..rtmdet::DetectParams::INS_DEPLOY };
+    let lib = det.predict_batch_with(std::slice::from_ref(&img), &params).unwrap().remove(0);
+    let got = v[0]["detections"].as_array().unwrap();
+    assert_eq!(got.len(), 5);
+    for (d, mask) in got.iter().zip(&lib.masks) {
+        let seg = &d["segmentation"];
+        assert_eq!(seg["size"], serde_json::json!([img.height, img.width]));
+        let rle =
+            rtmdet::structures::mask::from_compressed(seg["counts"].as_str().unwrap(), img.height, img.width).unwrap();
+        assert_eq!(&rle, mask);
+    }
+    let ids = image::open(out.join("run/demo_masks.png")).unwrap().into_luma16();
+    assert_eq!((ids.width() as usize, ids.height() as usize), (img.width, img.height));
+    let first = rtmdet::structures::mask::decode(&lib.masks[0]).unwrap();
+    for (k, p) in ids.pixels().enumerate() {
+        assert_eq!(p.0[0] == 1, first.data[k] != 0, "pixel {k}: id 1 is exactly the best mask");
+        assert!(p.0[0] <= 5);
+    }
+}

@@ -40,7 +40,8 @@ impl BurnEngine {
 
 impl Engine for BurnEngine {
     fn forward(&self, input: &[f32], dims: [usize; 4]) -> HeadOutputs {
-        HeadOutputs::from_tensors(&self.forward_tensors(input, dims))
+        let (levels, proto) = self.model.forward_with_prototypes(self.tensor(input, dims));
+        HeadOutputs::from_tensors(&levels, proto.as_ref())
     }
 
     fn name(&self) -> &'static str {

@@ -92,7 +92,8 @@ impl EngineKind {
         cpu: cpu::CpuOptions,
     ) -> Result<Box<dyn Engine>> {
         let use_cpu = match self {
-            EngineKind::Auto => *device == Device::flex(),
+            // The CPU plan has no RTMDet-Ins head yet.
+            EngineKind::Auto => *device == Device::flex() && graph.mask_feat.is_none(),
             EngineKind::Burn => false,
             EngineKind::Cpu => true,
         };

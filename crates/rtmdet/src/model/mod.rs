@@ -24,7 +24,7 @@ use burn::tensor::ops::{InterpolateMode, InterpolateOptions, MaxPoolOptions};
 use burn::tensor::{Device, Tensor};
 
 pub use graph::{Graph, NodeId, Op};
-pub use outputs::{HeadOutputs, HeadTensors, LevelOutputs, LevelTensors};
+pub use outputs::{HeadOutputs, HeadTensors, LevelOutputs, LevelTensors, MaskFeatures};
 
 use crate::coders::distance_point;
 use crate::config::ModelConfig;
@@ -163,10 +163,16 @@ impl RtmDet {
 
     /// Network input `[N, 3, H, W]` → raw head outputs per level (strides 8, 16, 32).
     pub fn forward(&self, x: Tensor<4>) -> HeadTensors {
+        self.forward_with_prototypes(x).0
+    }
+
+    /// [`Self::forward`] and, for RTMDet-Ins, the prototypes `[N, 8, H/8, W/8]`.
+    pub fn forward_with_prototypes(&self, x: Tensor<4>) -> (HeadTensors, Option<Tensor<4>>) {
         let g = &self.graph;
-        let wanted: Vec<NodeId> = g.levels.iter().flat_map(|l| l.outputs()).collect();
+        let wanted: Vec<NodeId> = g.levels.iter().flat_map(|l| l.outputs()).chain(g.mask_feat).collect();
         let mut v = self.run(x, &wanted).into_iter();
-        g.levels
+        let levels = g
+            .levels
             .iter()
             .map(|l| {
                 let (cls, reg_raw) = (v.next().expect("cls"), v.next().expect("reg"));
@@ -175,7 +181,8 @@ impl RtmDet {
                 let reg = distance_point::distance_from_raw_tensor(reg_raw.clone(), l.stride, g.exp_on_reg);
                 LevelTensors { cls, reg, reg_raw, angle, kernel, stride: l.stride }
             })
-            .collect()
+            .collect();
+        (levels, g.mask_feat.map(|_| v.next().expect("prototypes")))
     }
 }
 

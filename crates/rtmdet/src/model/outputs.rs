@@ -32,6 +32,8 @@ pub struct LevelOutputs {
     pub reg: Vec<f32>,
     /// Raw angle in radians `[N, 1, H, W]` (RTMDet-R), empty otherwise.
     pub angle: Vec<f32>,
+    /// Dynamic-conv parameters `[N, 169, H, W]` (RTMDet-Ins), empty otherwise.
+    pub kernel: Vec<f32>,
     /// `[N, C, H, W]` of `cls`.
     pub dims: [usize; 4],
     pub stride: usize,
@@ -63,12 +65,35 @@ impl LevelOutputs {
         let n = self.dims[2] * self.dims[3];
         self.angle.get(b * n..(b + 1) * n).unwrap_or(&[])
     }
+
+    /// Kernels `[169, H, W]` of image `b` (RTMDet-Ins; empty otherwise).
+    pub fn kernel_of(&self, b: usize) -> &[f32] {
+        let n = self.kernel.len() / self.dims[0].max(1);
+        self.kernel.get(b * n..(b + 1) * n).unwrap_or(&[])
+    }
+}
+
+/// RTMDet-Ins prototypes on the host, `[N, 8, H/8, W/8]` row-major.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MaskFeatures {
+    pub data: Vec<f32>,
+    pub dims: [usize; 4],
+}
+
+impl MaskFeatures {
+    /// Prototypes `[8, h, w]` of image `b`.
+    pub fn proto_of(&self, b: usize) -> &[f32] {
+        let n = self.dims[1] * self.dims[2] * self.dims[3];
+        &self.data[b * n..(b + 1) * n]
+    }
 }
 
 /// Head outputs of a batch on the host: what every inference engine returns.
 #[derive(Clone, Debug, PartialEq, Default)]
 pub struct HeadOutputs {
     pub levels: Vec<LevelOutputs>,
+    /// RTMDet-Ins prototypes (`None` for the other tasks).
+    pub mask_feat: Option<MaskFeatures>,
 }
 
 impl HeadOutputs {
@@ -77,18 +102,20 @@ impl HeadOutputs {
         self.levels.first().map_or(0, |l| l.dims[0])
     }
 
-    /// Copies burn head tensors to the host.
-    pub fn from_tensors(outputs: &[LevelTensors]) -> Self {
+    /// Copies burn head tensors (and RTMDet-Ins prototypes) to the host.
+    pub fn from_tensors(outputs: &[LevelTensors], proto: Option<&Tensor<4>>) -> Self {
         let levels = outputs
             .iter()
             .map(|o| LevelOutputs {
                 cls: super::params::to_vec(&o.cls),
                 reg: super::params::to_vec(&o.reg),
                 angle: o.angle.as_ref().map(super::params::to_vec).unwrap_or_default(),
+                kernel: o.kernel.as_ref().map(super::params::to_vec).unwrap_or_default(),
                 dims: o.cls.dims(),
                 stride: o.stride,
             })
             .collect();
-        HeadOutputs { levels }
+        let mask_feat = proto.map(|p| MaskFeatures { data: super::params::to_vec(p), dims: p.dims() });
+        HeadOutputs { levels, mask_feat }
     }
 }

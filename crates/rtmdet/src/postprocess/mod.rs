@@ -2,6 +2,7 @@
 //! per-level multi-label candidates → decode and clamp to the padded input → rescale to
 //! the original image → strict zero-size drop → class-aware NMS → top `max_det`.
 
+pub mod masks;
 pub mod merge;
 pub mod nms;
 pub mod rotated;
@@ -29,14 +30,29 @@ impl DetectParams {
     pub const DEPLOY: DetectParams = DetectParams { score_thr: 0.3, nms_pre: 1000, iou_thr: 0.65, max_det: 100 };
     /// The config `test_cfg`, used for COCO evaluation.
     pub const EVAL: DetectParams = DetectParams { score_thr: 0.001, nms_pre: 30000, iou_thr: 0.65, max_det: 300 };
+    /// RTMDet-Ins deployment settings (NMS IoU 0.6, 100 masks).
+    pub const INS_DEPLOY: DetectParams = DetectParams { score_thr: 0.3, nms_pre: 1000, iou_thr: 0.6, max_det: 100 };
+    /// RTMDet-Ins `test_cfg`, used for COCO evaluation.
+    pub const INS_EVAL: DetectParams = DetectParams { score_thr: 0.05, nms_pre: 1000, iou_thr: 0.6, max_det: 100 };
     /// RTMDet-R's `test_cfg` (mmrotate DOTA configs): rotated NMS at IoU 0.1, 2000 boxes.
     pub const ROTATED: DetectParams = DetectParams { score_thr: 0.05, nms_pre: 2000, iou_thr: 0.1, max_det: 2000 };
 
-    /// The default thresholds of a task: [`DetectParams::DEPLOY`], or [`DetectParams::ROTATED`].
+    /// The default thresholds of a task: [`DetectParams::DEPLOY`], [`DetectParams::INS_DEPLOY`]
+    /// or [`DetectParams::ROTATED`].
     pub fn for_task(task: crate::config::Task) -> DetectParams {
         match task {
             crate::config::Task::Rotated => Self::ROTATED,
-            _ => Self::DEPLOY,
+            crate::config::Task::Segment => Self::INS_DEPLOY,
+            crate::config::Task::Detect => Self::DEPLOY,
+        }
+    }
+
+    /// The evaluation thresholds of a task (the config `test_cfg`).
+    pub fn eval_for_task(task: crate::config::Task) -> DetectParams {
+        match task {
+            crate::config::Task::Rotated => Self::ROTATED,
+            crate::config::Task::Segment => Self::INS_EVAL,
+            crate::config::Task::Detect => Self::EVAL,
         }
     }
 }
@@ -47,7 +63,7 @@ impl Default for DetectParams {
     }
 }
 
-fn sigmoid(x: f32) -> f32 {
+pub(crate) fn sigmoid(x: f32) -> f32 {
     1.0 / (1.0 + (-x).exp())
 }
 

@@ -120,6 +120,28 @@ pub fn encode(mask: &Bitmap) -> Rle {
     Rle { height: h, width: w, counts }
 }
 
+/// One image's instance-id map, row-major: pixel = 1 + the index of the first (best) mask
+/// covering it, 0 for background. Masks of another size than `height`×`width` are skipped.
+pub fn instance_ids(masks: &[Rle], height: usize, width: usize) -> Vec<u16> {
+    let mut ids = vec![0u16; height * width];
+    // Worst first, so the best instance keeps the pixels it shares.
+    for (i, rle) in masks.iter().enumerate().rev() {
+        if (rle.height, rle.width) != (height, width) {
+            continue;
+        }
+        let mut k = 0usize;
+        for (r, &run) in rle.counts.iter().enumerate() {
+            if r % 2 == 1 {
+                for p in k..(k + run as usize).min(height * width) {
+                    ids[(p % height) * width + p / height] = (i + 1).min(u16::MAX as usize) as u16;
+                }
+            }
+            k += run as usize;
+        }
+    }
+    ids
+}
+
 /// `rleDecode` into a row-major bitmap. Errors when the runs do not cover exactly
 /// `height * width` pixels (pycocotools rejects longer runs and leaves memory
 /// uninitialised for shorter ones).

@@ -61,9 +61,37 @@ fn draw_outline(img: &mut RgbImage, corners: &[[f32; 2]; 4], thickness: u32, col
     }
 }
 
+/// Blends every instance mask of the image's size into `img` (half opacity, class colour),
+/// lowest score first so the best instance ends on top. Runs are walked directly: a COCO RLE
+/// is column-major, pixel `k` is `(y, x) = (k mod h, k div h)`.
+fn fill_masks(img: &mut RgbImage, set: &Instances) {
+    let (w, h) = img.dimensions();
+    for i in (0..set.masks.len()).rev() {
+        let rle = &set.masks[i];
+        if (rle.width, rle.height) != (w as usize, h as usize) {
+            continue;
+        }
+        let color = class_color(set.labels[i]).0;
+        let mut k = 0usize;
+        for (r, &run) in rle.counts.iter().enumerate() {
+            if r % 2 == 1 {
+                for p in k..k + run as usize {
+                    let (y, x) = ((p % rle.height) as u32, (p / rle.height) as u32);
+                    let px = img.get_pixel_mut(x, y);
+                    for c in 0..3 {
+                        px.0[c] = ((px.0[c] as u16 + color[c] as u16) / 2) as u8;
+                    }
+                }
+            }
+            k += run as usize;
+        }
+    }
+}
+
 /// Draws every instance onto `img`; `name` gives the text for a label. Instances without
 /// scores (ground truth) are labelled with the name alone.
 pub fn draw_instances(img: &mut RgbImage, set: &Instances, name: impl Fn(usize) -> String) {
+    fill_masks(img, set);
     let (w, h) = img.dimensions();
     let thickness = (w.min(h) / 320).clamp(1, 6);
     let scale = if w.min(h) >= 600 { 2 } else { 1 };

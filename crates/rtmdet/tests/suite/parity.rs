@@ -199,10 +199,17 @@ fn stored_outputs(npz: &mut Npz) -> HeadOutputs {
         .map(|l| {
             let (shape, cls) = npz.f32(&format!("cls_l{l}"));
             let dims = [shape[0], shape[1], shape[2], shape[3]];
-            LevelOutputs { cls, reg: npz.f32(&format!("reg_l{l}")).1, angle: Vec::new(), dims, stride: 8 << l }
+            LevelOutputs {
+                cls,
+                reg: npz.f32(&format!("reg_l{l}")).1,
+                angle: Vec::new(),
+                kernel: Vec::new(),
+                dims,
+                stride: 8 << l,
+            }
         })
         .collect();
-    HeadOutputs { levels }
+    HeadOutputs { levels, mask_feat: None }
 }
 
 fn stored_letterbox(key: &str) -> Letterbox {

@@ -94,12 +94,13 @@ fn stored_outputs(npz: &mut Npz) -> HeadOutputs {
                 cls,
                 reg: npz.f32(&format!("reg_l{l}")).1,
                 angle: npz.f32(&format!("angle_l{l}")).1,
+                kernel: Vec::new(),
                 dims: [shape[0], shape[1], shape[2], shape[3]],
                 stride: 8 << l,
             }
         })
         .collect();
-    HeadOutputs { levels }
+    HeadOutputs { levels, mask_feat: None }
 }
 
 /// Rotated rows `(cx, cy, w, h, θ, score, label)` of a set.

@@ -164,12 +164,13 @@ impl CpuEngine {
                     cls,
                     reg: reg.collect(),
                     angle,
+                    kernel: Vec::new(),
                     dims: [cls_map.n, self.plan.num_classes, cls_map.h, cls_map.w],
                     stride: h.stride,
                 }
             })
             .collect();
-        HeadOutputs { levels }
+        HeadOutputs { levels, mask_feat: None }
     }
 }
 
