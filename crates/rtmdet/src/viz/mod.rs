@@ -78,8 +78,8 @@ fn fill_masks(img: &mut RgbImage, set: &Instances) {
                 for p in k..k + run as usize {
                     let (y, x) = ((p % rle.height) as u32, (p / rle.height) as u32);
                     let px = img.get_pixel_mut(x, y);
-                    for c in 0..3 {
-                        px.0[c] = ((px.0[c] as u16 + color[c] as u16) / 2) as u8;
+                    for (v, c) in px.0.iter_mut().zip(color) {
+                        *v = ((*v as u16 + c as u16) / 2) as u8;
                     }
                 }
             }
