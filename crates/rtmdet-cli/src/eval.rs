@@ -6,8 +6,8 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
-use rtmdet::eval::coco::evaluate;
-use rtmdet::eval::coco_files::{read_ground_truth, read_results};
+use rtmdet::eval::coco::{Masks, evaluate, evaluate_segm};
+use rtmdet::eval::coco_files::{read_ground_truth, read_ground_truth_segm, read_results, read_results_segm};
 use rtmdet::eval::dota::{self, ApMode};
 use rtmdet::eval::dota_files;
 use rtmdet::weights::safetensors::write_atomically;
@@ -17,6 +17,15 @@ use serde_json::json;
 pub enum Format {
     Coco,
     Dota,
+}
+
+/// What COCO's IoU compares.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum IouType {
+    /// Boxes (`bbox`).
+    Bbox,
+    /// Instance masks (`segmentation`: polygons or RLE), pycocotools' `segm`.
+    Segm,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -41,6 +50,9 @@ pub struct EvalArgs {
     /// (dota) a folder of `Task1_<class>.txt` files (`image score x1 y1 ... x4 y4`).
     #[arg(long)]
     pub pred: PathBuf,
+    /// (coco) Score boxes or instance masks.
+    #[arg(long, value_enum, default_value = "bbox")]
+    pub iou_type: IouType,
     /// Also write the numbers as JSON (COCO: `{"AP": .., "AP50": .., ...}`; DOTA: `{"mAP", "per_class"}`).
     #[arg(long)]
     pub json: Option<PathBuf>,
@@ -102,10 +114,18 @@ fn write_json(path: &std::path::Path, value: &serde_json::Value) -> Result<()> {
 }
 
 fn coco(args: &EvalArgs) -> Result<()> {
-    let gt = read_ground_truth(&args.gt)?;
-    let dets = read_results(&args.pred)?;
-    let t = std::time::Instant::now();
-    let e = evaluate(&gt, &dets)?;
+    let (gt, dets, e, t);
+    if args.iou_type == IouType::Segm {
+        let (g, gt_masks) = read_ground_truth_segm(&args.gt)?;
+        let (d, det_masks, det_areas) = read_results_segm(&args.pred, &args.gt)?;
+        t = std::time::Instant::now();
+        e = evaluate_segm(&g, &d, Masks { gt: &gt_masks, dets: &det_masks, det_areas: &det_areas })?;
+        (gt, dets) = (g, d);
+    } else {
+        (gt, dets) = (read_ground_truth(&args.gt)?, read_results(&args.pred)?);
+        t = std::time::Instant::now();
+        e = evaluate(&gt, &dets)?;
+    }
     eprintln!(
         "{} images, {} detections evaluated in {:.2} s",
         gt.image_ids.len(),

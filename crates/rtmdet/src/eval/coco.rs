@@ -1,5 +1,6 @@
-//! COCO bounding-box evaluation, reproducing pycocotools' `COCOeval` (iouType `bbox`)
-//! decision for decision: crowd regions matched by intersection over the detection's area,
+//! COCO evaluation, reproducing pycocotools' `COCOeval` (iouType `bbox`, and `segm` with
+//! instance masks as RLE: mask IoU, a crowd region dividing by the detection's mask area, a
+//! detection's area its mask's) decision for decision: crowd regions matched by intersection over the detection's area,
 //! greedy matching per IoU threshold with ignored ground truth last, area ranges on the
 //! annotation's `area` field, per-image top-100 by score (stable order on ties), 101-point
 //! interpolated precision, and the 12 summary statistics.
@@ -11,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::structures::boxes::coco_iou;
+use crate::structures::mask::{self, Rle};
 
 /// A ground-truth box.
 #[derive(Clone, Debug, PartialEq)]
@@ -95,18 +97,55 @@ struct ImageEval {
     num_gt: usize,
 }
 
+/// Instance masks for `segm` evaluation, aligned with the ground truth's boxes and with the
+/// detections.
+#[derive(Clone, Copy, Debug)]
+pub struct Masks<'a> {
+    pub gt: &'a [Rle],
+    pub dets: &'a [Rle],
+    /// The detections' areas for the area ranges: pycocotools' `loadRes` takes `w·h` of the
+    /// `bbox` when the results carry boxes (even for `segm`), the mask area otherwise.
+    pub det_areas: &'a [f64],
+}
+
+/// A ground truth or detection with its mask (`segm`).
+type WithMask<'a, T> = (&'a T, Option<&'a Rle>);
+
+/// A detection with its mask (`segm`) and area.
+#[derive(Clone, Copy)]
+struct DtRef<'a> {
+    det: &'a DetBox,
+    mask: Option<&'a Rle>,
+    area: f64,
+}
+
+/// The IoU matrix `[detection][ground truth]`: boxes (`bbox`) or masks (`segm`).
+fn iou_matrix(dts: &[DtRef], gts: &[WithMask<GtBox>]) -> Vec<Vec<f64>> {
+    match (dts.first().and_then(|d| d.mask), gts.first().and_then(|g| g.1)) {
+        (Some(_), _) | (_, Some(_)) => {
+            let d: Vec<Rle> = dts.iter().map(|d| d.mask.expect("masks for every detection").clone()).collect();
+            let g: Vec<Rle> = gts.iter().map(|g| g.1.expect("masks for every ground truth").clone()).collect();
+            let crowd: Vec<bool> = gts.iter().map(|g| g.0.iscrowd).collect();
+            let flat = mask::rle_iou(&d, &g, &crowd);
+            (0..dts.len()).map(|i| flat[i * gts.len()..(i + 1) * gts.len()].to_vec()).collect()
+        }
+        _ => dts.iter().map(|d| gts.iter().map(|g| coco_iou(&d.det.bbox, &g.0.bbox, g.0.iscrowd)).collect()).collect(),
+    }
+}
+
 /// Evaluates one image and category for every area range.
-fn evaluate_image(gts: &[&GtBox], dts: &[&DetBox], iou_thrs: &[f64]) -> [Option<ImageEval>; A] {
+fn evaluate_image(gts: &[WithMask<GtBox>], dts: &[DtRef], iou_thrs: &[f64]) -> [Option<ImageEval>; A] {
     if gts.is_empty() && dts.is_empty() {
         return [None, None, None, None];
     }
     let max_det = *MAX_DETS.last().unwrap();
     // Stable descending sort by score, like np.argsort(-score, kind='mergesort').
-    let mut dts: Vec<&DetBox> = dts.to_vec();
-    dts.sort_by(|a, b| b.score.partial_cmp(&a.score).unwrap_or(std::cmp::Ordering::Equal));
+    let mut dts: Vec<DtRef> = dts.to_vec();
+    dts.sort_by(|a, b| b.det.score.partial_cmp(&a.det.score).unwrap_or(std::cmp::Ordering::Equal));
     dts.truncate(max_det);
-    let ious: Vec<Vec<f64>> =
-        dts.iter().map(|d| gts.iter().map(|g| coco_iou(&d.bbox, &g.bbox, g.iscrowd)).collect()).collect();
+    let ious = iou_matrix(&dts, gts);
+    let det_area: Vec<f64> = dts.iter().map(|d| d.area).collect();
+    let gts: Vec<&GtBox> = gts.iter().map(|g| g.0).collect();
 
     std::array::from_fn(|a| {
         let (lo, hi) = AREA_RANGES[a];
@@ -152,12 +191,12 @@ fn evaluate_image(gts: &[&GtBox], dts: &[&DetBox], iou_thrs: &[f64]) -> [Option<
         }
         // Unmatched detections outside the area range are ignored.
         for di in 0..d {
-            if outside(dts[di].bbox[2] * dts[di].bbox[3]) {
+            if outside(det_area[di]) {
                 ignored[di] |= !matched[di] & ((1 << T) - 1);
             }
         }
         Some(ImageEval {
-            scores: dts.iter().map(|d| d.score).collect(),
+            scores: dts.iter().map(|d| d.det.score).collect(),
             matched,
             ignored,
             num_gt: gt_ig.iter().filter(|&&g| !g).count(),
@@ -169,6 +208,24 @@ fn evaluate_image(gts: &[&GtBox], dts: &[&DetBox], iou_thrs: &[f64]) -> [Option<
 /// errors (pycocotools asserts on unknown images and silently drops unknown categories; we
 /// report both).
 pub fn evaluate(gt: &GroundTruth, dets: &[DetBox]) -> Result<CocoEval> {
+    evaluate_with(gt, dets, None)
+}
+
+/// `segm` evaluation: [`evaluate`] with mask IoU; `masks` aligns with `gt.boxes` and `dets`.
+pub fn evaluate_segm(gt: &GroundTruth, dets: &[DetBox], masks: Masks) -> Result<CocoEval> {
+    if masks.gt.len() != gt.boxes.len() || masks.dets.len() != dets.len() || masks.det_areas.len() != dets.len() {
+        return Err(Error::Other(format!(
+            "segm evaluation needs a mask per annotation and per detection ({} / {} annotations, {} / {} detections)",
+            masks.gt.len(),
+            gt.boxes.len(),
+            masks.dets.len(),
+            dets.len()
+        )));
+    }
+    evaluate_with(gt, dets, Some(masks))
+}
+
+fn evaluate_with(gt: &GroundTruth, dets: &[DetBox], masks: Option<Masks>) -> Result<CocoEval> {
     let mut image_ids = gt.image_ids.clone();
     image_ids.sort_unstable();
     image_ids.dedup();
@@ -178,25 +235,29 @@ pub fn evaluate(gt: &GroundTruth, dets: &[DetBox]) -> Result<CocoEval> {
     let cat_index: HashMap<u64, usize> = cats.iter().enumerate().map(|(i, c)| (c.0, i)).collect();
     let (ni, nk) = (image_ids.len(), cats.len());
 
-    let mut gt_cells: Vec<Vec<&GtBox>> = vec![Vec::new(); ni * nk];
-    for g in &gt.boxes {
+    let mut gt_cells: Vec<Vec<WithMask<GtBox>>> = vec![Vec::new(); ni * nk];
+    for (n, g) in gt.boxes.iter().enumerate() {
         let (Some(&i), Some(&k)) = (img_index.get(&g.image_id), cat_index.get(&g.category_id)) else {
             return Err(Error::Other(format!(
                 "ground-truth annotation {} refers to image {} / category {} not in the dataset",
                 g.id, g.image_id, g.category_id
             )));
         };
-        gt_cells[k * ni + i].push(g);
+        gt_cells[k * ni + i].push((g, masks.map(|m| &m.gt[n])));
     }
-    let mut dt_cells: Vec<Vec<&DetBox>> = vec![Vec::new(); ni * nk];
-    for d in dets {
+    let mut dt_cells: Vec<Vec<DtRef>> = vec![Vec::new(); ni * nk];
+    for (n, d) in dets.iter().enumerate() {
         let i = *img_index.get(&d.image_id).ok_or_else(|| {
             Error::Other(format!("detection for image_id {} which is not in the ground truth", d.image_id))
         })?;
         let k = *cat_index.get(&d.category_id).ok_or_else(|| {
             Error::Other(format!("detection with category_id {} which is not in the ground truth", d.category_id))
         })?;
-        dt_cells[k * ni + i].push(d);
+        let (mask, area) = match masks {
+            Some(m) => (Some(&m.dets[n]), m.det_areas[n]),
+            None => (None, d.bbox[2] * d.bbox[3]),
+        };
+        dt_cells[k * ni + i].push(DtRef { det: d, mask, area });
     }
 
     let iou_thrs = linspace(0.5, 0.95, T);
@@ -311,7 +372,7 @@ pub fn evaluate(gt: &GroundTruth, dets: &[DetBox]) -> Result<CocoEval> {
                 category_id: *id,
                 name: name.clone(),
                 images: cells.iter().filter(|c| !c.is_empty()).count(),
-                instances: cells.iter().map(|c| c.iter().filter(|g| !g.iscrowd).count()).sum(),
+                instances: cells.iter().map(|c| c.iter().filter(|g| !g.0.iscrowd).count()).sum(),
                 ap: class_ap(&(0..T).collect::<Vec<_>>()),
                 ap50: class_ap(&[0]),
             }
