@@ -9,6 +9,7 @@ use rtmdet::DetectParams;
 use rtmdet::Instances;
 use rtmdet::config::Task;
 use rtmdet::data::Dataset;
+use rtmdet::eval::coco::CocoEval;
 use rtmdet::eval::dota::RotatedDetections;
 use rtmdet::eval::dota_files;
 use rtmdet::eval::validate::{DotaSettings, validate, validate_rotated};
@@ -102,15 +103,21 @@ pub fn run(args: ValArgs) -> Result<()> {
     bar.set_style(indicatif::ProgressStyle::with_template(
         "val {bar:30} {pos}/{len} [{elapsed_precise}<{eta_precise}]",
     )?);
-    let v = validate(&det, &data, &DetectParams::EVAL, args.batch, |done, _| bar.set_position(done as u64))?;
+    let params = DetectParams::eval_for_task(det.config().task);
+    let v = validate(&det, &data, &params, args.batch, |done, _| bar.set_position(done as u64))?;
     bar.finish_and_clear();
 
-    print!("{}", v.eval.summary());
-    println!("\n{:>20} {:>8} {:>10} {:>8} {:>8}", "class", "images", "instances", "AP50", "AP");
     let (n_img, n_inst) = (data.images.len(), data.report.annotations);
-    println!("{:>20} {:>8} {:>10} {:>8.3} {:>8.3}", "all", n_img, n_inst, v.eval.stats[1], v.eval.stats[0]);
-    for c in v.eval.per_class.iter().filter(|c| c.instances > 0) {
-        println!("{:>20} {:>8} {:>10} {:>8.3} {:>8.3}", c.name, c.images, c.instances, c.ap50, c.ap);
+    match &v.segm {
+        None => {
+            print!("{}", v.eval.summary());
+            println!("\n{:>20} {:>8} {:>10} {:>8} {:>8}", "class", "images", "instances", "AP50", "AP");
+            println!("{:>20} {:>8} {:>10} {:>8.3} {:>8.3}", "all", n_img, n_inst, v.eval.stats[1], v.eval.stats[0]);
+            for c in v.eval.per_class.iter().filter(|c| c.instances > 0) {
+                println!("{:>20} {:>8} {:>10} {:>8.3} {:>8.3}", c.name, c.images, c.instances, c.ap50, c.ap);
+            }
+        }
+        Some(segm) => print_box_and_mask(&v.eval, segm, n_img, n_inst),
     }
     println!(
         "Speed: {:.1} ms pre-process, {:.1} ms inference, {:.1} ms post-process per image at {}x{}",
@@ -122,9 +129,13 @@ pub fn run(args: ValArgs) -> Result<()> {
         write_atomically(&path, serde_json::to_string_pretty(value)?.as_bytes())
             .with_context(|| format!("cannot write {}", path.display()))
     };
-    write("predictions.json", &serde_json::to_value(&v.predictions)?)?;
+    write("predictions.json", &predictions_json(&v)?)?;
     let mut metrics = v.eval.stats_json();
     metrics["per_class"] = serde_json::to_value(&v.eval.per_class)?;
+    if let Some(segm) = &v.segm {
+        metrics["segm"] = segm.stats_json();
+        metrics["segm"]["per_class"] = serde_json::to_value(&segm.per_class)?;
+    }
     metrics["speed_ms"] = serde_json::to_value(v.speed)?;
     metrics["images"] = json!(n_img);
     metrics["instances"] = json!(n_inst);
@@ -135,6 +146,40 @@ pub fn run(args: ValArgs) -> Result<()> {
     plots::confusion_matrix(&run_dir.join("confusion_matrix.png"), &v.confusion.matrix, &names)?;
     eprintln!("results saved to {}", run_dir.display());
     Ok(())
+}
+
+/// Box and mask summaries (pycocotools' 12 lines each) and a per-class table with both APs.
+fn print_box_and_mask(bbox: &CocoEval, segm: &CocoEval, n_img: usize, n_inst: usize) {
+    println!("bbox:");
+    print!("{}", bbox.summary());
+    println!("segm:");
+    print!("{}", segm.summary());
+    let header = ["class", "images", "instances", "box AP50", "box AP", "mask AP50", "mask AP"];
+    println!(
+        "\n{:>20} {:>8} {:>10} {:>9} {:>8} {:>9} {:>8}",
+        header[0], header[1], header[2], header[3], header[4], header[5], header[6]
+    );
+    let (b, m) = (&bbox.stats, &segm.stats);
+    println!("{:>20} {:>8} {:>10} {:>9.3} {:>8.3} {:>9.3} {:>8.3}", "all", n_img, n_inst, b[1], b[0], m[1], m[0]);
+    for (c, s) in bbox.per_class.iter().zip(&segm.per_class).filter(|(c, _)| c.instances > 0) {
+        println!(
+            "{:>20} {:>8} {:>10} {:>9.3} {:>8.3} {:>9.3} {:>8.3}",
+            c.name, c.images, c.instances, c.ap50, c.ap, s.ap50, s.ap
+        );
+    }
+}
+
+/// COCO results: `{"image_id", "category_id", "bbox", "score"}`, with `"segmentation"` (RLE)
+/// for an instance segmentation model.
+fn predictions_json(v: &rtmdet::eval::validate::Validation) -> Result<serde_json::Value> {
+    let mut rows = serde_json::to_value(&v.predictions)?;
+    if let Some(rows) = rows.as_array_mut() {
+        for (row, m) in rows.iter_mut().zip(&v.masks) {
+            row["segmentation"] =
+                json!({"size": [m.height, m.width], "counts": rtmdet::structures::mask::to_compressed(m)});
+        }
+    }
+    Ok(rows)
 }
 
 /// The model's class names (a DOTA folder is read with them).

@@ -37,6 +37,28 @@ pub fn ground_truth(data: &Dataset) -> GroundTruth {
     }
 }
 
+/// The masks of a loaded dataset's annotations, aligned with [`ground_truth`]'s boxes (as
+/// `annToRLE`: polygons rasterised at the image size). Every annotation needs a
+/// `segmentation`; the error names the first that has none or a broken one.
+pub fn ground_truth_masks(data: &Dataset) -> Result<Vec<Rle>> {
+    let mut out = Vec::new();
+    for img in &data.images {
+        for a in &img.annotations {
+            let fail = |why: String| {
+                crate::error::Error::Other(format!(
+                    "{}: annotation {} of image {}: {why}",
+                    data.name,
+                    a.id,
+                    img.path.display()
+                ))
+            };
+            let seg = a.segmentation.as_ref().ok_or_else(|| fail("no segmentation (segm mAP needs masks)".into()))?;
+            out.push(mask_of(seg, Some((img.height, img.width))).map_err(fail)?);
+        }
+    }
+    Ok(out)
+}
+
 /// The ground truth of a COCO file, for evaluation (no image files needed).
 pub fn read_ground_truth(path: &Path) -> Result<GroundTruth> {
     Ok(read_gt(path, false)?.0)
@@ -86,11 +108,8 @@ fn mask_of(v: &Value, size: Option<(usize, usize)>) -> std::result::Result<Rle, 
 
 fn read_gt(path: &Path, with_masks: bool) -> Result<(GroundTruth, Vec<Rle>)> {
     let raw = parse(path)?;
-    let sizes: HashMap<u64, (usize, usize)> = raw
-        .images
-        .iter()
-        .filter_map(|i| Some((i.id, (i.height? as usize, i.width? as usize))))
-        .collect();
+    let sizes: HashMap<u64, (usize, usize)> =
+        raw.images.iter().filter_map(|i| Some((i.id, (i.height? as usize, i.width? as usize)))).collect();
     let mut masks = Vec::new();
     let cats: HashSet<u64> = raw.categories.iter().map(|c| c.id).collect();
     let mut boxes = Vec::with_capacity(raw.annotations.len());
@@ -158,11 +177,8 @@ struct RawSegmDet {
 /// result has a `bbox`, every result needs one and its area is `w·h`; otherwise the boxes and
 /// areas come from the masks. Returns the detections, their masks and their areas.
 pub fn read_results_segm(path: &Path, gt_path: &Path) -> Result<(Vec<DetBox>, Vec<Rle>, Vec<f64>)> {
-    let sizes: HashMap<u64, (usize, usize)> = parse(gt_path)?
-        .images
-        .iter()
-        .filter_map(|i| Some((i.id, (i.height? as usize, i.width? as usize))))
-        .collect();
+    let sizes: HashMap<u64, (usize, usize)> =
+        parse(gt_path)?.images.iter().filter_map(|i| Some((i.id, (i.height? as usize, i.width? as usize)))).collect();
     let raw: Vec<RawSegmDet> = read_json(path)?;
     let with_boxes = raw.first().is_some_and(|d| d.bbox.as_ref().is_some_and(|b| !b.is_empty()));
     let (mut dets, mut masks, mut areas) = (Vec::new(), Vec::new(), Vec::new());

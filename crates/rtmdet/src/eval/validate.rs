@@ -5,8 +5,8 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use super::coco::{CocoEval, DetBox, evaluate};
-use super::coco_files::ground_truth;
+use super::coco::{CocoEval, DetBox, Masks, evaluate, evaluate_segm};
+use super::coco_files::{ground_truth, ground_truth_masks};
 use super::confusion::ConfusionMatrix;
 use super::dota::{self, ApMode, DotaEval, RotatedDetections};
 use super::dota_files;
@@ -15,6 +15,7 @@ use crate::detector::Detector;
 use crate::error::{Error, Result};
 use crate::image_io::{BgrImage, read_image};
 use crate::postprocess::DetectParams;
+use crate::structures::mask::Rle;
 use crate::structures::{Detection, Instances};
 
 /// Milliseconds per image of each stage.
@@ -28,7 +29,11 @@ pub struct Speed {
 pub struct Validation {
     /// COCO results with the dataset's category ids.
     pub predictions: Vec<DetBox>,
+    /// RTMDet-Ins: the mask of each prediction (empty otherwise).
+    pub masks: Vec<Rle>,
     pub eval: CocoEval,
+    /// RTMDet-Ins: mask mAP (`segm`) beside the box mAP in `eval`.
+    pub segm: Option<CocoEval>,
     pub confusion: ConfusionMatrix,
     pub speed: Speed,
 }
@@ -56,8 +61,13 @@ pub fn check_model(det: &Detector, data: &Dataset) -> Result<()> {
                     .into(),
             ));
         }
+        Task::Segment if data.images.iter().flat_map(|i| &i.annotations).all(|a| a.segmentation.is_some()) => {}
         Task::Segment => {
-            return Err(Error::Config(format!("evaluating a {} model is not supported yet", task.name())));
+            return Err(Error::Config(
+                "an instance segmentation model is scored with box and mask mAP: every annotation needs a \
+                 `segmentation` (COCO polygons or RLE)"
+                    .into(),
+            ));
         }
     }
     if det.config().num_classes != data.categories.len() {
@@ -108,8 +118,9 @@ pub fn predict_dataset(
     Ok(Predictions { results, speed })
 }
 
-/// Predicts every image of `data` with `params` (`DetectParams::EVAL` for COCO mAP) and
-/// scores the boxes with COCO mAP and a confusion matrix.
+/// Predicts every image of `data` with `params` (`DetectParams::eval_for_task` for COCO mAP)
+/// and scores the boxes with COCO mAP and a confusion matrix, and an RTMDet-Ins model's masks
+/// with mask mAP.
 pub fn validate(
     det: &Detector,
     data: &Dataset,
@@ -119,16 +130,27 @@ pub fn validate(
 ) -> Result<Validation> {
     let p = predict_dataset(det, data, params, batch, progress)?;
     let mut predictions = Vec::new();
+    let mut masks = Vec::new();
     let mut confusion = ConfusionMatrix::new(data.categories.len());
     for (entry, dets) in data.images.iter().zip(&p.results) {
         predictions.extend(dets.iter().map(|d| to_coco(&d, entry.id, data.categories[d.label].id)));
+        masks.extend(dets.masks.iter().cloned());
         let gts: Vec<([f64; 4], usize)> =
             entry.annotations.iter().filter(|a| !a.iscrowd).map(|a| (a.bbox, a.label)).collect();
         let ds: Vec<([f64; 4], f32, usize)> = dets.iter().map(|d| (d.bbox.map(f64::from), d.score, d.label)).collect();
         confusion.add(&gts, &ds);
     }
-    let eval = evaluate(&ground_truth(data), &predictions)?;
-    Ok(Validation { predictions, eval, confusion, speed: p.speed })
+    let gt = ground_truth(data);
+    let eval = evaluate(&gt, &predictions)?;
+    let segm = if det.config().task == crate::config::Task::Segment {
+        let gt_masks = ground_truth_masks(data)?;
+        // mmdet's results carry boxes, so pycocotools takes a detection's area as w·h.
+        let det_areas: Vec<f64> = predictions.iter().map(|d| d.bbox[2] * d.bbox[3]).collect();
+        Some(evaluate_segm(&gt, &predictions, Masks { gt: &gt_masks, dets: &masks, det_areas: &det_areas })?)
+    } else {
+        None
+    };
+    Ok(Validation { predictions, masks, eval, segm, confusion, speed: p.speed })
 }
 
 /// How DOTA mAP is computed: mmrotate `DOTAMetric`'s settings plus the difficulty rule.

@@ -151,7 +151,12 @@ fn segm_stats_match_pycocotools() {
         }
         for c in &e.per_class {
             let theirs = expected["per_class_ap"][c.category_id.to_string()].as_f64().unwrap();
-            assert!((c.ap - theirs).abs() <= 1e-9, "{case}: segm AP of category {}: {} vs {theirs}", c.category_id, c.ap);
+            assert!(
+                (c.ap - theirs).abs() <= 1e-9,
+                "{case}: segm AP of category {}: {} vs {theirs}",
+                c.category_id,
+                c.ap
+            );
         }
         // Boxes give other numbers: the masks are what was scored.
         let b = evaluate(&gt, &dets).unwrap();
