@@ -18,6 +18,40 @@ pub fn upsample2x(src: &FeatureMap, src_off: usize, dst: &mut FeatureMap, dst_of
     });
 }
 
+/// PyTorch's linear-resize taps along one axis (`align_corners=False`, no antialias): for
+/// each output index the two input indices and their weights.
+fn linear_taps(input: usize, output: usize) -> Vec<(usize, usize, f32, f32)> {
+    let scale = input as f32 / output as f32;
+    (0..output)
+        .map(|d| {
+            let src = (scale * (d as f32 + 0.5) - 0.5).max(0.0);
+            let i0 = (src.floor() as usize).min(input - 1);
+            let l1 = (src - i0 as f32).clamp(0.0, 1.0);
+            (i0, if i0 < input - 1 { i0 + 1 } else { i0 }, 1.0 - l1, l1)
+        })
+        .collect()
+}
+
+/// Bilinear resize of `c` channels to `dst`'s size, as PyTorch's
+/// `interpolate(mode='bilinear', align_corners=False)` computes it:
+/// `λy0·(λx0·a + λx1·b) + λy1·(λx0·c + λx1·d)`.
+pub fn resize_bilinear(src: &FeatureMap, src_off: usize, dst: &mut FeatureMap, dst_off: usize, c: usize) {
+    assert_eq!(dst.n, src.n, "resize batch");
+    assert!(src_off + c <= src.cs && dst_off + c <= dst.cs);
+    let (ys, xs) = (linear_taps(src.h, dst.h), linear_taps(src.w, dst.w));
+    for_each_row(dst, |b, y, row, cs| {
+        let (y0, y1, ly0, ly1) = ys[y];
+        for (x, &(x0, x1, lx0, lx1)) in xs.iter().enumerate() {
+            let at = |yy: usize, xx: usize| &src.data[src.at(b, yy, xx) + src_off..src.at(b, yy, xx) + src_off + c];
+            let (a, bb, cc, dd) = (at(y0, x0), at(y0, x1), at(y1, x0), at(y1, x1));
+            let d = (x + HALO) * cs + dst_off;
+            for (k, out) in row[d..d + c].iter_mut().enumerate() {
+                *out = ly0 * (lx0 * a[k] + lx1 * bb[k]) + ly1 * (lx0 * cc[k] + lx1 * dd[k]);
+            }
+        }
+    });
+}
+
 /// `dst[.., dst_off..dst_off+c] = src[.., src_off..src_off+c]` for maps of one size.
 pub fn copy_channels(src: &FeatureMap, src_off: usize, dst: &mut FeatureMap, dst_off: usize, c: usize) {
     assert_eq!((dst.n, dst.h, dst.w), (src.n, src.h, src.w), "copy shape");

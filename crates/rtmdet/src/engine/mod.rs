@@ -92,8 +92,7 @@ impl EngineKind {
         cpu: cpu::CpuOptions,
     ) -> Result<Box<dyn Engine>> {
         let use_cpu = match self {
-            // The CPU plan has no RTMDet-Ins head yet.
-            EngineKind::Auto => *device == Device::flex() && graph.mask_feat.is_none(),
+            EngineKind::Auto => *device == Device::flex(),
             EngineKind::Burn => false,
             EngineKind::Cpu => true,
         };

@@ -14,7 +14,7 @@ use super::{DetectParams, drop_empty, level_candidates, rescale, sigmoid};
 use crate::coders::distance_point;
 use crate::model::HeadOutputs;
 use crate::preprocess::Letterbox;
-use crate::structures::mask::{Bitmap, encode};
+use crate::structures::mask::Rle;
 use crate::structures::{Detection, Instances};
 
 /// Prototype channels and dynamic-conv widths (`num_prototypes`, `dyconv_channels`).
@@ -52,39 +52,56 @@ fn select(outputs: &HeadOutputs, b: usize, params: &DetectParams, clip: (usize, 
 /// Mask logits `[h, w]` at stride 8 of one instance (spec §10.2): relative coordinates
 /// `(prior − location) / (8·stride)` (x, y) and the prototypes through
 /// `w0 (8×10) → ReLU → w1 (8×8) → ReLU → w2 (1×8)`; the kernel splits as w0, w1, w2, b0, b1, b2.
+/// Computed a layer at a time over all locations (vectorisable), each output summed over its
+/// inputs in order, then its bias added.
 pub fn mask_logits(proto: &[f32], (h, w): (usize, usize), prior: [f32; 3], kernel: &[f32]) -> Vec<f32> {
-    let n_in = PROTOS + 2;
+    let (hw, n_in) = (h * w, PROTOS + 2);
     let (w0, rest) = kernel.split_at(DYCONV * n_in);
     let (w1, rest) = rest.split_at(DYCONV * DYCONV);
     let (w2, rest) = rest.split_at(DYCONV);
     let (b0, rest) = rest.split_at(DYCONV);
     let (b1, b2) = rest.split_at(DYCONV);
     let norm = prior[2] * MASK_STRIDE as f32;
-    let mut out = vec![0f32; h * w];
-    let mut x = [0f32; PROTOS + 2];
+    let mut x = vec![0f32; n_in * hw];
+    let (rel, protos) = x.split_at_mut(2 * hw);
     for i in 0..h {
         for j in 0..w {
-            let q = i * w + j;
-            x[0] = (prior[0] - (j * MASK_STRIDE) as f32) / norm;
-            x[1] = (prior[1] - (i * MASK_STRIDE) as f32) / norm;
-            for c in 0..PROTOS {
-                x[2 + c] = proto[c * h * w + q];
+            rel[i * w + j] = (prior[0] - (j * MASK_STRIDE) as f32) / norm;
+            rel[hw + i * w + j] = (prior[1] - (i * MASK_STRIDE) as f32) / norm;
+        }
+    }
+    protos.copy_from_slice(&proto[..PROTOS * hw]);
+    let h1 = dyconv(&x, n_in, w0, b0, hw, true);
+    let h2 = dyconv(&h1, DYCONV, w1, b1, hw, true);
+    dyconv(&h2, DYCONV, w2, b2, hw, false)
+}
+
+/// A 1×1 convolution of `n_in` planes of `hw` values with weights `[out][n_in]` and a bias.
+fn dyconv(x: &[f32], n_in: usize, weight: &[f32], bias: &[f32], hw: usize, relu: bool) -> Vec<f32> {
+    let mut out = vec![0f32; bias.len() * hw];
+    for (o, acc) in out.chunks_exact_mut(hw).enumerate() {
+        for (i, plane) in x.chunks_exact(hw).take(n_in).enumerate() {
+            let wv = weight[o * n_in + i];
+            for (a, v) in acc.iter_mut().zip(plane) {
+                *a += wv * v;
             }
-            let layer = |wt: &[f32], bias: &[f32], inp: &[f32], o: usize| {
-                let row = &wt[o * inp.len()..(o + 1) * inp.len()];
-                row.iter().zip(inp).fold(0f32, |acc, (a, b)| acc + a * b) + bias[o]
-            };
-            let h1: [f32; DYCONV] = std::array::from_fn(|o| layer(w0, b0, &x, o).max(0.0));
-            let h2: [f32; DYCONV] = std::array::from_fn(|o| layer(w1, b1, &h1, o).max(0.0));
-            out[q] = layer(w2, b2, &h2, 0);
+        }
+        for a in acc.iter_mut() {
+            *a += bias[o];
+            if relu {
+                *a = a.max(0.0);
+            }
         }
     }
     out
 }
 
-/// PyTorch's source index and weights of a linear resize from `input` to `output` samples at
-/// `scale` input samples per output sample (align_corners False): `(i0, i1, λ0, λ1)` each.
-fn linear_taps(input: usize, output: usize, scale: f32) -> Vec<(usize, usize, f32, f32)> {
+/// One output sample of a linear resize: input indices `i0`, `i1` and their weights.
+type Tap = (usize, usize, f32, f32);
+
+/// PyTorch's taps of a linear resize from `input` to `output` samples at `scale` input
+/// samples per output sample (align_corners False).
+fn linear_taps(input: usize, output: usize, scale: f32) -> Vec<Tap> {
     (0..output)
         .map(|d| {
             let src = (scale * (d as f32 + 0.5) - 0.5).max(0.0);
@@ -96,65 +113,132 @@ fn linear_taps(input: usize, output: usize, scale: f32) -> Vec<(usize, usize, f3
         .collect()
 }
 
-/// Bilinear resize of `src` (`h`×`w`, row-major) to `out_h`×`out_w` at the given scales
-/// (input per output pixel), keeping only the first `keep_h` rows and `keep_w` columns.
-fn resize(
-    src: &[f32],
-    (h, w): (usize, usize),
-    (out_h, out_w): (usize, usize),
-    scale: (f32, f32),
-    keep: (usize, usize),
-) -> Vec<f32> {
-    let (keep_h, keep_w) = (keep.0.min(out_h), keep.1.min(out_w));
-    let ys = linear_taps(h, out_h, scale.0);
-    let xs = &linear_taps(w, out_w, scale.1)[..keep_w];
-    // The rows the kept output rows read, interpolated along x once each.
-    let rows_needed = ys[..keep_h].iter().map(|t| t.1).max().map_or(0, |m| m + 1);
-    let rows: Vec<Vec<f32>> = (0..rows_needed)
-        .map(|r| {
-            let row = &src[r * w..(r + 1) * w];
-            xs.iter().map(|&(x0, x1, l0, l1)| l0 * row[x0] + l1 * row[x1]).collect()
-        })
-        .collect();
-    let mut out = Vec::with_capacity(keep_h * keep_w);
-    for &(y0, y1, l0, l1) in &ys[..keep_h] {
-        out.extend(rows[y0].iter().zip(&rows[y1]).map(|(a, b)| l0 * a + l1 * b));
+/// The input indices `lo..hi` that taps read.
+fn span(taps: &[Tap]) -> (usize, usize) {
+    let lo = taps.iter().map(|t| t.0).min().unwrap_or(0);
+    (lo, taps.iter().map(|t| t.1 + 1).max().unwrap_or(lo))
+}
+
+/// Bilinear resampling of `src` — input rows and columns from `origin` on, row-major, `src_w`
+/// wide — at the output samples `ys` × `xs`: along x first, then the rows blended, the same
+/// products and sums as PyTorch's `λy0·(λx0·a + λx1·b) + λy1·(λx0·c + λx1·d)`. The result is
+/// row-major, or column-major (COCO's run order) with `columns`.
+fn resample(src: &[f32], src_w: usize, origin: (usize, usize), ys: &[Tap], xs: &[Tap], columns: bool) -> Vec<f32> {
+    let ((r_lo, r_hi), w) = (span(ys), xs.len());
+    let n_rows = r_hi - r_lo;
+    let mut rows = vec![0f32; n_rows * w];
+    for (k, out) in rows.chunks_exact_mut(w.max(1)).enumerate().take(n_rows) {
+        let row = &src[(r_lo + k - origin.0) * src_w..];
+        for (o, &(x0, x1, l0, l1)) in out.iter_mut().zip(xs) {
+            *o = l0 * row[x0 - origin.1] + l1 * row[x1 - origin.1];
+        }
+    }
+    let mut out = Vec::with_capacity(ys.len() * w);
+    if !columns {
+        for &(y0, y1, l0, l1) in ys {
+            let (a, b) = (&rows[(y0 - r_lo) * w..(y0 - r_lo + 1) * w], &rows[(y1 - r_lo) * w..(y1 - r_lo + 1) * w]);
+            out.extend(a.iter().zip(b).map(|(a, b)| l0 * a + l1 * b));
+        }
+        return out;
+    }
+    let mut cols = vec![0f32; rows.len()];
+    for (k, row) in rows.chunks_exact(w.max(1)).enumerate() {
+        for (x, v) in row.iter().enumerate() {
+            cols[x * n_rows + k] = *v;
+        }
+    }
+    for col in cols.chunks_exact(n_rows.max(1)).take(w) {
+        out.extend(ys.iter().map(|&(y0, y1, l0, l1)| l0 * col[y0 - r_lo] + l1 * col[y1 - r_lo]));
     }
     out
 }
 
-/// The mask of one instance: logits at stride 8 → ×8 to the padded input → with a letterbox,
-/// to `ceil(H·1/sf_w)`×`ceil(W·1/sf_h)` (mmdet pairs the factors this way) cropped to the
-/// original image; foreground where `sigmoid > mask_thr`.
-fn instance_mask(logits: &[f32], (h, w): (usize, usize), letterbox: Option<&Letterbox>, mask_thr: f32) -> Bitmap {
+/// `sigmoid(v) > thr` exactly, without an `exp` for the values far from the threshold.
+fn above(v: f32, thr: f32, thr_logit: f32) -> bool {
+    if v > thr_logit + 1e-3 {
+        true
+    } else if v < thr_logit - 1e-3 {
+        false
+    } else {
+        sigmoid(v) > thr
+    }
+}
+
+/// Margin under the threshold's logit below which a logit cannot turn into foreground:
+/// bilinear values are convex combinations of their sources, exceeding their maximum by a
+/// few ulps at most.
+const CERTAINLY_BELOW: f32 = 1e-3;
+
+/// The range of outputs whose sources, through the chain `taps_to_source`, touch the source
+/// indices `lo..=hi` (contiguous: taps are monotone).
+fn touching(n: usize, sources: impl Fn(usize) -> (usize, usize), (lo, hi): (usize, usize)) -> (usize, usize) {
+    let hits = |i: usize| {
+        let (a, b) = sources(i);
+        a <= hi && b >= lo
+    };
+    let first = (0..n).find(|&i| hits(i)).unwrap_or(n);
+    let last = (first..n).rev().find(|&i| hits(i)).map_or(first, |i| i + 1);
+    (first, last)
+}
+
+/// The mask of one instance as a COCO RLE: logits at stride 8 → ×8 to the padded input →
+/// with a letterbox, to `ceil(H·1/sf_w)`×`ceil(W·1/sf_h)` (mmdet pairs the factors this way)
+/// cropped to the original image; foreground where `sigmoid > mask_thr`.
+///
+/// Exact and cheap: only the window of output pixels whose source logits include one within
+/// [`CERTAINLY_BELOW`] of the threshold or above is computed (everything else is background
+/// whatever the interpolation does), and the last resize runs column by column so the runs
+/// come out in COCO's order.
+fn instance_mask(logits: &[f32], (h, w): (usize, usize), letterbox: Option<&Letterbox>, mask_thr: f32) -> Rle {
     let (ph, pw) = (h * MASK_STRIDE, w * MASK_STRIDE);
-    let up_scale = 1.0 / MASK_STRIDE as f32;
-    let (values, out_h, out_w) = match letterbox {
-        None => (resize(logits, (h, w), (ph, pw), (up_scale, up_scale), (ph, pw)), ph, pw),
+    let up = 1.0 / MASK_STRIDE as f32;
+    let (first_ys, first_xs) = (linear_taps(h, ph, up), linear_taps(w, pw, up));
+    // The final resize (identity when there is no letterbox) and the image it makes.
+    let (second_ys, second_xs, height, width) = match letterbox {
+        None => ((0..ph).map(|i| (i, i, 1.0, 0.0)).collect(), (0..pw).map(|i| (i, i, 1.0, 0.0)).collect(), ph, pw),
         Some(lb) => {
-            let (ori_h, ori_w) = (lb.ori_h, lb.ori_w);
             // mmdet's `[1 / s for s in scale_factor]` is (w, h)-ordered but sizes (h, w).
             let (fh, fw) = (1.0 / lb.scale_factor.0, 1.0 / lb.scale_factor.1);
             let (rh, rw) = ((ph as f64 * fh).ceil() as usize, (pw as f64 * fw).ceil() as usize);
-            // Only the rows/columns of the padded map the cropped result reads are computed.
-            let padded = resize(logits, (h, w), (ph, pw), (up_scale, up_scale), (ph, pw));
-            let scale = (ph as f32 / rh as f32, pw as f32 / rw as f32);
-            (resize(&padded, (ph, pw), (rh, rw), scale, (ori_h, ori_w)), ori_h.min(rh), ori_w.min(rw))
+            let mut ys = linear_taps(ph, rh, ph as f32 / rh as f32);
+            let mut xs = linear_taps(pw, rw, pw as f32 / rw as f32);
+            ys.truncate(lb.ori_h);
+            xs.truncate(lb.ori_w);
+            (ys, xs, lb.ori_h, lb.ori_w)
         }
     };
-    let data = values.iter().map(|&v| u8::from(sigmoid(v) > mask_thr)).collect();
-    let mut bitmap = Bitmap { height: out_h, width: out_w, data };
-    if let Some(lb) = letterbox
-        && (out_h, out_w) != (lb.ori_h, lb.ori_w)
-    {
-        // A resize smaller than the image (never with mmdet's ceil) leaves the rest empty.
-        let mut full = Bitmap::zeros(lb.ori_h, lb.ori_w);
-        for y in 0..out_h {
-            full.data[y * lb.ori_w..y * lb.ori_w + out_w].copy_from_slice(&bitmap.data[y * out_w..(y + 1) * out_w]);
+    let thr_logit = super::logit(mask_thr);
+    // Logit cells that may end up foreground, as a bounding box.
+    let hot: Vec<usize> = (0..h * w).filter(|&q| logits[q] >= thr_logit - CERTAINLY_BELOW).collect();
+    let mut counts = Vec::new();
+    let (mut prev, mut run) = (false, 0u32);
+    if let (Some(i_lo), Some(i_hi)) = (hot.iter().map(|q| q / w).min(), hot.iter().map(|q| q / w).max()) {
+        let (j_lo, j_hi) = (hot.iter().map(|q| q % w).min().unwrap_or(0), hot.iter().map(|q| q % w).max().unwrap_or(0));
+        let rows_of = |t: &Tap, taps: &[Tap]| (taps[t.0].0, taps[t.1].1);
+        let (y_lo, y_hi) = touching(second_ys.len(), |y| rows_of(&second_ys[y], &first_ys), (i_lo, i_hi));
+        let (x_lo, x_hi) = touching(second_xs.len(), |x| rows_of(&second_xs[x], &first_xs), (j_lo, j_hi));
+        let (ys2, xs2) = (&second_ys[y_lo..y_hi], &second_xs[x_lo..x_hi]);
+        // The padded-input window the final window reads, from the logits.
+        let ((py_lo, py_hi), (px_lo, px_hi)) = (span(ys2), span(xs2));
+        let padded = resample(logits, w, (0, 0), &first_ys[py_lo..py_hi], &first_xs[px_lo..px_hi], false);
+        let window = resample(&padded, px_hi - px_lo, (py_lo, px_lo), ys2, xs2, true);
+        let wh = y_hi - y_lo;
+        for x in 0..width {
+            for y in 0..height {
+                let inside = (x_lo..x_hi).contains(&x) && (y_lo..y_hi).contains(&y);
+                let v = inside && above(window[(x - x_lo) * wh + y - y_lo], mask_thr, thr_logit);
+                if v != prev {
+                    counts.push(run);
+                    (prev, run) = (v, 0);
+                }
+                run += 1;
+            }
         }
-        bitmap = full;
+    } else {
+        run = (height * width) as u32;
     }
-    bitmap
+    counts.push(run);
+    Rle { height, width, counts }
 }
 
 /// The whole RTMDet-Ins post-processing of image `b`: boxes as detection does (clamped to the
@@ -186,7 +270,7 @@ pub fn postprocess(
         .par_iter()
         .map(|&i| {
             let s = &sources[i];
-            encode(&instance_mask(&mask_logits(proto, (h, w), s.prior, &s.kernel), (h, w), letterbox, mask_thr))
+            instance_mask(&mask_logits(proto, (h, w), s.prior, &s.kernel), (h, w), letterbox, mask_thr)
         })
         .collect();
     out

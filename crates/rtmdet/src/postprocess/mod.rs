@@ -67,7 +67,7 @@ pub(crate) fn sigmoid(x: f32) -> f32 {
     1.0 / (1.0 + (-x).exp())
 }
 
-fn logit(p: f32) -> f32 {
+pub(crate) fn logit(p: f32) -> f32 {
     if p <= 0.0 {
         f32::NEG_INFINITY
     } else if p >= 1.0 {

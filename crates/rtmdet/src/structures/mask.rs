@@ -105,9 +105,10 @@ pub fn encode(mask: &Bitmap) -> Rle {
     let mut counts = Vec::new();
     let mut prev = false;
     let mut run = 0u32;
+    let data = &mask.data;
     for x in 0..w {
         for y in 0..h {
-            let v = mask.get(y, x);
+            let v = data.get(y * w + x).is_some_and(|&b| b != 0);
             if v != prev {
                 counts.push(run);
                 run = 0;

@@ -14,44 +14,57 @@ use rtmdet::model::{Graph, HeadOutputs, LevelOutputs, MaskFeatures};
 use rtmdet::postprocess::masks;
 use rtmdet::preprocess::Letterbox;
 use rtmdet::structures::mask::decode;
-use rtmdet::weights::{ReadOptions, read, to_vec};
+use rtmdet::weights::{ReadOptions, read};
 
 const CKPT: &str = "checkpoints/rtmdet_ins_tiny_ref_seed1.pth";
 
-/// Tolerances as for the detection heads (`parity.rs::head_outputs_match`, fp32 noise of the
-/// same depth of network): logits and kernel parameters atol 2e-3, distances 0.03 px.
+/// Head outputs and prototypes of one engine against the reference, at the detection heads'
+/// tolerances (`parity.rs`: fp32 noise of the same depth of network): logits and kernel
+/// parameters atol 2e-3, distances 0.03 px, prototypes 2e-3.
+fn check_outputs(outs: &HeadOutputs, npz: &mut Npz, what: &str) {
+    let (mut w_cls, mut w_reg, mut w_kernel) = (0f32, 0f32, 0f32);
+    for (l, o) in outs.levels.iter().enumerate() {
+        let (shape, cls) = npz.f32(&format!("cls_l{l}"));
+        assert_eq!(o.dims.to_vec(), shape, "{what}");
+        w_cls = w_cls.max(max_abs_diff(&o.cls, &cls));
+        w_reg = w_reg.max(max_abs_diff(&o.reg, &npz.f32(&format!("reg_l{l}")).1));
+        let k = npz.f32(&format!("kernel_l{l}")).1;
+        assert_eq!(o.kernel.len(), k.len(), "{what}: kernel size");
+        w_kernel = w_kernel.max(max_abs_diff(&o.kernel, &k));
+    }
+    let proto = outs.mask_feat.as_ref().expect("Ins outputs carry prototypes");
+    let (pshape, p) = npz.f32("proto");
+    assert_eq!(proto.dims.to_vec(), pshape, "{what}");
+    let w_proto = max_abs_diff(&proto.data, &p);
+    println!("{what}: max |cls| {w_cls:.2e}, reg {w_reg:.2e} px, kernel {w_kernel:.2e}, proto {w_proto:.2e}");
+    assert!(w_cls <= 2e-3, "{what}: cls logits differ by {w_cls}");
+    assert!(w_reg <= 0.03, "{what}: distances differ by {w_reg} px");
+    assert!(w_kernel <= 2e-3, "{what}: kernel parameters differ by {w_kernel}");
+    assert!(w_proto <= 2e-3, "{what}: prototypes differ by {w_proto}");
+}
+
+/// The burn model and the fused CPU engine (best instruction set and the portable scalar
+/// code) reproduce the original's raw Ins outputs on the stored network inputs.
 #[test]
 fn ins_head_outputs_and_prototypes_match() {
+    use rtmdet::engine::Engine;
+    use rtmdet::engine::cpu::{CpuEngine, CpuOptions, Isa};
     let (cfg, map) = read(&reference(CKPT), &ReadOptions::default()).unwrap();
     assert_eq!((cfg.task, cfg.num_classes, cfg.exp_on_reg), (Task::Segment, 80, false));
     let graph = Graph::new(&cfg).unwrap();
-    let engine = BurnEngine::new(graph.clone(), &map, &Device::default()).unwrap();
+    let map = rtmdet::weights::check(&graph, map).unwrap();
+    let mut engines: Vec<(String, Box<dyn Engine>)> =
+        vec![("burn".into(), Box::new(BurnEngine::new(graph.clone(), &map, &Device::default()).unwrap()))];
+    for isa in [None, Some(Isa::Scalar)] {
+        let e = CpuEngine::new(&graph, &map, CpuOptions { isa, ..Default::default() }).unwrap();
+        engines.push((format!("cpu {}", e.isa()), Box::new(e)));
+    }
     for key in ["demo", "coco049"] {
-        let mut input = Npz::open(reference(&format!("inputs/{key}.npz")));
+        let x = Npz::open(reference(&format!("inputs/{key}.npz"))).f32("input").1;
         let mut npz = Npz::open(reference(&format!("infer/rtmdet_ins_tiny_ref_seed1__{key}.npz")));
-        let x = input.f32("input").1;
-        let outs = engine.forward_tensors(&x, [1, 3, 640, 640]);
-        let (mut w_cls, mut w_reg, mut w_kernel) = (0f32, 0f32, 0f32);
-        for (l, o) in outs.iter().enumerate() {
-            let (shape, cls) = npz.f32(&format!("cls_l{l}"));
-            assert_eq!(o.cls.dims().to_vec(), shape);
-            w_cls = w_cls.max(max_abs_diff(&to_vec(&o.cls), &cls));
-            w_reg = w_reg.max(max_abs_diff(&to_vec(&o.reg), &npz.f32(&format!("reg_l{l}")).1));
-            let kernel = o.kernel.as_ref().expect("Ins levels carry kernels");
-            let (kshape, k) = npz.f32(&format!("kernel_l{l}"));
-            assert_eq!(kernel.dims().to_vec(), kshape);
-            w_kernel = w_kernel.max(max_abs_diff(&to_vec(kernel), &k));
+        for (name, engine) in &engines {
+            check_outputs(&engine.forward(&x, [1, 3, 640, 640]), &mut npz, &format!("{key} {name}"));
         }
-        let proto_node = graph.mask_feat.expect("Ins graphs have mask features");
-        let proto = engine.model().run(engine.tensor(&x, [1, 3, 640, 640]), &[proto_node]).remove(0);
-        let (pshape, p) = npz.f32("proto");
-        assert_eq!(proto.dims().to_vec(), pshape);
-        let w_proto = max_abs_diff(&to_vec(&proto), &p);
-        println!("{key}: max |cls| {w_cls:.2e}, reg {w_reg:.2e} px, kernel {w_kernel:.2e}, proto {w_proto:.2e}");
-        assert!(w_cls <= 2e-3, "{key}: cls logits differ by {w_cls}");
-        assert!(w_reg <= 0.03, "{key}: distances differ by {w_reg} px");
-        assert!(w_kernel <= 2e-3, "{key}: kernel parameters differ by {w_kernel}");
-        assert!(w_proto <= 2e-3, "{key}: prototypes differ by {w_proto}");
     }
 }
 

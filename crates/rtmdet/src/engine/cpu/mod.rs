@@ -136,6 +136,11 @@ impl CpuEngine {
                 layout::upsample2x(&bufs[b(*input)], 0, &mut out, *out_off, *channels);
                 bufs[b(*output)] = out;
             }
+            Step::Resize { input, output, out_off, channels } => {
+                let mut out = std::mem::take(&mut bufs[b(*output)]);
+                layout::resize_bilinear(&bufs[b(*input)], 0, &mut out, *out_off, *channels);
+                bufs[b(*output)] = out;
+            }
             Step::Copy { input, in_off, output, out_off, channels } => {
                 let mut out = std::mem::take(&mut bufs[b(*output)]);
                 layout::copy_channels(&bufs[b(*input)], *in_off, &mut out, *out_off, *channels);
@@ -154,23 +159,32 @@ impl CpuEngine {
                 let cls_map = &bufs[self.buffer_of[h.cls]];
                 let cls = cls_map.to_nchw(0, self.plan.num_classes);
                 let stride = h.stride as f32;
-                let exp = self.plan.exp_on_reg;
+                let (exp, relu) = (self.plan.exp_on_reg, h.relu_reg);
                 let reg = bufs[self.buffer_of[h.reg]]
                     .to_nchw(0, 4)
                     .into_iter()
-                    .map(|v| distance_point::distance_from_raw(v, stride, exp));
+                    .map(|v| distance_point::distance_from_raw(if relu { v.max(0.0) } else { v }, stride, exp));
                 let angle = h.angle.map(|a| bufs[self.buffer_of[a]].to_nchw(0, 1)).unwrap_or_default();
+                let kernel = h
+                    .kernel
+                    .map(|k| bufs[self.buffer_of[k]].to_nchw(0, crate::model::head::KERNEL_PARAMS))
+                    .unwrap_or_default();
                 LevelOutputs {
                     cls,
                     reg: reg.collect(),
                     angle,
-                    kernel: Vec::new(),
+                    kernel,
                     dims: [cls_map.n, self.plan.num_classes, cls_map.h, cls_map.w],
                     stride: h.stride,
                 }
             })
             .collect();
-        HeadOutputs { levels, mask_feat: None }
+        let mask_feat = self.plan.mask_feat.map(|m| {
+            let map = &bufs[self.buffer_of[m]];
+            let c = crate::model::head::NUM_PROTOTYPES;
+            crate::model::MaskFeatures { data: map.to_nchw(0, c), dims: [map.n, c, map.h, map.w] }
+        });
+        HeadOutputs { levels, mask_feat }
     }
 }
 
@@ -210,6 +224,7 @@ impl StepTime {
             Step::Pool { slot, .. } => ("pool", format!("spp pools @{:?}", at(*slot)), 0.0),
             Step::Attention { gate, .. } => ("attention", format!("attention {}", gate.channels), 0.0),
             Step::Upsample { channels, .. } => ("copy", format!("upsample {channels}"), 0.0),
+            Step::Resize { channels, .. } => ("copy", format!("bilinear resize {channels}"), 0.0),
             Step::Copy { channels, .. } => ("copy", format!("copy {channels}"), 0.0),
         };
         StepTime { what, kind, ms, flops }

@@ -74,6 +74,13 @@ pub enum Step {
         out_off: usize,
         channels: usize,
     },
+    /// Bilinear resize to the output slot's resolution (RTMDet-Ins mask features).
+    Resize {
+        input: usize,
+        output: usize,
+        out_off: usize,
+        channels: usize,
+    },
     Copy {
         input: usize,
         in_off: usize,
@@ -92,20 +99,30 @@ impl Step {
             }
             Step::Depthwise { input, output, .. }
             | Step::Upsample { input, output, .. }
+            | Step::Resize { input, output, .. }
             | Step::Copy { input, output, .. } => vec![*input, *output],
             Step::Pool { slot, .. } | Step::Attention { slot, .. } => vec![*slot],
         }
     }
 }
 
-/// One pyramid level's head outputs: logits in `cls`, raw distances in `reg`, raw angles in
-/// `angle` (RTMDet-R), all at offset 0.
+/// One pyramid level's head outputs: logits in `cls`, raw distances in `reg` (ReLU still to
+/// apply when `relu_reg`, RTMDet-Ins), raw angles in `angle` (RTMDet-R), dynamic-conv
+/// kernels in `kernel` (RTMDet-Ins), all at offset 0.
 #[derive(Clone, Copy, Debug)]
 pub struct HeadSlots {
     pub cls: usize,
     pub reg: usize,
+    pub relu_reg: bool,
     pub angle: Option<usize>,
+    pub kernel: Option<usize>,
     pub stride: usize,
+}
+
+impl HeadSlots {
+    fn slots(&self) -> impl Iterator<Item = usize> + use<> {
+        [Some(self.cls), Some(self.reg), self.angle, self.kernel].into_iter().flatten()
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -113,6 +130,8 @@ pub struct Plan {
     pub slots: Vec<SlotSpec>,
     pub steps: Vec<Step>,
     pub heads: Vec<HeadSlots>,
+    /// RTMDet-Ins prototypes (8 channels at offset 0).
+    pub mask_feat: Option<usize>,
     pub num_classes: usize,
     pub exp_on_reg: bool,
 }
@@ -143,9 +162,23 @@ impl Plan {
         let heads = graph
             .levels
             .iter()
-            .map(|l| HeadSlots { cls: val(l.cls), reg: val(l.reg), angle: l.angle.map(val), stride: l.stride })
+            .map(|l| HeadSlots {
+                cls: val(l.cls),
+                reg: val(l.reg),
+                relu_reg: graph.nodes[l.reg].op == Op::Relu,
+                angle: l.angle.map(val),
+                kernel: l.kernel.map(val),
+                stride: l.stride,
+            })
             .collect();
-        Ok(Plan { slots: b.slots, steps: b.steps, heads, num_classes: graph.num_classes, exp_on_reg: graph.exp_on_reg })
+        Ok(Plan {
+            slots: b.slots,
+            steps: b.steps,
+            heads,
+            mask_feat: graph.mask_feat.map(val),
+            num_classes: graph.num_classes,
+            exp_on_reg: graph.exp_on_reg,
+        })
     }
 
     /// Maps each slot to a buffer, slots whose lifetimes do not overlap sharing one (same
@@ -161,7 +194,7 @@ impl Plan {
                 last[s] = last[s].max(i);
             }
         }
-        let pinned = self.heads.iter().flat_map(|h| [Some(h.cls), Some(h.reg), h.angle]).flatten().chain([INPUT_SLOT]);
+        let pinned = self.heads.iter().flat_map(HeadSlots::slots).chain(self.mask_feat).chain([INPUT_SLOT]);
         for s in pinned {
             first[s] = 0;
             last[s] = usize::MAX;
@@ -319,12 +352,15 @@ impl Builder<'_> {
                 self.attention(*fc, &x)?;
                 x
             }
-            Op::Relu | Op::ResizeBilinearLike => {
+            // The head's ReLU is applied when the distances are read out (`HeadSlots::relu_reg`).
+            Op::Relu if self.graph.levels.iter().any(|l| l.reg == id) => self.location(node.inputs[0]).clone(),
+            Op::Relu => {
                 return Err(Error::Config(format!(
-                    "{}: the CPU engine does not run RTMDet-Ins heads yet (use the burn engine)",
+                    "{}: the CPU engine applies ReLU to head distances only",
                     node.name
                 )));
             }
+            Op::ResizeBilinearLike => self.resize(id),
         };
         self.locations[id] = Some(val);
         Ok(())
@@ -469,6 +505,21 @@ impl Builder<'_> {
     }
 
     /// Nearest 2× upsampling, written into the concatenation that reads it when there is one.
+    /// A bilinear resize to the node's resolution, written into its concatenation when that
+    /// is its only reader.
+    fn resize(&mut self, id: NodeId) -> Location {
+        let node = &self.graph.nodes[id];
+        let c = node.channels;
+        let x = self.location(node.inputs[0]).clone();
+        let x = self.compact(&x);
+        let (output, out_off) = match self.dest(id) {
+            Dest::New => (self.slot(node.stride, c), 0),
+            Dest::Into(s, o) => (s, o),
+        };
+        self.steps.push(Step::Resize { input: x.slot, output, out_off, channels: round_up(c, CHANNEL_BLOCK) });
+        Location { slot: output, segments: vec![(out_off, c)] }
+    }
+
     fn upsample(&mut self, id: NodeId) -> Location {
         let node = &self.graph.nodes[id];
         let c = node.channels;
