@@ -12,12 +12,24 @@ fn is_image(path: &Path) -> bool {
         .is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
 }
 
+/// Why a path that is neither a file nor a folder cannot be read, in words.
+fn not_usable(path: &Path) -> String {
+    match std::fs::metadata(path) {
+        Ok(_) => "is not a regular file (a FIFO, socket or device)".into(),
+        Err(e) if e.raw_os_error() == Some(40) => "is a symbolic link loop".into(),
+        Err(_) if path.symlink_metadata().is_ok() => "is a broken symbolic link".into(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => "does not exist".into(),
+        Err(e) => format!("cannot be read ({e})"),
+    }
+}
+
 /// Files as given; folders expand to their image files (sorted, not recursive).
 pub fn expand(sources: &[PathBuf]) -> Result<Vec<PathBuf>> {
     let mut out = Vec::new();
     for s in sources {
         if s.is_dir() {
-            let mut files: Vec<PathBuf> = std::fs::read_dir(s)?
+            let mut files: Vec<PathBuf> = std::fs::read_dir(s)
+                .map_err(|e| anyhow::anyhow!("cannot list {}: {e}", s.display()))?
                 .filter_map(|e| e.ok().map(|e| e.path()))
                 .filter(|p| p.is_file() && is_image(p))
                 .collect();
@@ -29,7 +41,7 @@ pub fn expand(sources: &[PathBuf]) -> Result<Vec<PathBuf>> {
         } else if s.is_file() {
             out.push(s.clone());
         } else {
-            bail!("source {} does not exist", s.display());
+            bail!("source {} {}", s.display(), not_usable(s));
         }
     }
     if out.is_empty() {
@@ -54,7 +66,7 @@ pub fn next_run_dir(base: &Path) -> Result<PathBuf> {
     for n in 1.. {
         let dir = base.join(n.to_string());
         if !dir.exists() {
-            std::fs::create_dir_all(&dir)?;
+            std::fs::create_dir_all(&dir).map_err(|e| anyhow::anyhow!("cannot create {}: {e}", dir.display()))?;
             return Ok(dir);
         }
     }

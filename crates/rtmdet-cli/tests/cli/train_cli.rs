@@ -132,3 +132,34 @@ fn rotated_fine_tuning_on_dota_patches_learns() {
     let pred: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     assert!(pred[0]["detections"][0]["rbox"].is_array(), "rotated boxes out: {}", pred[0]["detections"][0]);
 }
+
+/// Ctrl-C during training saves `last`, exits 130 (so `train && deploy` stops) and releases
+/// the run folder's lock.
+#[test]
+fn ctrl_c_saves_last_and_exits_130() {
+    use std::io::{BufRead, BufReader, Read};
+    let dir = tmp("ctrl_c");
+    let yaml = coco8_yaml(&dir, &shared("assets/coco8"), "train");
+    let out = dir.join("runs");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_rtmdet"))
+        .args(["train", "--data", yaml.to_str().unwrap(), "--epochs", "50", "--batch", "2", "--imgsz", "64"])
+        .args(["--workers", "1", "--out", out.to_str().unwrap()])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut seen = String::new();
+    while !seen.contains("training RTMDet") {
+        let mut line = String::new();
+        assert!(stderr.read_line(&mut line).unwrap() > 0, "training did not start: {seen}");
+        seen.push_str(&line);
+    }
+    let killed = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    assert!(killed.success());
+    stderr.read_to_string(&mut seen).unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130), "{seen}");
+    assert!(seen.contains("--resume"), "{seen}");
+    assert!(out.join("1/weights/last.safetensors").is_file());
+    assert!(!out.join("1/.lock").exists(), "the lock outlived the process");
+}

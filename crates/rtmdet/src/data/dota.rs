@@ -58,7 +58,7 @@ pub fn read_label_file(path: &Path) -> Result<(NumberedRows, Vec<String>)> {
     let bytes = std::fs::read(path).map_err(|e| Error::Other(format!("{}: {e}", path.display())))?;
     let text = String::from_utf8_lossy(&bytes);
     let (mut rows, mut bad) = (Vec::new(), Vec::new());
-    for (n, line) in text.lines().enumerate() {
+    for (n, line) in crate::files::strip_bom(&text).lines().enumerate() {
         match parse_row(line) {
             Ok(Some(row)) => rows.push((n + 1, row)),
             Ok(None) => {}
