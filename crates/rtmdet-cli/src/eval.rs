@@ -67,7 +67,7 @@ pub struct EvalArgs {
 pub fn run(args: EvalArgs) -> Result<()> {
     if let Some(j) = &args.json {
         if [&args.pred, &args.gt].iter().any(|input| output::inside(j, input)) {
-            bail!("--json {} is inside an input folder; give another path", j.display());
+            bail!("--json {} is inside an input folder: it would overwrite an input; give another path", j.display());
         }
         output::check(j, args.exist_ok, &[&args.pred, &args.gt])?;
     }

@@ -14,7 +14,11 @@ pub fn check(path: &Path, exist_ok: bool, inputs: &[&Path]) -> Result<()> {
         bail!("{} is a folder; give a file path", path.display());
     }
     if let Some(input) = inputs.iter().find(|i| same_file(path, i)) {
-        bail!("{} is an input of this command ({}); give another output path", path.display(), input.display());
+        bail!(
+            "{} is an input of this command ({}): writing it would overwrite an input; give another output path",
+            path.display(),
+            input.display()
+        );
     }
     if !exist_ok && path.symlink_metadata().is_ok() {
         bail!("{} already exists; give another path, or --exist-ok to replace it", path.display());

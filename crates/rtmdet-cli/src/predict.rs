@@ -112,7 +112,8 @@ pub fn run(args: PredictArgs) -> Result<()> {
     if let Some(s) = args.imgsz {
         det.input_size = s;
     }
-    args::check_memory(args.batch, det.input_size, args::INFER_BYTES_PER_PIXEL, "inference")?;
+    // A batch never holds more images than there are.
+    args::check_memory(args.batch.min(paths.len()), det.input_size, args::INFER_BYTES_PER_PIXEL, "inference")?;
     // The task's defaults (deployment settings, or RTMDet-R's test_cfg), overridden by flags.
     let d = det.params;
     det.params = DetectParams {

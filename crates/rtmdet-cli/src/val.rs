@@ -119,7 +119,6 @@ pub fn run(args: ValArgs) -> Result<()> {
     if let Some(size) = args.imgsz {
         det.input_size = size;
     }
-    args::check_memory(args.batch, det.input_size, args::INFER_BYTES_PER_PIXEL, "inference")?;
     let rotated = det.config().task == Task::Rotated;
     check_out_dir(&args, rotated)?;
     let data = match &args.images {
@@ -132,6 +131,8 @@ pub fn run(args: ValArgs) -> Result<()> {
         bail!("the dataset has no readable images");
     }
     rtmdet::eval::validate::check_model(&det, &data)?;
+    let batch = args.batch.min(data.images.len());
+    args::check_memory(batch, det.input_size, args::INFER_BYTES_PER_PIXEL, "inference")?;
     let run_dir = sources::run_dir(args.out.as_deref(), "runs/val")?;
     if rotated {
         run_rotated(&args, &det, &data, &run_dir)?;
