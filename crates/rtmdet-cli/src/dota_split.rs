@@ -54,6 +54,9 @@ pub fn run(args: SplitArgs) -> Result<()> {
     if !(0.0..=1.0).contains(&args.iof_thr) || !(0.0..=1.0).contains(&args.img_rate_thr) {
         bail!("--iof-thr and --img-rate-thr must be between 0 and 1");
     }
+    if args.out.exists() && !args.out.is_dir() {
+        bail!("--out {} is a file; give a new folder", args.out.display());
+    }
     if args.out.exists() && std::fs::read_dir(&args.out).map(|mut d| d.next().is_some()).unwrap_or(true) {
         bail!("{} already exists and is not empty; give a new --out folder", args.out.display());
     }

@@ -54,6 +54,9 @@ pub fn expand(sources: &[PathBuf]) -> Result<Vec<PathBuf>> {
 pub fn run_dir(out: Option<&Path>, base: &str) -> Result<PathBuf> {
     match out {
         Some(d) => {
+            if d.exists() && !d.is_dir() {
+                bail!("--out {} is a file; give a folder", d.display());
+            }
             std::fs::create_dir_all(d).map_err(|e| anyhow::anyhow!("cannot create {}: {e}", d.display()))?;
             Ok(d.to_path_buf())
         }

@@ -151,6 +151,29 @@ fn val_out_taken(d: &Path) {
     std::fs::write(d.join("out/metrics.json"), "{}").unwrap();
 }
 
+fn split_with_bad_image(d: &Path) {
+    std::fs::create_dir_all(d.join("src")).unwrap();
+    std::fs::copy(demo(), d.join("src/demo.jpg")).unwrap();
+    std::fs::write(d.join("src/broken.png"), "not an image").unwrap();
+}
+
+fn val_missing_image(d: &Path) {
+    yaml_tree(d, "names: [person]\n");
+    std::fs::write(d.join("list.txt"), "images/train/1.jpg\nimages/train/gone.jpg\n").unwrap();
+    let names = rtmdet::classes::COCO.join(", ");
+    std::fs::write(d.join("data.yaml"), format!("path: .\ntrain: images/train\nval: list.txt\nnames: [{names}]\n"))
+        .unwrap();
+}
+
+fn eval_and_old_json(d: &Path) {
+    eval_files(d);
+    std::fs::write(d.join("scores.json"), "my earlier scores").unwrap();
+}
+
+fn not_a_run(d: &Path) {
+    std::fs::create_dir_all(d.join("run")).unwrap();
+}
+
 const CASES: &[Case] = &[
     // Flags: one validation layer, messages that say the range.
     Case {
@@ -297,7 +320,42 @@ const CASES: &[Case] = &[
         code: 1,
         message: "in use by process",
     },
+    Case {
+        name: "eval json exists",
+        setup: eval_and_old_json,
+        args: &["eval", "--gt", "{d}/gt.json", "--pred", "{d}/pred.json", "--json", "{d}/scores.json"],
+        code: 1,
+        message: "already exists",
+    },
+    Case {
+        name: "predict out is a file",
+        setup: copy_demo,
+        args: &["predict", "{d}/demo.jpg", "--weights", W, "--out", "{d}/demo.jpg"],
+        code: 1,
+        message: "is a file",
+    },
+    Case {
+        name: "resume not a run",
+        setup: not_a_run,
+        args: &["train", "--resume", "{d}/run"],
+        code: 1,
+        message: "not a run folder",
+    },
     // Exit codes: some inputs skipped is not success.
+    Case {
+        name: "split one image broken",
+        setup: split_with_bad_image,
+        args: &["dota-split", "--images", "{d}/src", "--out", "{d}/split"],
+        code: 3,
+        message: "1 of 2 images could not be split",
+    },
+    Case {
+        name: "val image missing",
+        setup: val_missing_image,
+        args: &["val", "--weights", W, "--data", "{d}/data.yaml"],
+        code: 3,
+        message: "1 images of the dataset were missing",
+    },
     Case {
         name: "one image of two unreadable",
         setup: one_bad_image,

@@ -39,7 +39,7 @@ fn categories_of(names: Option<serde_yaml_ng::Value>) -> std::result::Result<Vec
         other => Err(format!("class name {other:?} is not text")),
     };
     match names {
-        None => Err(format!("no `names` entry; {expected}")),
+        None | Some(Value::Null) => Err(format!("`names` is missing or empty; {expected}")),
         Some(Value::Sequence(list)) => {
             list.iter().enumerate().map(|(i, v)| Ok(Category { id: i as u64, name: name_of(v)? })).collect()
         }

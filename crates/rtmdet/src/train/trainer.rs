@@ -291,6 +291,12 @@ impl Trainer {
         }
         let lock = DirLock::acquire(run_dir)?;
         let path = run_dir.join("weights/last.safetensors");
+        if !path.is_file() {
+            return Err(Error::Other(format!(
+                "--resume {}: not a run folder (it has no weights/last.safetensors)",
+                run_dir.display()
+            )));
+        }
         let (_, map, meta) = load_all(&path)?;
         let get =
             |k: &str| meta.get(k).ok_or_else(|| Error::weights(&path, format!("not a training checkpoint (no {k})")));
