@@ -63,6 +63,13 @@ fn write_temporary(path: &Path, bytes: &[u8]) -> Result<PathBuf> {
 /// Reads a text file, naming it in errors; a UTF-8 byte-order mark (Windows editors write one)
 /// is dropped, since it would otherwise be an invisible first character of the first line.
 pub fn read_text(path: &Path) -> Result<String> {
+    // A FIFO or device would block or never end: refuse what is not a regular file.
+    if let Ok(meta) = std::fs::metadata(path)
+        && !meta.is_file()
+    {
+        let what = if meta.is_dir() { "a folder" } else { "not a regular file (a FIFO, socket or device)" };
+        return Err(Error::Other(format!("{} is {what}; give a text file", path.display())));
+    }
     let bytes = std::fs::read(path).map_err(|e| Error::Other(format!("cannot read {}: {e}", path.display())))?;
     let text = String::from_utf8(bytes).map_err(|e| {
         Error::Other(format!(

@@ -5,7 +5,8 @@
 use std::collections::BTreeMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 use crate::common::{shared, tiny_weights, tmp};
 
@@ -172,6 +173,29 @@ fn eval_and_old_json(d: &Path) {
 
 fn not_a_run(d: &Path) {
     std::fs::create_dir_all(d.join("run")).unwrap();
+}
+
+/// The reference weights with one NaN, in our format: they load, with a warning.
+fn weights_with_nan(d: &Path) {
+    let (cfg, mut map) = rtmdet::weights::read(Path::new(&tiny_weights()), &Default::default()).unwrap();
+    map.values_mut().next().unwrap().data[0] = f32::NAN;
+    rtmdet::weights::safetensors::save(&d.join("nan.safetensors"), &cfg, &map).unwrap();
+    copy_demo(d);
+}
+
+fn coco_listed_twice(d: &Path) {
+    std::fs::copy(demo(), d.join("a.jpg")).unwrap();
+    let json = COCO_GT.replace(r#""width": 100, "height": 100"#, r#""width": 640, "height": 427"#).replace(
+        r#""height": 427}]"#,
+        r#""height": 427}, {"id": 2, "file_name": "a.jpg", "width": 640, "height": 427}]"#,
+    );
+    std::fs::write(d.join("data.json"), json).unwrap();
+}
+
+/// A FIFO would block a reader forever; it must be refused, not read.
+fn gt_fifo(d: &Path) {
+    assert!(Command::new("mkfifo").arg(d.join("gt.json")).status().unwrap().success());
+    std::fs::write(d.join("pred.json"), "[]").unwrap();
 }
 
 const CASES: &[Case] = &[
@@ -341,6 +365,27 @@ const CASES: &[Case] = &[
         code: 1,
         message: "not a run folder",
     },
+    Case {
+        name: "weights with NaN warn",
+        setup: weights_with_nan,
+        args: &["predict", "{d}/demo.jpg", "--weights", "{d}/nan.safetensors", "--no-draw"],
+        code: 0,
+        message: "hold NaN or infinite values",
+    },
+    Case {
+        name: "coco image listed twice",
+        setup: coco_listed_twice,
+        args: &["browse", "--data", "{d}/data.json", "--batches", "1", "--batch", "1", "--imgsz", "128"],
+        code: 0,
+        message: "image a.jpg is listed twice (ids 1 and 2)",
+    },
+    Case {
+        name: "eval gt is a fifo",
+        setup: gt_fifo,
+        args: &["eval", "--gt", "{d}/gt.json", "--pred", "{d}/pred.json"],
+        code: 1,
+        message: "gt.json is not a regular file",
+    },
     // Exit codes: some inputs skipped is not success.
     Case {
         name: "split one image broken",
@@ -466,10 +511,38 @@ fn snapshot(dir: &Path) -> BTreeMap<PathBuf, u64> {
     out
 }
 
+/// Runs a case; a command still running after a minute is a hang: killed and reported.
 fn run(case: &Case, dir: &Path) -> Output {
+    use std::io::Read;
     let args: Vec<String> =
         case.args.iter().map(|a| a.replace("{d}", dir.to_str().unwrap()).replace(W, &tiny_weights())).collect();
-    Command::new(env!("CARGO_BIN_EXE_rtmdet")).args(&args).current_dir(dir).output().unwrap()
+    let mut child = Command::new(env!("CARGO_BIN_EXE_rtmdet"))
+        .args(&args)
+        .current_dir(dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let drain = |mut r: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut v = Vec::new();
+            r.read_to_end(&mut v).unwrap();
+            v
+        })
+    };
+    let (out, err) = (drain(Box::new(child.stdout.take().unwrap())), drain(Box::new(child.stderr.take().unwrap())));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            child.kill().unwrap();
+            panic!("{}: still running after 60 s (a hang)", case.name);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    Output { status, stdout: out.join().unwrap(), stderr: err.join().unwrap() }
 }
 
 #[test]
