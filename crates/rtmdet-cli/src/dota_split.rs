@@ -40,7 +40,7 @@ pub struct SplitArgs {
     #[arg(long, default_value_t = 0.7, value_parser = args::fraction, allow_negative_numbers = true)]
     pub iof_thr: f64,
     /// Padding colour of edge patches, B,G,R.
-    #[arg(long, value_delimiter = ',', default_value = "104,116,124")]
+    #[arg(long, value_delimiter = ',', default_value = "104,116,124", allow_negative_numbers = true)]
     pub padding: Vec<u8>,
     /// Leave edge patches smaller than the window instead of padding them.
     #[arg(long)]

@@ -64,16 +64,19 @@ pub fn run_dir(out: Option<&Path>, base: &str) -> Result<PathBuf> {
     }
 }
 
-/// `base/1`, `base/2`, ...: the first number not taken yet.
+/// `base/1`, `base/2`, ...: the first number not taken yet, claimed with `create_dir` (which
+/// fails when another process took it first), so concurrent runs never share a folder.
 pub fn next_run_dir(base: &Path) -> Result<PathBuf> {
+    std::fs::create_dir_all(base).map_err(|e| anyhow::anyhow!("cannot create {}: {e}", base.display()))?;
     for n in 1.. {
         let dir = base.join(n.to_string());
-        if !dir.exists() {
-            std::fs::create_dir_all(&dir).map_err(|e| anyhow::anyhow!("cannot create {}: {e}", dir.display()))?;
-            return Ok(dir);
+        match std::fs::create_dir(&dir) {
+            Ok(()) => return Ok(dir),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => bail!("cannot create {}: {e}", dir.display()),
         }
     }
-    unreachable!()
+    unreachable!("some run number is free")
 }
 
 /// `dir/stem.ext`, or `dir/stem_2.ext`, ... when that name is taken: nothing is overwritten.

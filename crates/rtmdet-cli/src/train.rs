@@ -59,7 +59,8 @@ pub struct TrainArgs {
         "seed", "lr", "warmup_iters", "stage2_epochs",
     ])]
     pub resume: Option<PathBuf>,
-    #[arg(long, default_value_t = 0)]
+    // Negative numbers reach the parser, whose message is clearer than clap's "use -- -1" tip.
+    #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
     pub seed: u64,
     /// Base learning rate (default 0.004 × batch / 256).
     #[arg(long, value_parser = args::positive_number, allow_negative_numbers = true)]
@@ -208,7 +209,8 @@ pub struct BrowseArgs {
     /// Show the stage-2 (weak) augmentation instead of stage 1.
     #[arg(long)]
     pub stage2: bool,
-    #[arg(long, default_value_t = 0)]
+    // Negative numbers reach the parser, whose message is clearer than clap's "use -- -1" tip.
+    #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
     pub seed: u64,
     /// Output folder (default runs/browse/<n>).
     #[arg(long)]
