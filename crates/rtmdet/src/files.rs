@@ -130,6 +130,23 @@ impl Drop for DirLock {
     }
 }
 
+/// Removes the temporary files (`.NAME.tmp<pid>`) that a killed writer left in `dir`: their
+/// process no longer runs, so nobody will finish or rename them. Returns how many went.
+pub fn remove_stale_temporaries(dir: &Path) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
+    let stale = |name: &str| {
+        let pid = name.strip_prefix('.')?.rsplit_once(".tmp")?.1.parse::<u32>().ok()?;
+        (!process_alive(pid)).then_some(())
+    };
+    let mut removed = 0;
+    for path in entries.filter_map(|e| e.ok().map(|e| e.path())) {
+        if path.file_name().and_then(|n| n.to_str()).and_then(stale).is_some() && std::fs::remove_file(&path).is_ok() {
+            removed += 1;
+        }
+    }
+    removed
+}
+
 /// Whether a process with this id runs (Linux `/proc`; elsewhere every owner is assumed alive).
 fn process_alive(pid: u32) -> bool {
     if !Path::new("/proc/self").exists() {
@@ -173,6 +190,12 @@ mod tests {
         // A lock of a process that does not run is stale and taken over.
         std::fs::write(dir.join(".lock"), "4294967").unwrap();
         drop(DirLock::acquire(&dir).unwrap());
+        // So are temporary files of writers that no longer run; a live writer's stay.
+        std::fs::write(dir.join(".last.safetensors.tmp4294967"), "partial").unwrap();
+        let live = dir.join(format!(".best.safetensors.tmp{}", std::process::id()));
+        std::fs::write(&live, "in progress").unwrap();
+        assert_eq!(remove_stale_temporaries(&dir), 1);
+        assert!(live.exists());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -290,6 +290,8 @@ impl Trainer {
             return Err(Error::Other(format!("--resume {}: not a run folder", run_dir.display())));
         }
         let lock = DirLock::acquire(run_dir)?;
+        // A process killed while saving (SIGKILL, power loss) left its temporary file behind.
+        crate::files::remove_stale_temporaries(&run_dir.join("weights"));
         let path = run_dir.join("weights/last.safetensors");
         if !path.is_file() {
             return Err(Error::Other(format!(
