@@ -96,6 +96,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
             if args.out.exists() && !args.out.is_dir() {
                 bail!("--out {} is a file; give a folder for the run folders", args.out.display());
             }
+            check_data_path(&data)?;
             let rotated = rtmdet::train::trainer::is_rotated_data(&data);
             let imgsz = args.imgsz.unwrap_or(if rotated { 1024 } else { 640 });
             args::check_memory(args.batch, imgsz, args::TRAIN_BYTES_PER_PIXEL, "a training step")?;
@@ -181,6 +182,21 @@ pub fn run(args: TrainArgs) -> Result<()> {
         return Err(Interrupted(format!("{dir}/weights/last.safetensors saved; continue with --resume {dir}")).into());
     }
     eprintln!("done: {}", trainer.run_dir.display());
+    Ok(())
+}
+
+/// Cheap checks of `--data` before the memory check, so that a wrong path is reported as such
+/// (the dataset itself is read and checked when the run starts).
+fn check_data_path(data: &std::path::Path) -> Result<()> {
+    if !data.exists() {
+        bail!("--data {} does not exist", data.display());
+    }
+    if data.is_dir() && !data.join("images").is_dir() {
+        bail!(
+            "--data {}: not a DOTA folder (expected `images/` and `labelTxt/` or `annfiles/` inside)",
+            data.display()
+        );
+    }
     Ok(())
 }
 

@@ -386,6 +386,13 @@ const CASES: &[Case] = &[
         code: 1,
         message: "gt.json is not a regular file",
     },
+    Case {
+        name: "train on an empty folder",
+        setup: not_a_run,
+        args: &["train", "--data", "{d}/run"],
+        code: 1,
+        message: "not a DOTA folder",
+    },
     // Exit codes: some inputs skipped is not success.
     Case {
         name: "split one image broken",
