@@ -198,6 +198,19 @@ fn gt_fifo(d: &Path) {
     std::fs::write(d.join("pred.json"), "[]").unwrap();
 }
 
+/// A CMYK JPEG (as Photoshop writes them): valid input that must be predicted on.
+fn cmyk_jpeg(d: &Path) {
+    let rgb = image::open(demo()).unwrap().to_rgb8();
+    let (w, h) = rgb.dimensions();
+    // Adobe's inverted CMYK: stored = 255 - ink, with no black ink.
+    let cmyk: Vec<u8> = rgb.pixels().flat_map(|p| [p[0], p[1], p[2], 255]).collect();
+    let mut comp = mozjpeg::Compress::new(mozjpeg::ColorSpace::JCS_CMYK);
+    comp.set_size(w as usize, h as usize);
+    let mut started = comp.start_compress(Vec::new()).unwrap();
+    started.write_scanlines(&cmyk).unwrap();
+    std::fs::write(d.join("cmyk.jpg"), started.finish().unwrap()).unwrap();
+}
+
 const CASES: &[Case] = &[
     // Flags: one validation layer, messages that say the range.
     Case {
@@ -392,6 +405,13 @@ const CASES: &[Case] = &[
         args: &["train", "--data", "{d}/run"],
         code: 1,
         message: "not a DOTA folder",
+    },
+    Case {
+        name: "CMYK JPEG is predicted on",
+        setup: cmyk_jpeg,
+        args: &["predict", "{d}/cmyk.jpg", "--weights", W, "--no-draw"],
+        code: 0,
+        message: "cmyk.jpg: 640x427",
     },
     // Exit codes: some inputs skipped is not success.
     Case {
