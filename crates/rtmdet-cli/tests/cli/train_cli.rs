@@ -163,3 +163,31 @@ fn ctrl_c_saves_last_and_exits_130() {
     assert!(out.join("1/weights/last.safetensors").is_file());
     assert!(!out.join("1/.lock").exists(), "the lock outlived the process");
 }
+
+/// A write that does not fit (here a file-size limit, which fails writes as a full disk does)
+/// is an error naming the file, and leaves no temporary file behind.
+#[test]
+fn a_checkpoint_that_does_not_fit_names_the_file_and_leaves_no_temporary() {
+    let dir = tmp("disk_full");
+    let yaml = coco8_yaml(&dir, &shared("assets/coco8"), "train");
+    let out = dir.join("runs");
+    // `trap "" XFSZ`: an ignored SIGXFSZ stays ignored across exec, so the write fails with
+    // EFBIG instead of killing the process; 2000 blocks of 512 bytes hold the small files but
+    // not the 20 MB checkpoint.
+    let script = format!(
+        "trap '' XFSZ; ulimit -f 2000; exec {} train --data {} --epochs 1 --batch 1 --imgsz 32 --workers 1 --out {}",
+        env!("CARGO_BIN_EXE_rtmdet"),
+        yaml.display(),
+        out.display()
+    );
+    let o = Command::new("sh").args(["-c", &script]).output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("cannot write") && err.contains("last.safetensors"), "{err}");
+    let weights: Vec<String> = std::fs::read_dir(out.join("1/weights"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(weights.iter().all(|n| !n.contains(".tmp")), "temporary left behind: {weights:?}");
+    assert!(!out.join("1/.lock").exists());
+}
