@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use anyhow::{Result, bail};
 use clap::Args;
 use rtmdet::Size;
+use rtmdet::burn::tensor::Device;
 use rtmdet::data::Dataset;
 use rtmdet::data::pipeline::{EpochLoader, PipelineConfig, train_items};
 use rtmdet::engine::parse_device;
@@ -75,49 +76,55 @@ pub struct TrainArgs {
     pub device: String,
 }
 
+/// Continues a run; a run that already finished is refused (resuming it would do nothing).
+fn resume_trainer(dir: &std::path::Path, device: Device) -> Result<Trainer> {
+    let t = Trainer::resume(dir, device)?;
+    if t.state.epoch >= t.cfg.epochs {
+        bail!(
+            "{} already completed its {} epochs; nothing to resume (to train further, start a new run \
+             with --weights {}/weights/last.safetensors)",
+            dir.display(),
+            t.cfg.epochs,
+            dir.display()
+        );
+    }
+    Ok(t)
+}
+
+/// A new run from the flags, after the checks that need no data loaded.
+fn new_trainer(args: &TrainArgs, device: Device) -> Result<Trainer> {
+    let Some(data) = args.data.clone() else { bail!("give --data DATA (or --resume RUN_DIR)") };
+    if args.out.exists() && !args.out.is_dir() {
+        bail!("--out {} is a file; give a folder for the run folders", args.out.display());
+    }
+    check_data_path(&data)?;
+    let rotated = rtmdet::train::trainer::is_rotated_data(&data);
+    let imgsz = args.imgsz.unwrap_or(if rotated { 1024 } else { 640 });
+    args::check_memory(args.batch, imgsz, args::TRAIN_BYTES_PER_PIXEL, "a training step")?;
+    let opts = TrainOptions {
+        data,
+        val_data: args.val_data.clone(),
+        size: Size::parse(&args.model)?,
+        weights: args.weights.clone(),
+        epochs: args.epochs.unwrap_or(if rotated { 36 } else { 300 }),
+        batch: args.batch,
+        imgsz,
+        workers: args.workers,
+        val_interval: args.val_interval,
+        seed: args.seed,
+        lr: args.lr,
+        warmup_iters: args.warmup_iters,
+        stage2_epochs: args.stage2_epochs,
+        classes: Some(rtmdet::classes::rotated_preset(&args.classes)),
+    };
+    Ok(Trainer::new(&opts, &args.out, device)?)
+}
+
 pub fn run(args: TrainArgs) -> Result<()> {
     let device = parse_device(&args.device)?.autodiff();
     let mut trainer = match &args.resume {
-        Some(dir) => {
-            let t = Trainer::resume(dir, device)?;
-            if t.state.epoch >= t.cfg.epochs {
-                bail!(
-                    "{} already completed its {} epochs; nothing to resume (to train further, start a new run \
-                     with --weights {}/weights/last.safetensors)",
-                    dir.display(),
-                    t.cfg.epochs,
-                    dir.display()
-                );
-            }
-            t
-        }
-        None => {
-            let Some(data) = args.data.clone() else { bail!("give --data DATA (or --resume RUN_DIR)") };
-            if args.out.exists() && !args.out.is_dir() {
-                bail!("--out {} is a file; give a folder for the run folders", args.out.display());
-            }
-            check_data_path(&data)?;
-            let rotated = rtmdet::train::trainer::is_rotated_data(&data);
-            let imgsz = args.imgsz.unwrap_or(if rotated { 1024 } else { 640 });
-            args::check_memory(args.batch, imgsz, args::TRAIN_BYTES_PER_PIXEL, "a training step")?;
-            let opts = TrainOptions {
-                data,
-                val_data: args.val_data.clone(),
-                size: Size::parse(&args.model)?,
-                weights: args.weights.clone(),
-                epochs: args.epochs.unwrap_or(if rotated { 36 } else { 300 }),
-                batch: args.batch,
-                imgsz,
-                workers: args.workers,
-                val_interval: args.val_interval,
-                seed: args.seed,
-                lr: args.lr,
-                warmup_iters: args.warmup_iters,
-                stage2_epochs: args.stage2_epochs,
-                classes: Some(rtmdet::classes::rotated_preset(&args.classes)),
-            };
-            Trainer::new(&opts, &args.out, device)?
-        }
+        Some(dir) => resume_trainer(dir, device)?,
+        None => new_trainer(&args, device)?,
     };
     // Installed before the run is announced, so a Ctrl-C after the announcement always saves.
     let stop = Arc::new(AtomicBool::new(false));
