@@ -12,17 +12,6 @@ fn is_image(path: &Path) -> bool {
         .is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
 }
 
-/// Why a path that is neither a file nor a folder cannot be read, in words.
-fn not_usable(path: &Path) -> String {
-    match std::fs::metadata(path) {
-        Ok(_) => "is not a regular file (a FIFO, socket or device)".into(),
-        Err(e) if e.raw_os_error() == Some(40) => "is a symbolic link loop".into(),
-        Err(_) if path.symlink_metadata().is_ok() => "is a broken symbolic link".into(),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => "does not exist".into(),
-        Err(e) => format!("cannot be read ({e})"),
-    }
-}
-
 /// Files as given; folders expand to their image files (sorted, not recursive).
 pub fn expand(sources: &[PathBuf]) -> Result<Vec<PathBuf>> {
     let mut out = Vec::new();
@@ -41,7 +30,8 @@ pub fn expand(sources: &[PathBuf]) -> Result<Vec<PathBuf>> {
         } else if s.is_file() {
             out.push(s.clone());
         } else {
-            bail!("source {} {}", s.display(), not_usable(s));
+            let why = rtmdet::files::not_a_regular_file(s).unwrap_or_default();
+            bail!("source {} {why}", s.display());
         }
     }
     if out.is_empty() {

@@ -60,15 +60,29 @@ fn write_temporary(path: &Path, bytes: &[u8]) -> Result<PathBuf> {
     }
 }
 
+/// Why `path` is not a readable regular file, in words (a folder, a FIFO, a symlink loop, a
+/// broken link, missing); `None` for a regular file. Readers check this first: a FIFO would
+/// block them, and "no such file" would be wrong for the others.
+pub fn not_a_regular_file(path: &Path) -> Option<String> {
+    match std::fs::metadata(path) {
+        Ok(m) if m.is_file() => None,
+        Ok(m) if m.is_dir() => Some("is a folder".into()),
+        Ok(_) => Some("is not a regular file (a FIFO, socket or device)".into()),
+        // ELOOP: std has no stable ErrorKind for it yet.
+        Err(e) if e.raw_os_error() == Some(40) => Some("is a symbolic link loop".into()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && path.symlink_metadata().is_ok() => {
+            Some("is a broken symbolic link (its target does not exist)".into())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Some("does not exist (no such file)".into()),
+        Err(e) => Some(format!("cannot be read ({e})")),
+    }
+}
+
 /// Reads a text file, naming it in errors; a UTF-8 byte-order mark (Windows editors write one)
 /// is dropped, since it would otherwise be an invisible first character of the first line.
 pub fn read_text(path: &Path) -> Result<String> {
-    // A FIFO or device would block or never end: refuse what is not a regular file.
-    if let Ok(meta) = std::fs::metadata(path)
-        && !meta.is_file()
-    {
-        let what = if meta.is_dir() { "a folder" } else { "not a regular file (a FIFO, socket or device)" };
-        return Err(Error::Other(format!("{} is {what}; give a text file", path.display())));
+    if let Some(why) = not_a_regular_file(path) {
+        return Err(Error::Other(format!("{} {why}; give a text file", path.display())));
     }
     let bytes = std::fs::read(path).map_err(|e| Error::Other(format!("cannot read {}: {e}", path.display())))?;
     let text = String::from_utf8(bytes).map_err(|e| {

@@ -33,22 +33,6 @@ pub(crate) fn wrong_dtype(path: &Path, name: &str, dtype: impl std::fmt::Debug) 
     Error::weights(path, format!("tensor '{name}' has dtype {dtype:?}; the model needs a floating-point tensor"))
 }
 
-/// Why `path` cannot be a weights file, naming what it is instead (a folder, a FIFO, a symlink
-/// loop, a broken link, ...); `None` for a regular file.
-fn not_a_file(path: &Path) -> Option<String> {
-    match std::fs::metadata(path) {
-        Ok(m) if m.is_file() => None,
-        Ok(m) if m.is_dir() => Some("is a folder, not a weights file".into()),
-        Ok(_) => Some("is not a regular file (a FIFO, socket or device); give a weights file".into()),
-        Err(e) if e.raw_os_error() == Some(40) => Some("is a symbolic link loop".into()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound && path.symlink_metadata().is_ok() => {
-            Some("is a broken symbolic link (its target does not exist)".into())
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Some("no such file".into()),
-        Err(e) => Some(format!("cannot be read ({e})")),
-    }
-}
-
 /// Checks `map` against the tensors `graph` needs (every one present with its shape, shared
 /// convs equal under every name, nothing unexpected) and returns exactly those tensors.
 pub fn check(graph: &Graph, mut map: TensorMap) -> Result<TensorMap> {
@@ -121,8 +105,8 @@ impl WeightsFormat {
 
 /// Reads any supported weights file into a configuration and a tensor map.
 pub fn read(path: &Path, opts: &ReadOptions) -> Result<(ModelConfig, TensorMap)> {
-    if let Some(why) = not_a_file(path) {
-        return Err(Error::weights(path, why));
+    if let Some(why) = crate::files::not_a_regular_file(path) {
+        return Err(Error::weights(path, format!("{why}; give a weights file")));
     }
     let (mut cfg, map) = match WeightsFormat::detect(path)? {
         WeightsFormat::Pth => {
