@@ -98,7 +98,9 @@ pub fn labels_by_stem(dir: &Path) -> Result<BTreeMap<String, PathBuf>> {
     let entries = std::fs::read_dir(dir).map_err(|e| Error::Other(format!("{}: {e}", dir.display())))?;
     for e in entries {
         let path = e?.path();
+        // Only regular files: a FIFO named `x.txt` would block the reader forever.
         if path.extension().is_some_and(|e| e == "txt")
+            && path.is_file()
             && let Some(stem) = path.file_stem().and_then(|s| s.to_str())
         {
             out.insert(stem.to_string(), path);
