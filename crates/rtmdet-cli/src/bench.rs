@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
 use rtmdet::assign::DynamicSoftLabelAssigner;
 use rtmdet::engine::EngineKind;
@@ -16,10 +16,11 @@ use rtmdet::model::RtmDet;
 use rtmdet::train::ema::ExpMomentumEma;
 use rtmdet::train::optim::AdamW;
 use rtmdet::train::trainer::optimisation_step;
-use rtmdet::weights::safetensors::write_atomically;
 use rtmdet::{DetectParams, Detector, Instances};
 use rtmdet::{ModelConfig, Size};
 use serde::Serialize;
+
+use crate::{args, output};
 
 #[derive(Subcommand)]
 pub enum BenchCommand {
@@ -31,15 +32,15 @@ pub enum BenchCommand {
 pub struct BenchTrainArgs {
     #[arg(long, default_value = "tiny")]
     pub model: String,
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = 8, value_parser = args::positive, allow_negative_numbers = true)]
     pub batch: usize,
-    #[arg(long, default_value_t = 640)]
+    #[arg(long, default_value_t = 640, value_parser = args::imgsz, allow_negative_numbers = true)]
     pub imgsz: usize,
     /// Comma-separated thread counts.
-    #[arg(long, default_value = "1,2", value_delimiter = ',')]
+    #[arg(long, default_value = "1,2", value_delimiter = ',', value_parser = args::threads, allow_negative_numbers = true)]
     pub threads: Vec<usize>,
     /// Timed steps per thread count (after one warm-up step).
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 3, value_parser = args::positive, allow_negative_numbers = true)]
     pub iters: usize,
 }
 
@@ -62,15 +63,15 @@ pub struct BenchInferArgs {
     /// Weights file (.pth, .safetensors, .onnx) instead of --model.
     #[arg(long)]
     pub weights: Option<PathBuf>,
-    #[arg(long, default_value_t = 640)]
+    #[arg(long, default_value_t = 640, value_parser = args::imgsz, allow_negative_numbers = true)]
     pub imgsz: usize,
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, value_parser = args::positive, allow_negative_numbers = true)]
     pub batch: usize,
     /// Comma-separated thread counts.
-    #[arg(long, default_value = "1,2", value_delimiter = ',')]
+    #[arg(long, default_value = "1,2", value_delimiter = ',', value_parser = args::threads, allow_negative_numbers = true)]
     pub threads: Vec<usize>,
     /// Timed iterations per thread count (after warm-up).
-    #[arg(long, default_value_t = 20)]
+    #[arg(long, default_value_t = 20, value_parser = args::positive, allow_negative_numbers = true)]
     pub iters: usize,
     /// Image decoded in the end-to-end timing (default: a synthetic 810×1080 JPEG).
     #[arg(long)]
@@ -84,9 +85,12 @@ pub struct BenchInferArgs {
     /// Direct 3×3 stride-1 convolutions instead of Winograd F(2×2, 3×3) (for comparison).
     #[arg(long)]
     pub direct_3x3: bool,
-    /// Write the results as JSON.
+    /// Write the results as JSON (a new file, unless --exist-ok).
     #[arg(long)]
     pub json: Option<PathBuf>,
+    /// Replace existing output files (by default rtmdet refuses to overwrite a file).
+    #[arg(long)]
+    pub exist_ok: bool,
 }
 
 pub fn run(args: BenchArgs) -> Result<()> {
@@ -136,11 +140,10 @@ struct Row {
 }
 
 fn bench_infer(args: BenchInferArgs) -> Result<()> {
-    if args.batch == 0 || args.iters == 0 || args.threads.contains(&0) {
-        bail!("--batch, --iters and --threads must be at least 1");
-    }
-    if args.imgsz == 0 || !args.imgsz.is_multiple_of(32) {
-        bail!("--imgsz must be a positive multiple of 32");
+    args::check_memory(args.batch, args.imgsz, args::INFER_BYTES_PER_PIXEL, "inference")?;
+    if let Some(json) = &args.json {
+        let inputs: Vec<&std::path::Path> = args.weights.iter().chain(&args.source).map(PathBuf::as_path).collect();
+        output::check(json, args.exist_ok, &inputs)?;
     }
     let isa =
         args.isa.as_deref().map(|s| Isa::parse(s).context("--isa: expected avx512, avx2 or scalar")).transpose()?;
@@ -246,7 +249,7 @@ fn bench_infer(args: BenchInferArgs) -> Result<()> {
     }
     println!("peak RSS {:.0} MiB", peak_rss_mib());
     if let Some(path) = &args.json {
-        write_atomically(path, &serde_json::to_vec_pretty(&rows)?)?;
+        output::write_json(path, &rows, args.exist_ok)?;
         println!("results written to {}", path.display());
     }
     Ok(())
@@ -315,6 +318,7 @@ pub fn peak_rss_mib() -> f64 {
 fn bench_train(args: BenchTrainArgs) -> Result<()> {
     let cfg = ModelConfig::new(Size::parse(&args.model)?);
     let device = rtmdet::burn::tensor::Device::flex().autodiff();
+    args::check_memory(args.batch, args.imgsz, args::TRAIN_BYTES_PER_PIXEL, "a training step")?;
     let (b, s) = (args.batch, args.imgsz);
     // A fixed pseudo-random input and 8 objects per image.
     let input: Vec<f32> = (0..b * 3 * s * s).map(|i| ((i * 2654435761usize) % 1000) as f32 / 500.0 - 1.0).collect();

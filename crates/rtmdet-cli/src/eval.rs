@@ -4,14 +4,15 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use clap::{Args, ValueEnum};
 use rtmdet::eval::coco::{Masks, evaluate, evaluate_segm};
 use rtmdet::eval::coco_files::{read_ground_truth, read_ground_truth_segm, read_results, read_results_segm};
 use rtmdet::eval::dota::{self, ApMode};
 use rtmdet::eval::dota_files;
-use rtmdet::weights::safetensors::write_atomically;
 use serde_json::json;
+
+use crate::output;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Format {
@@ -53,11 +54,15 @@ pub struct EvalArgs {
     /// (coco) Score boxes or instance masks.
     #[arg(long, value_enum, default_value = "bbox")]
     pub iou_type: IouType,
-    /// Also write the numbers as JSON (COCO: `{"AP": .., "AP50": .., ...}`; DOTA: `{"mAP", "per_class"}`).
+    /// Also write the numbers as JSON (COCO: `{"AP": .., "AP50": .., ...}`; DOTA: `{"mAP", "per_class"}`);
+    /// a new file, unless --exist-ok, and never one of the inputs.
     #[arg(long)]
     pub json: Option<PathBuf>,
+    /// Replace existing output files (by default rtmdet refuses to overwrite a file).
+    #[arg(long)]
+    pub exist_ok: bool,
     /// (dota) IoU threshold of a match.
-    #[arg(long, default_value_t = 0.5)]
+    #[arg(long, default_value_t = 0.5, value_parser = crate::args::match_iou, allow_negative_numbers = true)]
     pub iou_thr: f32,
     /// (dota) How AP summarises the precision/recall curve.
     #[arg(long, value_enum, default_value = "11points")]
@@ -68,15 +73,16 @@ pub struct EvalArgs {
     pub classes: Option<String>,
     /// (dota) Objects with a difficulty above this are ignored: 0 ignores DOTA's difficult
     /// objects (the DOTA server's rule); 100 ignores none (mmrotate's DOTADataset default).
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
     pub diff_thr: u32,
 }
 
 pub fn run(args: EvalArgs) -> Result<()> {
-    if let Some(j) = &args.json
-        && [&args.pred, &args.gt].iter().any(|input| same_file(j, input) || inside(j, input))
-    {
-        bail!("--json {} would overwrite an input; give another path", j.display());
+    if let Some(j) = &args.json {
+        if [&args.pred, &args.gt].iter().any(|input| output::inside(j, input)) {
+            bail!("--json {} is inside an input folder: it would overwrite an input; give another path", j.display());
+        }
+        output::check(j, args.exist_ok, &[&args.pred, &args.gt])?;
     }
     match args.format {
         Format::Coco => coco(&args),
@@ -91,26 +97,6 @@ impl From<ApModeArg> for ApMode {
             ApModeArg::Area => ApMode::Area,
         }
     }
-}
-
-fn same_file(a: &std::path::Path, b: &std::path::Path) -> bool {
-    match (a.canonicalize(), b.canonicalize()) {
-        (Ok(x), Ok(y)) => x == y,
-        _ => false,
-    }
-}
-
-/// Whether `file` exists inside the folder `dir` (DOTA inputs are folders of files).
-fn inside(file: &std::path::Path, dir: &std::path::Path) -> bool {
-    match (file.canonicalize(), dir.canonicalize()) {
-        (Ok(f), Ok(d)) => dir.is_dir() && f.starts_with(d),
-        _ => false,
-    }
-}
-
-fn write_json(path: &std::path::Path, value: &serde_json::Value) -> Result<()> {
-    let text = serde_json::to_string_pretty(value)?;
-    write_atomically(path, text.as_bytes()).with_context(|| format!("cannot write {}", path.display()))
 }
 
 fn coco(args: &EvalArgs) -> Result<()> {
@@ -134,15 +120,12 @@ fn coco(args: &EvalArgs) -> Result<()> {
     );
     print!("{}", e.summary());
     if let Some(path) = &args.json {
-        write_json(path, &e.stats_json())?;
+        output::write_json(path, &e.stats_json(), args.exist_ok)?;
     }
     Ok(())
 }
 
 fn dota(args: &EvalArgs) -> Result<()> {
-    if !(args.iou_thr > 0.0 && args.iou_thr <= 1.0) {
-        bail!("--iou-thr must be in (0, 1]");
-    }
     let classes = match &args.classes {
         Some(c) => rtmdet::classes::rotated_preset(c),
         None => rtmdet::data::dota::default_classes(&args.gt),
@@ -166,7 +149,7 @@ fn dota(args: &EvalArgs) -> Result<()> {
     );
     print!("{}", dota_files::table(&e, &classes));
     if let Some(path) = &args.json {
-        write_json(path, &dota_json(&e, &classes))?;
+        output::write_json(path, &dota_json(&e, &classes), args.exist_ok)?;
     }
     Ok(())
 }

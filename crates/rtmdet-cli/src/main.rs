@@ -4,6 +4,8 @@ mod args;
 mod bench;
 mod dota_split;
 mod eval;
+mod exit;
+mod output;
 mod predict;
 mod sources;
 mod train;
@@ -49,7 +51,8 @@ fn main() {
         Command::DotaSplit(args) => dota_split::run(args),
     };
     if let Err(e) = result {
-        eprintln!("error: {e:#}");
-        std::process::exit(1);
+        let (code, message) = exit::code_and_message(&e);
+        eprintln!("{message}");
+        std::process::exit(code);
     }
 }

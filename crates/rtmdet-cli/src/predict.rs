@@ -7,12 +7,12 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 use rtmdet::image_io::{BgrImage, read_image};
 use rtmdet::structures::rotated::corners;
-use rtmdet::weights::safetensors::write_atomically;
 use rtmdet::{DetectParams, Detector, Instances};
 use serde::Serialize;
 
-use crate::args::DetectorArgs;
-use crate::sources;
+use crate::args::{self, DetectorArgs};
+use crate::exit::Skipped;
+use crate::{output, sources};
 
 #[derive(Args)]
 pub struct PredictArgs {
@@ -22,42 +22,45 @@ pub struct PredictArgs {
     #[command(flatten)]
     pub detector: DetectorArgs,
     /// Minimum score of a detection [default: 0.3; rotated models 0.05].
-    #[arg(long)]
+    #[arg(long, value_parser = args::unit_interval, allow_negative_numbers = true)]
     pub conf: Option<f32>,
     /// NMS IoU threshold [default: 0.65; rotated models 0.1].
-    #[arg(long)]
+    #[arg(long, value_parser = args::unit_interval, allow_negative_numbers = true)]
     pub iou: Option<f32>,
     /// Candidates kept per pyramid level before NMS [default: 1000; rotated models 2000].
-    #[arg(long)]
+    #[arg(long, value_parser = args::positive, allow_negative_numbers = true)]
     pub nms_pre: Option<usize>,
     /// Maximum detections per image [default: 100; rotated models 2000].
-    #[arg(long)]
+    #[arg(long, value_parser = args::positive, allow_negative_numbers = true)]
     pub max_det: Option<usize>,
     /// Network input size (square); defaults to the model's (640, nano 320).
-    #[arg(long)]
+    #[arg(long, value_parser = args::imgsz, allow_negative_numbers = true)]
     pub imgsz: Option<usize>,
     /// Images per forward pass.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, value_parser = args::positive, allow_negative_numbers = true)]
     pub batch: usize,
     /// Run folder (default: runs/predict/<n>).
     #[arg(long)]
     pub out: Option<PathBuf>,
-    /// Write all detections to this JSON file.
+    /// Write all detections to this JSON file (a new file, unless --exist-ok).
     #[arg(long)]
     pub save_json: Option<PathBuf>,
+    /// Replace existing output files (by default rtmdet refuses to overwrite a file).
+    #[arg(long)]
+    pub exist_ok: bool,
     /// Do not write annotated images.
     #[arg(long)]
     pub no_draw: bool,
     /// Sliced inference for large images: windows of this many pixels, detections merged by
     /// NMS (the DOTA patch scheme). Rotated models slice automatically at their input size
     /// when an image side exceeds twice the input size; `--slice 0` turns that off.
-    #[arg(long)]
+    #[arg(long, value_parser = args::slice_size, allow_negative_numbers = true)]
     pub slice: Option<usize>,
     /// Overlap between neighbouring slices, in pixels.
-    #[arg(long, default_value_t = 200)]
+    #[arg(long, default_value_t = 200, value_parser = args::non_negative, allow_negative_numbers = true)]
     pub slice_overlap: usize,
     /// (RTMDet-Ins) A pixel belongs to a mask where its probability exceeds this.
-    #[arg(long, default_value_t = 0.5)]
+    #[arg(long, default_value_t = 0.5, value_parser = args::unit_interval, allow_negative_numbers = true)]
     pub mask_thr: f32,
     /// (RTMDet-Ins) Also write `<image>_masks.png` per image into the run folder: 16-bit
     /// instance ids (1 = the first detection of the JSON, 0 = background).
@@ -111,25 +114,24 @@ struct JsonImage {
 }
 
 pub fn run(args: PredictArgs) -> Result<()> {
-    if args.iou.is_some_and(|v| !(0.0..=1.0).contains(&v)) {
-        bail!("--iou must be within [0, 1]");
-    }
-    if args.batch == 0 || args.max_det == Some(0) || args.nms_pre == Some(0) {
-        bail!("--batch, --max-det and --nms-pre must be at least 1");
-    }
     if let Some(s) = args.slice
         && s != 0
         && args.slice_overlap >= s
     {
         bail!("--slice-overlap ({}) must be smaller than --slice ({s})", args.slice_overlap);
     }
+    let paths = sources::expand(&args.sources)?;
+    if let Some(json) = &args.save_json {
+        let mut inputs: Vec<&std::path::Path> = paths.iter().map(PathBuf::as_path).collect();
+        inputs.extend(args.detector.weights.as_deref());
+        output::check(json, args.exist_ok, &inputs)?;
+    }
     let mut det = args.detector.load()?;
     if let Some(s) = args.imgsz {
-        if s == 0 || s % 32 != 0 {
-            bail!("--imgsz must be a positive multiple of 32");
-        }
         det.input_size = s;
     }
+    // A batch never holds more images than there are.
+    args::check_memory(args.batch.min(paths.len()), det.input_size, args::INFER_BYTES_PER_PIXEL, "inference")?;
     // The task's defaults (deployment settings, or RTMDet-R's test_cfg), overridden by flags.
     let d = det.params;
     det.params = DetectParams {
@@ -138,9 +140,6 @@ pub fn run(args: PredictArgs) -> Result<()> {
         iou_thr: args.iou.unwrap_or(d.iou_thr),
         max_det: args.max_det.unwrap_or(d.max_det),
     };
-    if !(0.0..1.0).contains(&args.mask_thr) {
-        bail!("--mask-thr must be within [0, 1)");
-    }
     det.mask_thr = args.mask_thr;
     let cfg = det.config().clone();
     eprintln!(
@@ -152,7 +151,6 @@ pub fn run(args: PredictArgs) -> Result<()> {
         det.input_size
     );
 
-    let paths = sources::expand(&args.sources)?;
     let run_dir = if args.no_draw && args.out.is_none() && !args.save_masks {
         PathBuf::new()
     } else {
@@ -230,16 +228,19 @@ pub fn run(args: PredictArgs) -> Result<()> {
         }
     }
     eprintln!("{} images in {:.2} s", records.len(), started.elapsed().as_secs_f64());
+    if records.is_empty() {
+        // Nothing to report: an existing results file is left as it is rather than emptied.
+        bail!("none of the {} images could be read; nothing was written", paths.len());
+    }
     if let Some(json) = &args.save_json {
-        let text = serde_json::to_string_pretty(&records)?;
-        write_atomically(json, text.as_bytes()).with_context(|| format!("cannot write {}", json.display()))?;
+        output::write_json(json, &records, args.exist_ok)?;
         eprintln!("detections written to {}", json.display());
     }
     if !args.no_draw {
         eprintln!("annotated images saved to {}", run_dir.display());
     }
     if failures > 0 {
-        bail!("{failures} of {} images could not be read", paths.len());
+        return Err(Skipped(format!("{failures} of {} images could not be read", paths.len())).into());
     }
     Ok(())
 }
@@ -281,6 +282,9 @@ fn save_annotated(
     rtmdet::viz::draw_instances(&mut canvas, dets, |l| det.config().class_name(l));
     let stem = src.file_stem().and_then(|s| s.to_str()).unwrap_or("image");
     let out = sources::free_path(dir, stem, "jpg");
-    canvas.save(&out).with_context(|| format!("cannot write {}", out.display()))?;
+    let mut bytes = std::io::Cursor::new(Vec::new());
+    canvas.write_to(&mut bytes, image::ImageFormat::Jpeg).with_context(|| format!("encoding {}", out.display()))?;
+    // A new name, never an existing file (free_path chose one; another process may race us).
+    rtmdet::files::write_new_atomically(&out, bytes.get_ref())?;
     Ok(())
 }

@@ -17,7 +17,8 @@ pub fn expand(sources: &[PathBuf]) -> Result<Vec<PathBuf>> {
     let mut out = Vec::new();
     for s in sources {
         if s.is_dir() {
-            let mut files: Vec<PathBuf> = std::fs::read_dir(s)?
+            let mut files: Vec<PathBuf> = std::fs::read_dir(s)
+                .map_err(|e| anyhow::anyhow!("cannot list {}: {e}", s.display()))?
                 .filter_map(|e| e.ok().map(|e| e.path()))
                 .filter(|p| p.is_file() && is_image(p))
                 .collect();
@@ -29,7 +30,8 @@ pub fn expand(sources: &[PathBuf]) -> Result<Vec<PathBuf>> {
         } else if s.is_file() {
             out.push(s.clone());
         } else {
-            bail!("source {} does not exist", s.display());
+            let why = rtmdet::files::not_a_regular_file(s).unwrap_or_default();
+            bail!("source {} {why}", s.display());
         }
     }
     if out.is_empty() {
@@ -42,6 +44,9 @@ pub fn expand(sources: &[PathBuf]) -> Result<Vec<PathBuf>> {
 pub fn run_dir(out: Option<&Path>, base: &str) -> Result<PathBuf> {
     match out {
         Some(d) => {
+            if d.exists() && !d.is_dir() {
+                bail!("--out {} is a file; give a folder", d.display());
+            }
             std::fs::create_dir_all(d).map_err(|e| anyhow::anyhow!("cannot create {}: {e}", d.display()))?;
             Ok(d.to_path_buf())
         }
@@ -49,16 +54,19 @@ pub fn run_dir(out: Option<&Path>, base: &str) -> Result<PathBuf> {
     }
 }
 
-/// `base/1`, `base/2`, ...: the first number not taken yet.
+/// `base/1`, `base/2`, ...: the first number not taken yet, claimed with `create_dir` (which
+/// fails when another process took it first), so concurrent runs never share a folder.
 pub fn next_run_dir(base: &Path) -> Result<PathBuf> {
+    std::fs::create_dir_all(base).map_err(|e| anyhow::anyhow!("cannot create {}: {e}", base.display()))?;
     for n in 1.. {
         let dir = base.join(n.to_string());
-        if !dir.exists() {
-            std::fs::create_dir_all(&dir)?;
-            return Ok(dir);
+        match std::fs::create_dir(&dir) {
+            Ok(()) => return Ok(dir),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => bail!("cannot create {}: {e}", dir.display()),
         }
     }
-    unreachable!()
+    unreachable!("some run number is free")
 }
 
 /// `dir/stem.ext`, or `dir/stem_2.ext`, ... when that name is taken: nothing is overwritten.

@@ -7,12 +7,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use anyhow::{Result, bail};
 use clap::Args;
 use rtmdet::Size;
+use rtmdet::burn::tensor::Device;
 use rtmdet::data::Dataset;
 use rtmdet::data::pipeline::{EpochLoader, PipelineConfig, train_items};
 use rtmdet::engine::parse_device;
 use rtmdet::train::trainer::{TrainEvent, TrainOptions, Trainer, preview_grid};
 
-use crate::sources;
+use crate::exit::Interrupted;
+use crate::{args, sources};
 
 #[derive(Args)]
 pub struct TrainArgs {
@@ -40,76 +42,115 @@ pub struct TrainArgs {
     #[arg(long)]
     pub mosaic: bool,
     /// Epochs [default: 300; RTMDet-R 36, 100 with --mosaic].
-    #[arg(long)]
+    #[arg(long, value_parser = args::positive, allow_negative_numbers = true)]
     pub epochs: Option<usize>,
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, default_value_t = 32, value_parser = args::positive, allow_negative_numbers = true)]
     pub batch: usize,
     /// Training image size [default: 640; RTMDet-R 1024].
-    #[arg(long)]
+    #[arg(long, value_parser = args::imgsz, allow_negative_numbers = true)]
     pub imgsz: Option<usize>,
     /// Data workers (decoding and augmentation threads).
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, default_value_t = 2, value_parser = args::threads, allow_negative_numbers = true)]
     pub workers: usize,
     /// Validate every N epochs (and every epoch of stage 2).
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 10, value_parser = args::positive, allow_negative_numbers = true)]
     pub val_interval: usize,
     /// Parent of the run folders.
     #[arg(long, default_value = "runs/train")]
     pub out: PathBuf,
-    /// Continue the run in this folder from its weights/last.safetensors.
-    #[arg(long)]
+    /// Continue the run in this folder from its weights/last.safetensors, with the settings it
+    /// was started with: the flags that would change them are refused (to change them, start a
+    /// new run with --weights RUN/weights/last.safetensors).
+    #[arg(long, conflicts_with_all = [
+        "data", "val_data", "classes", "model", "weights", "epochs", "batch", "imgsz", "val_interval",
+        "seed", "lr", "warmup_iters", "stage2_epochs", "mosaic",
+    ])]
     pub resume: Option<PathBuf>,
-    #[arg(long, default_value_t = 0)]
+    // Negative numbers reach the parser, whose message is clearer than clap's "use -- -1" tip.
+    #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
     pub seed: u64,
     /// Base learning rate (default 0.004 × batch / 256).
-    #[arg(long)]
+    #[arg(long, value_parser = args::positive_number, allow_negative_numbers = true)]
     pub lr: Option<f64>,
     /// Linear warm-up iterations (default 1000).
-    #[arg(long)]
+    #[arg(long, value_parser = args::non_negative, allow_negative_numbers = true)]
     pub warmup_iters: Option<usize>,
     /// Final epochs without Mosaic/MixUp (default: 20 of 300, proportionally).
-    #[arg(long)]
+    #[arg(long, value_parser = args::non_negative, allow_negative_numbers = true)]
     pub stage2_epochs: Option<usize>,
     #[arg(long, default_value = "cpu")]
     pub device: String,
 }
 
+/// Continues a run; a run that already finished is refused (resuming it would do nothing).
+fn resume_trainer(dir: &std::path::Path, device: Device) -> Result<Trainer> {
+    let t = Trainer::resume(dir, device)?;
+    if t.state.epoch >= t.cfg.epochs {
+        bail!(
+            "{} already completed its {} epochs; nothing to resume (to train further, start a new run \
+             with --weights {}/weights/last.safetensors)",
+            dir.display(),
+            t.cfg.epochs,
+            dir.display()
+        );
+    }
+    Ok(t)
+}
+
+/// A new run from the flags, after the checks that need no data loaded.
+fn new_trainer(args: &TrainArgs, device: Device) -> Result<Trainer> {
+    let Some(data) = args.data.clone() else { bail!("give --data DATA (or --resume RUN_DIR)") };
+    if args.out.exists() && !args.out.is_dir() {
+        bail!("--out {} is a file; give a folder for the run folders", args.out.display());
+    }
+    check_data_path(&data)?;
+    let rotated = rtmdet::train::trainer::is_rotated_data(&data);
+    if args.mosaic && !rotated {
+        bail!(
+            "--mosaic selects RTMDet-R's \"aug\" recipe for DOTA folders; detection always trains with Mosaic/MixUp in stage 1"
+        );
+    }
+    let imgsz = args.imgsz.unwrap_or(if rotated { 1024 } else { 640 });
+    args::check_memory(args.batch, imgsz, args::TRAIN_BYTES_PER_PIXEL, "a training step")?;
+    let opts = TrainOptions {
+        data,
+        val_data: args.val_data.clone(),
+        size: Size::parse(&args.model)?,
+        weights: args.weights.clone(),
+        epochs: args.epochs.unwrap_or(match (rotated, args.mosaic) {
+            (true, true) => 100,
+            (true, false) => 36,
+            _ => 300,
+        }),
+        batch: args.batch,
+        imgsz,
+        workers: args.workers,
+        val_interval: args.val_interval,
+        seed: args.seed,
+        lr: args.lr,
+        warmup_iters: args.warmup_iters,
+        stage2_epochs: args.stage2_epochs,
+        classes: args.classes.as_deref().map(rtmdet::classes::rotated_preset),
+        mosaic: args.mosaic,
+    };
+    Ok(Trainer::new(&opts, &args.out, device)?)
+}
+
 pub fn run(args: TrainArgs) -> Result<()> {
     let device = parse_device(&args.device)?.autodiff();
     let mut trainer = match &args.resume {
-        Some(dir) => Trainer::resume(dir, device)?,
-        None => {
-            let Some(data) = args.data.clone() else { bail!("give --data DATA (or --resume RUN_DIR)") };
-            let rotated = rtmdet::train::trainer::is_rotated_data(&data);
-            if args.mosaic && !rotated {
-                bail!(
-                    "--mosaic selects RTMDet-R's \"aug\" recipe for DOTA folders; detection always trains with Mosaic/MixUp in stage 1"
-                );
-            }
-            let opts = TrainOptions {
-                data,
-                val_data: args.val_data.clone(),
-                size: Size::parse(&args.model)?,
-                weights: args.weights.clone(),
-                epochs: args.epochs.unwrap_or(match (rotated, args.mosaic) {
-                    (true, true) => 100,
-                    (true, false) => 36,
-                    _ => 300,
-                }),
-                batch: args.batch,
-                imgsz: args.imgsz.unwrap_or(if rotated { 1024 } else { 640 }),
-                workers: args.workers,
-                val_interval: args.val_interval,
-                seed: args.seed,
-                lr: args.lr,
-                warmup_iters: args.warmup_iters,
-                stage2_epochs: args.stage2_epochs,
-                classes: args.classes.as_deref().map(rtmdet::classes::rotated_preset),
-                mosaic: args.mosaic,
-            };
-            Trainer::new(&opts, &args.out, device)?
-        }
+        Some(dir) => resume_trainer(dir, device)?,
+        None => new_trainer(&args, device)?,
     };
+    // Installed before the run is announced, so a Ctrl-C after the announcement always saves.
+    let stop = Arc::new(AtomicBool::new(false));
+    {
+        let stop = stop.clone();
+        let _ = ctrlc::set_handler(move || {
+            eprintln!("\nstopping after this iteration; saving weights/last.safetensors");
+            stop.store(true, Ordering::SeqCst);
+        });
+    }
     let recipe = if trainer.cfg.stage1.rotated.as_ref().is_some_and(|r| !r.random_resize_crop) {
         "RTMDet-R: resize, h/v/d flip, rotation".to_string()
     } else {
@@ -125,14 +166,6 @@ pub fn run(args: TrainArgs) -> Result<()> {
         trainer.cfg.lr,
         trainer.run_dir.display()
     );
-    let stop = Arc::new(AtomicBool::new(false));
-    {
-        let stop = stop.clone();
-        let _ = ctrlc::set_handler(move || {
-            eprintln!("\nstopping after this iteration; saving weights/last.safetensors");
-            stop.store(true, Ordering::SeqCst);
-        });
-    }
     let trainer_terms = trainer.cfg.model.task.loss_terms();
     let mut bar: Option<indicatif::ProgressBar> = None;
     let completed = trainer.run(&stop, &mut |event| match event {
@@ -167,8 +200,25 @@ pub fn run(args: TrainArgs) -> Result<()> {
         }
         TrainEvent::Saved { path } => eprintln!("saved {}", path.display()),
     })?;
-    if completed {
-        eprintln!("done: {}", trainer.run_dir.display());
+    if !completed {
+        let dir = trainer.run_dir.display();
+        return Err(Interrupted(format!("{dir}/weights/last.safetensors saved; continue with --resume {dir}")).into());
+    }
+    eprintln!("done: {}", trainer.run_dir.display());
+    Ok(())
+}
+
+/// Cheap checks of `--data` before the memory check, so that a wrong path is reported as such
+/// (the dataset itself is read and checked when the run starts).
+fn check_data_path(data: &std::path::Path) -> Result<()> {
+    if !data.exists() {
+        bail!("--data {} does not exist", data.display());
+    }
+    if data.is_dir() && rtmdet::data::dota::image_dir(data).is_none() {
+        bail!(
+            "--data {}: not a DOTA folder (expected `images/` and `labelTxt/` or `annfiles/` inside)",
+            data.display()
+        );
     }
     Ok(())
 }
@@ -194,21 +244,30 @@ pub struct BrowseArgs {
     pub split: String,
     #[arg(long, default_value = "tiny")]
     pub model: String,
-    #[arg(long, default_value_t = 640)]
+    #[arg(long, default_value_t = 640, value_parser = args::imgsz, allow_negative_numbers = true)]
     pub imgsz: usize,
     /// Augmented batches to save.
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 3, value_parser = args::positive, allow_negative_numbers = true)]
     pub batches: usize,
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = 4, value_parser = args::positive, allow_negative_numbers = true)]
     pub batch: usize,
     /// Show the stage-2 (weak) augmentation instead of stage 1.
     #[arg(long)]
     pub stage2: bool,
-    #[arg(long, default_value_t = 0)]
+    // Negative numbers reach the parser, whose message is clearer than clap's "use -- -1" tip.
+    #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
     pub seed: u64,
     /// Output folder (default runs/browse/<n>).
     #[arg(long)]
     pub out: Option<PathBuf>,
+}
+
+/// The dataset's summary, and the first of its problems and warnings.
+pub fn print_report(data: &Dataset) {
+    for row in data.report.bad_rows.iter().chain(&data.report.warnings).take(20) {
+        eprintln!("warning: {row}");
+    }
+    eprintln!("dataset {}: {}", data.name, data.report);
 }
 
 /// Saves augmented batches of a dataset as `train_batch<k>.jpg`, without training.
@@ -223,8 +282,9 @@ pub fn browse(args: BrowseArgs) -> Result<()> {
     } else {
         Dataset::load(&args.data, &args.split)?
     };
-    eprintln!("dataset {}: {}", data.name, data.report);
+    print_report(&data);
     let size = Size::parse(&args.model)?;
+    args::check_memory(args.batch, args.imgsz, args::INFER_BYTES_PER_PIXEL, "augmenting a batch")?;
     let names = data.class_names();
     let cfg = match (rotated, args.mosaic) {
         (true, true) => PipelineConfig::rotated_aug(size, args.imgsz, &names),
@@ -244,10 +304,13 @@ pub fn browse(args: BrowseArgs) -> Result<()> {
     for epoch in 0.. {
         for batch in EpochLoader::new(items.clone(), cfg.clone(), args.batch, 1, args.seed, epoch) {
             let batch = batch?;
-            let path = out.join(format!("train_batch{saved}.jpg"));
-            preview_grid(&batch.images, &batch.targets, &model).save(&path)?;
+            // Like predict's images: a taken name gets a suffix, nothing is replaced.
+            let path = sources::free_path(&out, &format!("train_batch{saved}"), "jpg");
+            let mut jpeg = std::io::Cursor::new(Vec::new());
+            preview_grid(&batch.images, &batch.targets, &model).write_to(&mut jpeg, image::ImageFormat::Jpeg)?;
+            rtmdet::files::write_new_atomically(&path, jpeg.get_ref())?;
             saved += 1;
-            if saved == args.batches {
+            if saved >= args.batches {
                 eprintln!("{saved} batches saved to {}", out.display());
                 return Ok(());
             }

@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use clap::Args;
 use rtmdet::DetectParams;
 use rtmdet::Instances;
@@ -15,12 +15,12 @@ use rtmdet::eval::dota_files;
 use rtmdet::eval::validate::{DotaSettings, validate, validate_rotated};
 use rtmdet::postprocess::merge::{MERGE_IOU, merge_patches};
 use rtmdet::viz::plots;
-use rtmdet::weights::safetensors::write_atomically;
 use serde_json::json;
 
-use crate::args::DetectorArgs;
+use crate::args::{self, DetectorArgs};
 use crate::eval::ApModeArg;
-use crate::sources;
+use crate::exit::Skipped;
+use crate::{output, sources};
 
 #[derive(Args)]
 pub struct ValArgs {
@@ -37,13 +37,17 @@ pub struct ValArgs {
     #[arg(long)]
     pub images: Option<PathBuf>,
     /// Network input size (default: the model's, 640 or 1024 for rotated models).
-    #[arg(long)]
+    #[arg(long, value_parser = args::imgsz, allow_negative_numbers = true)]
     pub imgsz: Option<usize>,
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, value_parser = args::positive, allow_negative_numbers = true)]
     pub batch: usize,
-    /// Run folder (default: runs/val/<n>).
+    /// Run folder (default: runs/val/<n>); an existing folder is used only when it holds none
+    /// of the files val writes, unless --exist-ok.
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Replace the files of an earlier run in --out (by default rtmdet refuses to overwrite).
+    #[arg(long)]
+    pub exist_ok: bool,
     #[command(flatten)]
     pub dota: DotaValArgs,
 }
@@ -52,14 +56,14 @@ pub struct ValArgs {
 #[derive(Args)]
 pub struct DotaValArgs {
     /// (rotated) IoU threshold of a match.
-    #[arg(long, default_value_t = 0.5)]
+    #[arg(long, default_value_t = 0.5, value_parser = args::match_iou, allow_negative_numbers = true)]
     pub iou_thr: f32,
     /// (rotated) How AP summarises the precision/recall curve.
     #[arg(long, value_enum, default_value = "11points")]
     pub ap_mode: ApModeArg,
     /// (rotated) Objects with a difficulty above this are ignored: 0 ignores DOTA's difficult
     /// objects; 100 ignores none (mmrotate's DOTADataset default).
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
     pub diff_thr: u32,
     /// (rotated) The images are patches (`NAME__SIZE__X___Y`): merge their detections back
     /// into the source images (rotated NMS, IoU 0.1) and write the DOTA submission files
@@ -72,31 +76,68 @@ pub struct DotaValArgs {
     pub full_labels: Option<PathBuf>,
 }
 
+/// What val writes into its run folder (files, and folders of DOTA submission files).
+fn outputs(rotated: bool, merge: bool) -> Vec<&'static str> {
+    match (rotated, merge) {
+        (false, _) => vec!["predictions.json", "metrics.json", "pr_curve.png", "confusion_matrix.png"],
+        (true, false) => vec!["metrics.json", "Task1"],
+        (true, true) => vec!["metrics.json", "Task1", "merged"],
+    }
+}
+
+/// Refuses an `--out` folder that already holds val's outputs (unless --exist-ok).
+fn check_out_dir(args: &ValArgs, rotated: bool) -> Result<()> {
+    let Some(dir) = &args.out else { return Ok(()) };
+    if dir.exists() && !dir.is_dir() {
+        bail!("--out {} is a file; give a folder", dir.display());
+    }
+    if args.exist_ok {
+        return Ok(());
+    }
+    let taken: Vec<&str> =
+        outputs(rotated, args.dota.merge_patches).into_iter().filter(|n| dir.join(n).exists()).collect();
+    if !taken.is_empty() {
+        bail!(
+            "{} already holds {} from an earlier run; give another --out, or --exist-ok to replace them",
+            dir.display(),
+            taken.join(", ")
+        );
+    }
+    Ok(())
+}
+
+/// Exit code 3 when images of the dataset were skipped (missing or unreadable).
+fn skipped_images(data: &Dataset) -> Result<()> {
+    let n = data.report.missing_images.len() + data.report.unreadable_images.len();
+    if n > 0 {
+        return Err(Skipped(format!("{n} images of the dataset were missing or unreadable and not evaluated")).into());
+    }
+    Ok(())
+}
+
 pub fn run(args: ValArgs) -> Result<()> {
     let mut det = args.detector.load()?;
     if let Some(size) = args.imgsz {
-        if size == 0 || !size.is_multiple_of(32) {
-            bail!("--imgsz must be a positive multiple of 32");
-        }
         det.input_size = size;
     }
     let rotated = det.config().task == Task::Rotated;
+    check_out_dir(&args, rotated)?;
     let data = match &args.images {
         Some(dir) => rtmdet::data::coco::load(&args.data, Some(dir))?,
         None if rotated && args.data.is_dir() => rtmdet::data::dota::load(&args.data, &model_classes(&det))?,
         None => Dataset::load(&args.data, &args.split)?,
     };
-    for row in data.report.bad_rows.iter().chain(&data.report.warnings).take(20) {
-        eprintln!("warning: {row}");
-    }
-    eprintln!("dataset {}: {}", data.name, data.report);
+    crate::train::print_report(&data);
     if data.images.is_empty() {
         bail!("the dataset has no readable images");
     }
     rtmdet::eval::validate::check_model(&det, &data)?;
+    let batch = args.batch.min(data.images.len());
+    args::check_memory(batch, det.input_size, args::INFER_BYTES_PER_PIXEL, "inference")?;
     let run_dir = sources::run_dir(args.out.as_deref(), "runs/val")?;
     if rotated {
-        return run_rotated(&args, &det, &data, &run_dir);
+        run_rotated(&args, &det, &data, &run_dir)?;
+        return skipped_images(&data);
     }
 
     let bar = indicatif::ProgressBar::new(data.images.len() as u64);
@@ -124,11 +165,7 @@ pub fn run(args: ValArgs) -> Result<()> {
         v.speed.preprocess, v.speed.inference, v.speed.postprocess, det.input_size, det.input_size
     );
 
-    let write = |name: &str, value: &serde_json::Value| -> Result<()> {
-        let path = run_dir.join(name);
-        write_atomically(&path, serde_json::to_string_pretty(value)?.as_bytes())
-            .with_context(|| format!("cannot write {}", path.display()))
-    };
+    let write = |name: &str, value: &serde_json::Value| output::write_json(&run_dir.join(name), value, args.exist_ok);
     write("predictions.json", &predictions_json(&v)?)?;
     let mut metrics = v.eval.stats_json();
     metrics["per_class"] = serde_json::to_value(&v.eval.per_class)?;
@@ -145,7 +182,7 @@ pub fn run(args: ValArgs) -> Result<()> {
     plots::pr_curve(&run_dir.join("pr_curve.png"), &curves, v.eval.stats[1])?;
     plots::confusion_matrix(&run_dir.join("confusion_matrix.png"), &v.confusion.matrix, &names)?;
     eprintln!("results saved to {}", run_dir.display());
-    Ok(())
+    skipped_images(&data)
 }
 
 /// Box and mask summaries (pycocotools' 12 lines each) and a per-class table with both APs.
@@ -185,12 +222,6 @@ fn predictions_json(v: &rtmdet::eval::validate::Validation) -> Result<serde_json
 /// The model's class names (a DOTA folder is read with them).
 fn model_classes(det: &rtmdet::Detector) -> Vec<String> {
     (0..det.config().num_classes).map(|i| det.config().class_name(i)).collect()
-}
-
-fn write_json(run_dir: &Path, name: &str, value: &serde_json::Value) -> Result<()> {
-    let path = run_dir.join(name);
-    write_atomically(&path, serde_json::to_string_pretty(value)?.as_bytes())
-        .with_context(|| format!("cannot write {}", path.display()))
 }
 
 /// DOTA mAP of a rotated model, the run folder's `Task1/` files, and the merged submission.
@@ -241,7 +272,7 @@ fn run_rotated(args: &ValArgs, det: &rtmdet::Detector, data: &Dataset, run_dir: 
             metrics["merged"] = crate::eval::dota_json(&e, &classes);
         }
     }
-    write_json(run_dir, "metrics.json", &metrics)?;
+    output::write_json(&run_dir.join("metrics.json"), &metrics, args.exist_ok)?;
     eprintln!("results saved to {}", run_dir.display());
     Ok(())
 }

@@ -18,6 +18,8 @@ pub enum Error {
     Config(String),
     #[error("download of {url} failed: {reason}")]
     Download { url: String, reason: String },
+    #[error("cannot write {path}: {source}")]
+    Write { path: PathBuf, source: std::io::Error },
     #[error("{0}")]
     Other(String),
     #[error(transparent)]

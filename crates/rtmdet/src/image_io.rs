@@ -52,10 +52,27 @@ impl BgrImage {
 /// Largest accepted image, in pixels (a 200-megapixel image still decodes).
 const MAX_PIXELS: u64 = 200_000_000;
 
-/// Reads an image file as BGR.
+/// Reads an image file as BGR. A truncated JPEG decodes (its missing part grey, as with
+/// OpenCV) with a warning on stderr.
 pub fn read_image(path: &Path) -> Result<BgrImage> {
     let bytes = std::fs::read(path).map_err(|e| Error::Image { path: path.to_path_buf(), reason: e.to_string() })?;
-    decode_image(&bytes).map_err(|reason| Error::Image { path: path.to_path_buf(), reason })
+    let img = decode_image(&bytes).map_err(|reason| Error::Image { path: path.to_path_buf(), reason })?;
+    if jpeg_is_truncated(&bytes) {
+        eprintln!("warning: {}: premature end of JPEG data (truncated file); the missing part is grey", path.display());
+    }
+    Ok(img)
+}
+
+/// Whether JPEG data ends before its end-of-image marker (libjpeg's "Premature end of JPEG
+/// file"): no `FF D9` after the last start-of-scan. Inside entropy-coded data `FF` is always
+/// followed by `00` or a restart marker, so an `FF D9` there is the real end; thumbnails'
+/// markers come before the main image's scans.
+pub fn jpeg_is_truncated(bytes: &[u8]) -> bool {
+    if !bytes.starts_with(&[0xFF, 0xD8]) {
+        return false;
+    }
+    let Some(sos) = bytes.windows(2).rposition(|w| w == [0xFF, 0xDA]) else { return true };
+    !bytes[sos..].windows(2).any(|w| w == [0xFF, 0xD9])
 }
 
 /// Decodes an in-memory encoded image (JPEG, PNG, BMP, TIFF, WebP).
@@ -94,8 +111,11 @@ fn check_size(w: u64, h: u64) -> std::result::Result<(), String> {
 /// the same pixels as `cv2.imread` (other decoders differ by a few levels).
 fn decode_jpeg(bytes: &[u8]) -> std::result::Result<DynamicImage, String> {
     // libjpeg reports fatal errors by unwinding out of its callbacks; contain them here.
-    std::panic::catch_unwind(|| decode_jpeg_unguarded(bytes))
-        .unwrap_or_else(|_| Err("corrupt or truncated JPEG data".to_string()))
+    std::panic::catch_unwind(|| decode_jpeg_unguarded(bytes)).unwrap_or_else(|payload| {
+        // The payload is libjpeg's own message ("libjpeg fatal error: ..."): pass it on.
+        let why = payload.downcast_ref::<String>().map_or("corrupt or truncated JPEG data", String::as_str);
+        Err(format!("corrupt JPEG ({why})"))
+    })
 }
 
 fn decode_jpeg_unguarded(bytes: &[u8]) -> std::result::Result<DynamicImage, String> {
@@ -103,11 +123,30 @@ fn decode_jpeg_unguarded(bytes: &[u8]) -> std::result::Result<DynamicImage, Stri
     let d = mozjpeg::Decompress::new_mem(bytes).map_err(err)?;
     let (w, h) = (d.width(), d.height());
     check_size(w as u64, h as u64)?;
+    if matches!(d.color_space(), mozjpeg::ColorSpace::JCS_CMYK | mozjpeg::ColorSpace::JCS_YCCK) {
+        // libjpeg cannot convert CMYK to RGB; OpenCV asks for CMYK and converts itself.
+        let mut started = d.to_colorspace(mozjpeg::ColorSpace::JCS_CMYK).map_err(err)?;
+        let cmyk: Vec<u8> = started.read_scanlines().map_err(err)?;
+        started.finish().map_err(err)?;
+        let rgb = image::RgbImage::from_raw(w as u32, h as u32, cmyk_to_rgb(&cmyk)).ok_or("truncated JPEG data")?;
+        return Ok(DynamicImage::ImageRgb8(rgb));
+    }
     let mut started = d.rgb().map_err(err)?;
     let data: Vec<u8> = started.read_scanlines().map_err(err)?;
     started.finish().map_err(err)?;
     let rgb = image::RgbImage::from_raw(w as u32, h as u32, data).ok_or("truncated JPEG data")?;
     Ok(DynamicImage::ImageRgb8(rgb))
+}
+
+/// OpenCV's `icvCvt_CMYK2BGR_8u_C4C3R` on libjpeg's (Adobe-inverted) CMYK samples, as RGB.
+fn cmyk_to_rgb(cmyk: &[u8]) -> Vec<u8> {
+    let channel = |v: u8, k: i32| (k - (((255 - v as i32) * k) >> 8)) as u8;
+    cmyk.chunks_exact(4)
+        .flat_map(|p| {
+            let k = p[3] as i32;
+            [channel(p[0], k), channel(p[1], k), channel(p[2], k)]
+        })
+        .collect()
 }
 
 fn decode_other(bytes: &[u8], format: ImageFormat) -> std::result::Result<DynamicImage, String> {
@@ -147,14 +186,15 @@ fn to_bgr(img: DynamicImage) -> BgrImage {
     BgrImage::from_rgb(&rgb)
 }
 
-/// Writes a 16-bit grey PNG (an instance-id map), atomically.
+/// Writes a 16-bit grey PNG (an instance-id map) atomically to a new file (an existing file
+/// at `path` is an error, never replaced).
 pub fn write_png_u16(path: &Path, width: usize, height: usize, data: Vec<u16>) -> Result<()> {
     let err = |reason: String| Error::Image { path: path.to_path_buf(), reason };
     let img = image::ImageBuffer::<image::Luma<u16>, Vec<u16>>::from_raw(width as u32, height as u32, data)
         .ok_or_else(|| err("the id map does not have width × height pixels".into()))?;
     let mut bytes = Vec::new();
     img.write_to(&mut std::io::Cursor::new(&mut bytes), ImageFormat::Png).map_err(|e| err(e.to_string()))?;
-    crate::files::write_atomically(path, &bytes)
+    crate::files::write_new_atomically(path, &bytes)
 }
 
 /// Writes a BGR image as PNG (lossless, so a reader gets the same pixels back), atomically.

@@ -3,6 +3,7 @@
 
 mod common;
 
+mod bad_inputs;
 mod dota_cli;
 mod predict_cli;
 mod train_cli;

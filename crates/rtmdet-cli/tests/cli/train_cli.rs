@@ -173,3 +173,62 @@ fn rotated_aug_recipe_browses_and_trains() {
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("DOTA folders"));
 }
+
+/// Ctrl-C during training saves `last`, exits 130 (so `train && deploy` stops) and releases
+/// the run folder's lock.
+#[test]
+fn ctrl_c_saves_last_and_exits_130() {
+    use std::io::{BufRead, BufReader, Read};
+    let dir = tmp("ctrl_c");
+    let yaml = coco8_yaml(&dir, &shared("assets/coco8"), "train");
+    let out = dir.join("runs");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_rtmdet"))
+        .args(["train", "--data", yaml.to_str().unwrap(), "--epochs", "50", "--batch", "2", "--imgsz", "64"])
+        .args(["--workers", "1", "--out", out.to_str().unwrap()])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut seen = String::new();
+    while !seen.contains("training RTMDet") {
+        let mut line = String::new();
+        assert!(stderr.read_line(&mut line).unwrap() > 0, "training did not start: {seen}");
+        seen.push_str(&line);
+    }
+    let killed = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    assert!(killed.success());
+    stderr.read_to_string(&mut seen).unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130), "{seen}");
+    assert!(seen.contains("--resume"), "{seen}");
+    assert!(out.join("1/weights/last.safetensors").is_file());
+    assert!(!out.join("1/.lock").exists(), "the lock outlived the process");
+}
+
+/// A write that does not fit (here a file-size limit, which fails writes as a full disk does)
+/// is an error naming the file, and leaves no temporary file behind.
+#[test]
+fn a_checkpoint_that_does_not_fit_names_the_file_and_leaves_no_temporary() {
+    let dir = tmp("disk_full");
+    let yaml = coco8_yaml(&dir, &shared("assets/coco8"), "train");
+    let out = dir.join("runs");
+    // `trap "" XFSZ`: an ignored SIGXFSZ stays ignored across exec, so the write fails with
+    // EFBIG instead of killing the process; 2000 blocks of 512 bytes hold the small files but
+    // not the 20 MB checkpoint.
+    let script = format!(
+        "trap '' XFSZ; ulimit -f 2000; exec {} train --data {} --epochs 1 --batch 1 --imgsz 32 --workers 1 --out {}",
+        env!("CARGO_BIN_EXE_rtmdet"),
+        yaml.display(),
+        out.display()
+    );
+    let o = Command::new("sh").args(["-c", &script]).output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("cannot write") && err.contains("last.safetensors"), "{err}");
+    let weights: Vec<String> = std::fs::read_dir(out.join("1/weights"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(weights.iter().all(|n| !n.contains(".tmp")), "temporary left behind: {weights:?}");
+    assert!(!out.join("1/.lock").exists());
+}

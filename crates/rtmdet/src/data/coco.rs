@@ -51,8 +51,20 @@ pub(crate) fn bad(path: &Path, what: impl std::fmt::Display) -> Error {
 }
 
 pub(crate) fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T> {
-    let text = std::fs::read_to_string(path).map_err(|e| bad(path, e))?;
-    serde_json::from_str(&text).map_err(|e| bad(path, e))
+    let text = crate::files::read_text(path)?;
+    serde_json::from_str(&text).map_err(|e| bad(path, json_error(&text, &e)))
+}
+
+/// serde's message, plus the cause when the offending token is Python's `NaN`/`Infinity`
+/// (json.dump writes them; JSON has no such numbers).
+fn json_error(text: &str, e: &serde_json::Error) -> String {
+    let line = text.lines().nth(e.line().saturating_sub(1)).unwrap_or("");
+    let at = line.char_indices().nth(e.column().saturating_sub(1)).map_or(line.len(), |(i, _)| i);
+    let rest = line[at..].trim_start_matches('-');
+    if ["NaN", "Infinity", "inf", "nan"].iter().any(|t| rest.starts_with(t)) {
+        return format!("{e}: NaN or Infinity is not a JSON number (every score and coordinate must be finite)");
+    }
+    e.to_string()
 }
 
 pub(crate) fn parse(path: &Path) -> Result<RawCoco> {
@@ -79,6 +91,23 @@ fn image_root(path: &Path, images_dir: Option<&Path>, first: Option<&str>) -> Pa
     first.and_then(|f| candidates.iter().find(|c| c.join(f).is_file()).cloned()).unwrap_or_else(|| dir.to_path_buf())
 }
 
+/// The size of an image file, warning when the JSON's `width`/`height` disagree with it (boxes
+/// are clipped to the real image, not to a wrong listed size).
+fn checked_size(file: &Path, listed: (usize, usize), report: &mut CheckReport) -> (usize, usize) {
+    let Ok(real) = crate::image_io::image_size(file) else { return listed };
+    if real != listed {
+        report.warnings.push(format!(
+            "{}: the JSON says {}x{}, the file is {}x{} (the file's size is used)",
+            file.display(),
+            listed.0,
+            listed.1,
+            real.0,
+            real.1
+        ));
+    }
+    real
+}
+
 /// Loads a COCO dataset with its images, checking and repairing what it can.
 pub fn load(path: &Path, images_dir: Option<&Path>) -> Result<Dataset> {
     let raw = parse(path)?;
@@ -92,10 +121,19 @@ pub fn load(path: &Path, images_dir: Option<&Path>) -> Result<Dataset> {
     let mut seen = HashSet::new();
     let mut images: Vec<ImageEntry> = Vec::new();
     let mut index: HashMap<u64, usize> = HashMap::new();
+    let mut files: HashMap<&str, u64> = HashMap::new();
     for img in &raw.images {
         if !seen.insert(img.id) {
             report.duplicate_image_ids.push(img.id);
             continue;
+        }
+        if let Some(first) = files.insert(img.file_name.as_str(), img.id) {
+            report.warnings.push(format!(
+                "{}: image {} is listed twice (ids {first} and {}); each entry is evaluated with its own annotations",
+                path.display(),
+                img.file_name,
+                img.id
+            ));
         }
         let file = root.join(&img.file_name);
         let (w, h) = match (img.width, img.height) {
@@ -113,15 +151,19 @@ pub fn load(path: &Path, images_dir: Option<&Path>) -> Result<Dataset> {
             report.missing_images.push(file);
             continue;
         }
+        let (w, h) = checked_size(&file, (w, h), &mut report);
         index.insert(img.id, images.len());
         images.push(ImageEntry { id: img.id, path: file, width: w, height: h, annotations: Vec::new() });
     }
+    let mut orphans = 0usize;
     for (i, a) in raw.annotations.into_iter().enumerate() {
         let Some(&label) = label_of.get(&a.category_id) else {
             report.unknown_categories += 1;
             continue;
         };
         let Some(&slot) = index.get(&a.image_id) else {
+            // Annotations of missing files are reported with the file; others name no image.
+            orphans += usize::from(!seen.contains(&a.image_id));
             continue;
         };
         let img = &mut images[slot];
@@ -142,6 +184,12 @@ pub fn load(path: &Path, images_dir: Option<&Path>) -> Result<Dataset> {
             rbox: None,
             difficulty: 0,
         });
+    }
+    if orphans > 0 {
+        report.warnings.push(format!(
+            "{}: {orphans} annotations refer to image ids that are not in `images` (dropped)",
+            path.display()
+        ));
     }
     report.images = images.len();
     report.annotations = images.iter().map(|i| i.annotations.len()).sum();

@@ -67,7 +67,7 @@ pub fn read_label_file(path: &Path) -> Result<(NumberedRows, Vec<String>)> {
         return read_xml_labels(path, &text);
     }
     let (mut rows, mut bad) = (Vec::new(), Vec::new());
-    for (n, line) in text.lines().enumerate() {
+    for (n, line) in crate::files::strip_bom(&text).lines().enumerate() {
         match parse_row(line) {
             Ok(Some(row)) => rows.push((n + 1, row)),
             Ok(None) => {}
@@ -175,7 +175,9 @@ pub fn labels_by_stem(dir: &Path) -> Result<BTreeMap<String, PathBuf>> {
     let entries = std::fs::read_dir(dir).map_err(|e| Error::Other(format!("{}: {e}", dir.display())))?;
     for e in entries {
         let path = e?.path();
+        // Only regular files: a FIFO named `x.txt` would block the reader forever.
         if (path.extension().is_some_and(|e| e == "txt") || is_xml(&path))
+            && path.is_file()
             && let Some(stem) = path.file_stem().and_then(|s| s.to_str())
         {
             out.insert(stem.to_string(), path);

@@ -12,13 +12,6 @@ use crate::error::{Error, Result};
 
 #[derive(Deserialize)]
 #[serde(untagged)]
-enum Names {
-    List(Vec<String>),
-    Map(BTreeMap<u64, String>),
-}
-
-#[derive(Deserialize)]
-#[serde(untagged)]
 enum Split {
     One(String),
     Many(Vec<String>),
@@ -30,7 +23,46 @@ struct RawYaml {
     train: Option<Split>,
     val: Option<Split>,
     test: Option<Split>,
-    names: Names,
+    /// A list of names or a map `{id: name}`; read as a plain value so that a wrong shape gets
+    /// a message saying which shape is expected (serde's untagged enums cannot).
+    names: Option<serde_yaml_ng::Value>,
+}
+
+/// `names` as categories: a list (ids 0, 1, ...) or a map from non-negative integer ids.
+fn categories_of(names: Option<serde_yaml_ng::Value>) -> std::result::Result<Vec<Category>, String> {
+    use serde_yaml_ng::Value;
+    let expected = "`names` must be a list of class names (`names: [person, car]`) or a map `{0: person, 1: car}`";
+    let name_of = |v: &Value| match v {
+        Value::String(s) => Ok(s.clone()),
+        Value::Number(n) => Ok(n.to_string()),
+        Value::Bool(b) => Ok(b.to_string()),
+        other => Err(format!("class name {other:?} is not text")),
+    };
+    match names {
+        None | Some(Value::Null) => Err(format!("`names` is missing or empty; {expected}")),
+        Some(Value::Sequence(list)) => {
+            list.iter().enumerate().map(|(i, v)| Ok(Category { id: i as u64, name: name_of(v)? })).collect()
+        }
+        Some(Value::Mapping(map)) => {
+            let mut by_id = BTreeMap::new();
+            for (k, v) in &map {
+                let id = k.as_u64().ok_or_else(|| format!("`names` key {k:?} is not a non-negative class id"))?;
+                if by_id.insert(id, name_of(v)?).is_some() {
+                    return Err(format!("`names` lists class id {id} twice"));
+                }
+            }
+            Ok(by_id.into_iter().map(|(id, name)| Category { id, name }).collect())
+        }
+        Some(other) => Err(format!("{expected}, not {}", describe(&other))),
+    }
+}
+
+fn describe(v: &serde_yaml_ng::Value) -> String {
+    match v {
+        serde_yaml_ng::Value::String(s) => format!("the single value '{s}'"),
+        serde_yaml_ng::Value::Null => "an empty value".into(),
+        other => format!("{other:?}"),
+    }
 }
 
 const IMAGE_EXTENSIONS: [&str; 8] = ["jpg", "jpeg", "png", "bmp", "tif", "tiff", "webp", "jfif"];
@@ -58,7 +90,7 @@ fn split_images(root: &Path, entry: &str) -> Result<Vec<PathBuf>> {
         out.sort();
         Ok(out)
     } else if p.extension().is_some_and(|e| e == "txt") && p.is_file() {
-        let text = std::fs::read_to_string(&p)?;
+        let text = crate::files::read_text(&p)?;
         let base = p.parent().unwrap_or(root).to_path_buf();
         Ok(text.lines().map(str::trim).filter(|l| !l.is_empty()).map(|l| base.join(l)).collect())
     } else {
@@ -78,14 +110,14 @@ pub fn label_path(image: &Path) -> PathBuf {
 }
 
 /// One parsed label row: class and pixel box.
-fn parse_row(line: &str, w: f64, h: f64) -> std::result::Result<Option<(u64, [f64; 4])>, String> {
-    let fields: Vec<&str> = line.split_whitespace().collect();
+pub fn parse_row(line: &str, w: f64, h: f64) -> std::result::Result<Option<(u64, [f64; 4])>, String> {
+    let fields: Vec<&str> = crate::files::strip_bom(line).split_whitespace().collect();
     if fields.is_empty() {
         return Ok(None);
     }
     let nums: Vec<f64> = fields[1..]
         .iter()
-        .map(|f| f.parse::<f64>().map_err(|_| format!("'{f}' is not a number")))
+        .map(|f| f.parse::<f64>().ok().filter(|v| v.is_finite()).ok_or_else(|| format!("'{f}' is not a finite number")))
         .collect::<std::result::Result<_, _>>()?;
     let class: u64 = fields[0].parse().map_err(|_| format!("class '{}' is not a non-negative integer", fields[0]))?;
     let b = if nums.len() == 4 {
@@ -111,7 +143,7 @@ fn numeric_ids(paths: &[PathBuf]) -> Option<Vec<u64>> {
 
 pub fn load(yaml: &Path, split: &str) -> Result<Dataset> {
     let bad = |what: String| Error::Other(format!("{}: {what}", yaml.display()));
-    let text = std::fs::read_to_string(yaml).map_err(|e| bad(e.to_string()))?;
+    let text = crate::files::read_text(yaml)?;
     let raw: RawYaml = serde_yaml_ng::from_str(&text).map_err(|e| bad(e.to_string()))?;
     let dir = yaml.parent().unwrap_or(Path::new("."));
     let root = raw.path.as_deref().map_or(dir.to_path_buf(), |p| dir.join(p));
@@ -130,10 +162,7 @@ pub fn load(yaml: &Path, split: &str) -> Result<Dataset> {
     for e in &entries {
         paths.extend(split_images(&root, e).map_err(|e| bad(e.to_string()))?);
     }
-    let categories: Vec<Category> = match raw.names {
-        Names::List(v) => v.into_iter().enumerate().map(|(i, n)| Category { id: i as u64, name: n }).collect(),
-        Names::Map(m) => m.into_iter().map(|(id, name)| Category { id, name }).collect(),
-    };
+    let categories = categories_of(raw.names).map_err(bad)?;
     if categories.is_empty() {
         return Err(bad("`names` is empty".into()));
     }
@@ -159,7 +188,7 @@ pub fn load(yaml: &Path, split: &str) -> Result<Dataset> {
         let mut annotations = Vec::new();
         let lp = label_path(&path);
         if lp.is_file() {
-            let text = std::fs::read_to_string(&lp)?;
+            let text = crate::files::read_text(&lp)?;
             for (n, line) in text.lines().enumerate() {
                 let row = parse_row(line, w as f64, h as f64)
                     .map_err(|e| Error::Other(format!("{}:{}: {e}", lp.display(), n + 1)))?;

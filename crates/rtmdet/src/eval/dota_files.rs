@@ -106,7 +106,7 @@ pub fn read_task1(dir: &Path, classes: &[String], images: &[String]) -> Result<(
             continue;
         }
         found += 1;
-        let text = std::fs::read_to_string(&path).map_err(|e| Error::Other(format!("{}: {e}", path.display())))?;
+        let text = crate::files::read_text(&path)?;
         for (n, line) in text.lines().enumerate() {
             let fields: Vec<&str> = line.split_whitespace().collect();
             if fields.is_empty() {

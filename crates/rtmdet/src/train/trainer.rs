@@ -20,6 +20,7 @@ use crate::data::pipeline::{Batch, EpochLoader, PipelineConfig, TrainItem, train
 use crate::detector::Detector;
 use crate::error::{Error, Result};
 use crate::eval::validate::{DotaSettings, validate, validate_rotated};
+use crate::files::{DirLock, write_error};
 use crate::loss::detection::detection_loss;
 use crate::loss::rotated::rotated_loss;
 use crate::model::RtmDet;
@@ -220,6 +221,26 @@ pub struct Trainer {
     device: Device,
     train: Arc<Vec<TrainItem>>,
     val: Dataset,
+    /// Held while this trainer exists: one process writes a run folder at a time.
+    _lock: DirLock,
+}
+
+/// Claims the next free `out/<n>` folder: `create_dir` fails when another process took the
+/// number first, so concurrent runs never share a folder.
+fn new_run_dir(out: &Path) -> Result<PathBuf> {
+    if out.exists() && !out.is_dir() {
+        return Err(Error::Other(format!("--out {} is a file; give a folder for the runs", out.display())));
+    }
+    std::fs::create_dir_all(out).map_err(|e| write_error(out, e))?;
+    for n in 1.. {
+        let dir = out.join(n.to_string());
+        match std::fs::create_dir(&dir) {
+            Ok(()) => return Ok(dir),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(write_error(&dir, e)),
+        }
+    }
+    unreachable!("some run number is free")
 }
 
 const STATE_KEY: &str = "rtmdet_train_state";
@@ -258,18 +279,32 @@ impl Trainer {
         if let Some(w) = &cfg.weights {
             init_from(&mut model, &cfg.model, w, &device)?;
         }
-        let run_dir = (1..).map(|n| out.join(n.to_string())).find(|d| !d.exists()).expect("a free folder");
-        std::fs::create_dir_all(run_dir.join("weights"))?;
+        let run_dir = new_run_dir(out)?;
+        let lock = DirLock::acquire(&run_dir)?;
+        std::fs::create_dir_all(run_dir.join("weights")).map_err(|e| write_error(&run_dir.join("weights"), e))?;
         let text = serde_yaml_ng::to_string(&cfg).map_err(|e| Error::Other(e.to_string()))?;
         write_atomically(&run_dir.join("args.yaml"), text.as_bytes())?;
         let opt = AdamW { weight_decay: cfg.weight_decay, ..AdamW::default() };
         let ema = ExpMomentumEma { momentum: cfg.ema_momentum, gamma: cfg.ema_gamma, ..ExpMomentumEma::default() };
-        Ok(Trainer { cfg, run_dir, state: TrainState::default(), model, opt, ema, device, train: Arc::new(items), val })
+        let state = TrainState::default();
+        Ok(Trainer { cfg, run_dir, state, model, opt, ema, device, train: Arc::new(items), val, _lock: lock })
     }
 
     /// Continues the run in `run_dir` from `weights/last.safetensors`, exactly where it stopped.
     pub fn resume(run_dir: &Path, device: Device) -> Result<Self> {
+        if !run_dir.is_dir() {
+            return Err(Error::Other(format!("--resume {}: not a run folder", run_dir.display())));
+        }
+        let lock = DirLock::acquire(run_dir)?;
+        // A process killed while saving (SIGKILL, power loss) left its temporary file behind.
+        crate::files::remove_stale_temporaries(&run_dir.join("weights"));
         let path = run_dir.join("weights/last.safetensors");
+        if !path.is_file() {
+            return Err(Error::Other(format!(
+                "--resume {}: not a run folder (it has no weights/last.safetensors)",
+                run_dir.display()
+            )));
+        }
         let (_, map, meta) = load_all(&path)?;
         let get =
             |k: &str| meta.get(k).ok_or_else(|| Error::weights(&path, format!("not a training checkpoint (no {k})")));
@@ -288,7 +323,8 @@ impl Trainer {
         let train = load_data(&cfg.data, "train", &cfg.model.class_names)?;
         let val = load_val(&cfg, &train)?;
         let items = Arc::new(train_items(&train));
-        Ok(Trainer { cfg, run_dir: run_dir.to_path_buf(), state, model, opt, ema, device, train: items, val })
+        let run_dir = run_dir.to_path_buf();
+        Ok(Trainer { cfg, run_dir, state, model, opt, ema, device, train: items, val, _lock: lock })
     }
 
     /// The model being trained.
@@ -479,8 +515,11 @@ impl Trainer {
     /// `train_batch<k>.jpg`: the augmented images of a batch with their boxes.
     fn save_preview(&self, batch: &Batch) -> Result<()> {
         let img = preview_grid(&batch.images, &batch.targets, &self.cfg.model);
-        img.save(self.run_dir.join(format!("train_batch{}.jpg", batch.index)))
-            .map_err(|e| Error::Other(format!("cannot write a batch preview: {e}")))
+        let path = self.run_dir.join(format!("train_batch{}.jpg", batch.index));
+        let mut jpeg = std::io::Cursor::new(Vec::new());
+        img.write_to(&mut jpeg, image::ImageFormat::Jpeg)
+            .map_err(|e| Error::Other(format!("encoding {}: {e}", path.display())))?;
+        write_atomically(&path, jpeg.get_ref())
     }
 }
 

@@ -36,7 +36,10 @@ fn render(
         root.present().map_err(plot_err)?;
     }
     let img = image::RgbImage::from_raw(w, h, buf).expect("buffer size");
-    img.save(path).map_err(|e| Error::Other(format!("cannot write {}: {e}", path.display())))
+    let mut png = std::io::Cursor::new(Vec::new());
+    img.write_to(&mut png, image::ImageFormat::Png)
+        .map_err(|e| Error::Other(format!("encoding {}: {e}", path.display())))?;
+    crate::files::write_atomically(path, png.get_ref())
 }
 
 /// Precision-recall curves at IoU 0.5: one thin line per class and the class mean in bold.

@@ -24,8 +24,13 @@ pub use crate::model::params::{
 
 /// Keys a checkpoint may hold that carry nothing the model uses: mmdet's data preprocessor
 /// (mean/std) and BatchNorm's batch counters.
-fn ignorable(name: &str) -> bool {
+pub(crate) fn ignorable(name: &str) -> bool {
     name.starts_with("data_preprocessor.") || name.ends_with(".num_batches_tracked")
+}
+
+/// A tensor the model needs stored as integers or booleans.
+pub(crate) fn wrong_dtype(path: &Path, name: &str, dtype: impl std::fmt::Debug) -> Error {
+    Error::weights(path, format!("tensor '{name}' has dtype {dtype:?}; the model needs a floating-point tensor"))
 }
 
 /// Checks `map` against the tensors `graph` needs (every one present with its shape, shared
@@ -104,8 +109,8 @@ impl WeightsFormat {
 
 /// Reads any supported weights file into a configuration and a tensor map.
 pub fn read(path: &Path, opts: &ReadOptions) -> Result<(ModelConfig, TensorMap)> {
-    if !path.is_file() {
-        return Err(Error::weights(path, "no such file"));
+    if let Some(why) = crate::files::not_a_regular_file(path) {
+        return Err(Error::weights(path, format!("{why}; give a weights file")));
     }
     let (mut cfg, map) = match WeightsFormat::detect(path)? {
         WeightsFormat::Pth => {
@@ -130,5 +135,19 @@ pub fn read(path: &Path, opts: &ReadOptions) -> Result<(ModelConfig, TensorMap)>
     if let Some(e) = opts.exp_on_reg {
         cfg.exp_on_reg = e;
     }
+    warn_non_finite(path, &map);
     Ok((cfg, map))
+}
+
+/// Weights holding NaN or ±inf load (a diverged training saves them) but predict nothing
+/// useful: say so, naming the first such tensor.
+fn warn_non_finite(path: &Path, map: &TensorMap) {
+    let bad: Vec<&String> = map.iter().filter(|(_, t)| t.data.iter().any(|v| !v.is_finite())).map(|(k, _)| k).collect();
+    if let Some(first) = bad.first() {
+        eprintln!(
+            "warning: weights {}: {} tensors hold NaN or infinite values (first: '{first}'); detections will be meaningless",
+            path.display(),
+            bad.len()
+        );
+    }
 }

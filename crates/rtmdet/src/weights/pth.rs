@@ -28,7 +28,8 @@ struct RawDatasetMeta {
 }
 
 /// Reads the float tensors of `state_dict` (or of the top level, for a bare state dict).
-/// Integer buffers (`num_batches_tracked`) carry nothing the model uses and are skipped.
+/// Integer buffers (`num_batches_tracked`) carry nothing the model uses and are skipped; any
+/// other non-float tensor is an error naming its dtype (not a "missing" tensor later).
 pub fn read_state_dict(path: &Path) -> Result<TensorMap> {
     let reader = PytorchReader::with_top_level_key(path, "state_dict")
         .or_else(|_| PytorchReader::new(path))
@@ -45,7 +46,8 @@ pub fn read_state_dict(path: &Path) -> Result<TensorMap> {
             DType::BF16 => {
                 bytes.chunks_exact(2).map(|b| half::bf16::from_ne_bytes(b.try_into().unwrap()).to_f32()).collect()
             }
-            _ => continue,
+            _ if super::ignorable(name) => continue,
+            other => return Err(super::wrong_dtype(path, name, other)),
         };
         map.insert(name.clone(), HostTensor::new(t.shape().to_vec(), data));
     }

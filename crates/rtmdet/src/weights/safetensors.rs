@@ -75,7 +75,8 @@ pub fn load_all(path: &Path) -> Result<(Option<ModelConfig>, TensorMap, HashMap<
             Dtype::BF16 => {
                 view.data().chunks_exact(2).map(|b| half::bf16::from_le_bytes(b.try_into().unwrap()).to_f32()).collect()
             }
-            _ => continue,
+            _ if super::ignorable(&name) => continue,
+            other => return Err(super::wrong_dtype(path, &name, other)),
         };
         map.insert(name, HostTensor::new(view.shape().to_vec(), data));
     }

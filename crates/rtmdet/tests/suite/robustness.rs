@@ -201,3 +201,69 @@ fn input_size_not_a_multiple_of_32_is_an_error() {
     let (ours, burn) = above_cutoff(det_rows(&ours), det_rows(&burn), params.max_det, tol.soft_scores);
     match_sets(&ours, &burn, tol).unwrap();
 }
+
+/// A CMYK JPEG (Photoshop writes them; OpenCV reads them) decodes with OpenCV's CMYK → BGR
+/// conversion instead of being rejected.
+#[test]
+fn cmyk_jpeg_decodes_like_opencv() {
+    let (w, h) = (16, 16);
+    let stored = [200u8, 100, 50, 255];
+    let pixels: Vec<u8> = (0..w * h).flat_map(|_| stored).collect();
+    let mut comp = mozjpeg::Compress::new(mozjpeg::ColorSpace::JCS_CMYK);
+    comp.set_size(w, h);
+    comp.set_quality(100.0);
+    let mut started = comp.start_compress(Vec::new()).unwrap();
+    started.write_scanlines(&pixels).unwrap();
+    let bytes = started.finish().unwrap();
+    let path = tmp("cmyk.jpg");
+    std::fs::write(&path, &bytes).unwrap();
+    let img = read_image(&path).unwrap();
+    assert_eq!((img.width, img.height), (16, 16));
+    // OpenCV: channel = k - ((255 - stored) * k >> 8): B from y, G from m, R from c.
+    let expected = [51i32, 101, 201];
+    for (got, want) in img.data[..3].iter().zip(expected) {
+        assert!((*got as i32 - want).abs() <= 3, "{:?} vs {expected:?}", &img.data[..3]);
+    }
+}
+
+#[test]
+fn truncated_jpeg_is_detected() {
+    let bytes = std::fs::read(shared("assets/images/demo.jpg")).unwrap();
+    assert!(!rtmdet::image_io::jpeg_is_truncated(&bytes));
+    assert!(rtmdet::image_io::jpeg_is_truncated(&bytes[..bytes.len() / 2]));
+    assert!(!rtmdet::image_io::jpeg_is_truncated(b"\x89PNG"));
+}
+
+/// `names` of the wrong shape and a label file starting with a byte-order mark.
+#[test]
+fn yaml_names_shape_and_label_bom() {
+    let dir = tmp("yaml_bom");
+    std::fs::create_dir_all(dir.join("images/val")).unwrap();
+    std::fs::create_dir_all(dir.join("labels/val")).unwrap();
+    std::fs::copy(shared("assets/images/demo.jpg"), dir.join("images/val/1.jpg")).unwrap();
+    std::fs::write(dir.join("labels/val/1.txt"), "\u{feff}0 0.5 0.5 0.2 0.2\n").unwrap();
+    let yaml = dir.join("d.yaml");
+    std::fs::write(&yaml, "path: .\nval: images/val\nnames: person\n").unwrap();
+    let e = rtmdet::data::Dataset::load(&yaml, "val").unwrap_err().to_string();
+    assert!(e.contains("`names` must be a list") && e.contains("'person'"), "{e}");
+    std::fs::write(&yaml, "\u{feff}path: .\nval: images/val\nnames: [person]\n").unwrap();
+    let data = rtmdet::data::Dataset::load(&yaml, "val").unwrap();
+    assert_eq!(data.report.annotations, 1);
+}
+
+/// A tensor stored as integers is reported with its dtype, not as missing.
+#[test]
+fn integer_tensor_is_named_with_its_dtype() {
+    let header = r#"{"neck.x.weight":{"dtype":"I32","shape":[2],"data_offsets":[0,8]}}"#;
+    let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+    bytes.extend(header.as_bytes());
+    bytes.extend([0u8; 8]);
+    let path = tmp("int.safetensors");
+    std::fs::write(&path, bytes).unwrap();
+    let e = rtmdet::weights::read(&path, &ReadOptions::default()).unwrap_err().to_string();
+    assert!(e.contains("'neck.x.weight' has dtype I32"), "{e}");
+    let dir = tmp("a_folder.pth");
+    std::fs::create_dir_all(&dir).unwrap();
+    let e = rtmdet::weights::read(&dir, &ReadOptions::default()).unwrap_err().to_string();
+    assert!(e.contains("is a folder"), "{e}");
+}
