@@ -495,11 +495,11 @@ def mean_valid(s):
     return float(np.mean(v)) if v.size else -1.0
 
 
-def evaluate(gt_path, pred_path):
+def evaluate(gt_path, pred_path, iou_type="bbox"):
     with contextlib.redirect_stdout(io.StringIO()):
         coco_gt = COCO(str(gt_path))
         coco_dt = coco_gt.loadRes(str(pred_path))
-        E = COCOeval(coco_gt, coco_dt, iouType="bbox")
+        E = COCOeval(coco_gt, coco_dt, iouType=iou_type)
         E.evaluate()
         E.accumulate()
         E.summarize()

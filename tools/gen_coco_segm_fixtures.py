@@ -20,16 +20,11 @@ Usage (from the repository root): ``pip install pycocotools numpy``, then
 ``python3 tools/gen_coco_segm_fixtures.py``. Deterministic (no randomness).
 """
 
-import contextlib
 import importlib.util
-import io
 import json
 from pathlib import Path
 
-import numpy as np
 from pycocotools import mask as mask_utils
-from pycocotools.coco import COCO
-from pycocotools.cocoeval import COCOeval
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SRC_DIR = REPO_ROOT / "crates" / "rtmdet" / "tests" / "data" / "coco_eval"
@@ -79,25 +74,6 @@ def segm_pred(pred, gt):
     return pred
 
 
-def evaluate(gt_path, pred_path):
-    with contextlib.redirect_stdout(io.StringIO()):
-        coco_gt = COCO(str(gt_path))
-        coco_dt = coco_gt.loadRes(str(pred_path))
-        E = COCOeval(coco_gt, coco_dt, iouType="segm")
-        E.evaluate()
-        E.accumulate()
-        E.summarize()
-    p = E.params
-    prec = E.eval["precision"]
-    a_all, m_100 = p.areaRngLbl.index("all"), p.maxDets.index(100)
-    t_50 = np.where(p.iouThrs == 0.5)[0]
-    ap, ap50 = {}, {}
-    for k, cat_id in enumerate(p.catIds):
-        ap[str(cat_id)] = bbox.mean_valid(prec[:, :, k, a_all, m_100])
-        ap50[str(cat_id)] = bbox.mean_valid(prec[t_50, :, k, a_all, m_100])
-    return {"stats": [float(s) for s in E.stats], "per_class_ap": ap, "per_class_ap50": ap50}
-
-
 def main():
     OUT_DIR.mkdir(parents=True, exist_ok=True)
     for case in CASES + list(NO_BOX_CASES):
@@ -110,7 +86,7 @@ def main():
         gt_path, pred_path = OUT_DIR / f"{case}_gt.json", OUT_DIR / f"{case}_pred.json"
         bbox.write_json_lines(gt_path, gt)
         bbox.write_json_lines(pred_path, pred)
-        expected = evaluate(gt_path, pred_path)
+        expected = bbox.evaluate(gt_path, pred_path, iou_type="segm")
         (OUT_DIR / f"{case}_expected.json").write_text(json.dumps(expected, indent=1) + "\n")
         print(case, [round(s, 4) for s in expected["stats"]])
 

@@ -402,6 +402,17 @@ mod tests {
             .collect()
     }
 
+    /// Training items standing for `items()` by index (their path is the index).
+    fn indexed_items(n: usize) -> Vec<TrainItem> {
+        (0..n)
+            .map(|i| TrainItem { path: format!("{i}").into(), boxes: vec![], labels: vec![], rboxes: vec![] })
+            .collect()
+    }
+
+    fn index_of(t: &TrainItem) -> usize {
+        t.path.to_str().and_then(|s| s.parse().ok()).expect("index path")
+    }
+
     fn as_rbox(b: &Bbox) -> RBox {
         [(b[0] + b[2]) / 2.0, (b[1] + b[3]) / 2.0, b[2] - b[0], b[3] - b[1], 0.0]
     }
@@ -442,12 +453,9 @@ mod tests {
     fn rotated_boxes_follow_the_detection_augmentations_exactly() {
         let data = items();
         let cfg = PipelineConfig::rotated_aug(Size::L, 128, &[]);
-        let train: Vec<TrainItem> = (0..data.len())
-            .map(|i| TrainItem { path: format!("{i}").into(), boxes: vec![], labels: vec![], rboxes: vec![] })
-            .collect();
+        let train = indexed_items(data.len());
         let load = |t: &TrainItem| {
-            let i: usize = t.path.to_str().and_then(|s| s.parse().ok()).expect("index path");
-            let (img, b) = &data[i];
+            let (img, b) = &data[index_of(t)];
             let boxes = b.iter().map(|h| Both { h: *h, r: as_rbox(h), cut: false }).collect();
             Ok(Sample { image: img.clone(), boxes, labels: vec![0; b.len()] })
         };
@@ -495,12 +503,9 @@ mod tests {
         let data = items();
         let cfg = PipelineConfig::rotated_aug(Size::Tiny, 96, &[]);
         let aug = cfg.rotated.clone().expect("rotated settings");
-        let train: Vec<TrainItem> = (0..data.len())
-            .map(|i| TrainItem { path: format!("{i}").into(), boxes: vec![], labels: vec![], rboxes: vec![] })
-            .collect();
+        let train = indexed_items(data.len());
         let load = |t: &TrainItem| {
-            let i: usize = t.path.to_str().and_then(|s| s.parse().ok()).expect("index path");
-            let (img, b) = &data[i];
+            let (img, b) = &data[index_of(t)];
             Ok(RotatedSample { image: img.clone(), boxes: b.iter().map(as_rbox).collect(), labels: vec![0; b.len()] })
         };
         let mut a = Augmenter::<RBox>::new(cfg, 3);

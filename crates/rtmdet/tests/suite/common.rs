@@ -193,3 +193,30 @@ pub fn coco8_yaml(dir: &std::path::Path) -> PathBuf {
     std::fs::write(&p, text).unwrap();
     p
 }
+
+/// The stored raw head outputs of a reference file: `cls_l*` and `reg_l*`, with the task's
+/// `angle_l*` (RTMDet-R) or `kernel_l*` and `proto` (RTMDet-Ins) when `extra` names them.
+pub fn stored_head_outputs(npz: &mut Npz, extra: Option<&str>) -> rtmdet::model::HeadOutputs {
+    let task_output = |npz: &mut Npz, name: &str, l: usize| match extra {
+        Some(e) if e == name => npz.f32(&format!("{name}_l{l}")).1,
+        _ => Vec::new(),
+    };
+    let mut levels = Vec::new();
+    for l in 0..3 {
+        let (angle, kernel) = (task_output(npz, "angle", l), task_output(npz, "kernel", l));
+        let (shape, cls) = npz.f32(&format!("cls_l{l}"));
+        levels.push(rtmdet::model::LevelOutputs {
+            cls,
+            reg: npz.f32(&format!("reg_l{l}")).1,
+            angle,
+            kernel,
+            dims: [shape[0], shape[1], shape[2], shape[3]],
+            stride: 8 << l,
+        });
+    }
+    let mask_feat = (extra == Some("kernel")).then(|| {
+        let (d, data) = npz.f32("proto");
+        rtmdet::model::MaskFeatures { data, dims: [d[0], d[1], d[2], d[3]] }
+    });
+    rtmdet::model::HeadOutputs { levels, mask_feat }
+}

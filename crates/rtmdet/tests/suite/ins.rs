@@ -10,7 +10,7 @@ use crate::common::*;
 use rtmdet::DetectParams;
 use rtmdet::config::Task;
 use rtmdet::engine::burn::BurnEngine;
-use rtmdet::model::{Graph, HeadOutputs, LevelOutputs, MaskFeatures};
+use rtmdet::model::{Graph, HeadOutputs};
 use rtmdet::postprocess::masks;
 use rtmdet::preprocess::Letterbox;
 use rtmdet::structures::mask::decode;
@@ -80,25 +80,6 @@ fn ins_weights_errors_name_the_tensor() {
     assert!(rtmdet::weights::check(&graph, map.clone()).is_ok());
 }
 
-/// The stored Ins head outputs (logits, distances, kernels, prototypes) of a reference file.
-fn stored_outputs(npz: &mut Npz) -> HeadOutputs {
-    let levels = (0..3)
-        .map(|l| {
-            let (shape, cls) = npz.f32(&format!("cls_l{l}"));
-            LevelOutputs {
-                cls,
-                reg: npz.f32(&format!("reg_l{l}")).1,
-                angle: Vec::new(),
-                kernel: npz.f32(&format!("kernel_l{l}")).1,
-                dims: [shape[0], shape[1], shape[2], shape[3]],
-                stride: 8 << l,
-            }
-        })
-        .collect();
-    let (dims, data) = npz.f32("proto");
-    HeadOutputs { levels, mask_feat: Some(MaskFeatures { data, dims: [dims[0], dims[1], dims[2], dims[3]] }) }
-}
-
 /// A stored `(n, h, w)` uint8 mask array with its shape.
 fn masks_of(npz: &mut Npz, name: &str) -> (Vec<usize>, Vec<u8>) {
     let a = npz.get::<u8>(name);
@@ -134,7 +115,7 @@ fn compare_masks(ours: &rtmdet::Instances, theirs: &[u8], dims: &[usize], what: 
 fn ins_postprocessing_of_stored_outputs_matches() {
     for key in ["demo", "coco049"] {
         let mut npz = Npz::open(reference(&format!("infer/rtmdet_ins_tiny_ref_seed1__{key}.npz")));
-        let out = stored_outputs(&mut npz);
+        let out = stored_head_outputs(&mut npz, Some("kernel"));
         let mut input = Npz::open(reference(&format!("inputs/{key}.npz")));
         let ori = input.i64("ori_shape");
         let lb = Letterbox::fit(ori[1] as usize, ori[0] as usize, 640);

@@ -9,7 +9,6 @@ use rtmdet::detector::{Detector, LoadOptions};
 use rtmdet::engine::EngineKind;
 use rtmdet::engine::burn::BurnEngine;
 use rtmdet::image_io::read_image;
-use rtmdet::model::{HeadOutputs, LevelOutputs};
 use rtmdet::postprocess::{self, DetectParams};
 use rtmdet::preprocess::{Letterbox, letterbox, normalize_into};
 
@@ -193,25 +192,6 @@ fn backbone_and_neck_features_match() {
     }
 }
 
-/// The stored head outputs (logits and distances) of a reference file.
-fn stored_outputs(npz: &mut Npz) -> HeadOutputs {
-    let levels = (0..3)
-        .map(|l| {
-            let (shape, cls) = npz.f32(&format!("cls_l{l}"));
-            let dims = [shape[0], shape[1], shape[2], shape[3]];
-            LevelOutputs {
-                cls,
-                reg: npz.f32(&format!("reg_l{l}")).1,
-                angle: Vec::new(),
-                kernel: Vec::new(),
-                dims,
-                stride: 8 << l,
-            }
-        })
-        .collect();
-    HeadOutputs { levels, mask_feat: None }
-}
-
 fn stored_letterbox(key: &str) -> Letterbox {
     let mut npz = Npz::open(reference(&format!("inputs/{key}.npz")));
     let ori = npz.i64("ori_shape");
@@ -225,7 +205,7 @@ fn postprocessing_of_stored_outputs_is_exact() {
     for (ckpt, keys) in CASES {
         for key in keys.iter() {
             let mut npz = Npz::open(reference(&format!("infer/{ckpt}__{key}.npz")));
-            let lv = stored_outputs(&mut npz);
+            let lv = stored_head_outputs(&mut npz, None);
             let lb = stored_letterbox(key);
             let dep = DetectParams::DEPLOY;
 

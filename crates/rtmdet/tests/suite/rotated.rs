@@ -8,7 +8,6 @@ use rtmdet::config::Task;
 use rtmdet::detector::{Detector, LoadOptions};
 use rtmdet::engine::EngineKind;
 use rtmdet::image_io::read_image;
-use rtmdet::model::{HeadOutputs, LevelOutputs};
 use rtmdet::postprocess::{DetectParams, rotated};
 use rtmdet::preprocess::{Letterbox, letterbox, normalize_into};
 use rtmdet::structures::Instances;
@@ -86,23 +85,6 @@ fn rotated_head_outputs_match_on_both_engines() {
     }
 }
 
-fn stored_outputs(npz: &mut Npz) -> HeadOutputs {
-    let levels = (0..3)
-        .map(|l| {
-            let (shape, cls) = npz.f32(&format!("cls_l{l}"));
-            LevelOutputs {
-                cls,
-                reg: npz.f32(&format!("reg_l{l}")).1,
-                angle: npz.f32(&format!("angle_l{l}")).1,
-                kernel: Vec::new(),
-                dims: [shape[0], shape[1], shape[2], shape[3]],
-                stride: 8 << l,
-            }
-        })
-        .collect();
-    HeadOutputs { levels, mask_feat: None }
-}
-
 /// Rotated rows `(cx, cy, w, h, θ, score, label)` of a set.
 type RRow = ([f32; 5], f32, usize);
 
@@ -163,7 +145,7 @@ fn rotated_postprocessing_of_stored_outputs_matches() {
     let params = DetectParams::ROTATED;
     for image in IMAGES {
         let mut npz = infer(image);
-        let outs = stored_outputs(&mut npz);
+        let outs = stored_head_outputs(&mut npz, Some("angle"));
         let cands = rotated::select_candidates(&outs, 0, &params);
         match_rotated(&rrows(&cands), &reference_rows(&mut npz, "pre_"), 1e-4, 1e-6)
             .unwrap_or_else(|e| panic!("{image}: candidates: {e}"));

@@ -345,7 +345,12 @@ impl Builder<'_> {
                 None => return Err(Error::Config(format!("{}: an addition the CPU engine cannot fuse", node.name))),
             },
             Op::Concat => self.concat(id),
-            Op::Upsample2x => self.upsample(id),
+            Op::Upsample2x => self.resample(id, |input, output, out_off, channels| Step::Upsample {
+                input,
+                output,
+                out_off,
+                channels,
+            }),
             Op::SppPool { kernels } => self.spp_pool(id, kernels)?,
             Op::ChannelAttention { fc } => {
                 let x = self.location(node.inputs[0]).clone();
@@ -360,7 +365,9 @@ impl Builder<'_> {
                     node.name
                 )));
             }
-            Op::ResizeBilinearLike => self.resize(id),
+            Op::ResizeBilinearLike => {
+                self.resample(id, |input, output, out_off, channels| Step::Resize { input, output, out_off, channels })
+            }
         };
         self.locations[id] = Some(val);
         Ok(())
@@ -505,9 +512,9 @@ impl Builder<'_> {
     }
 
     /// Nearest 2× upsampling, written into the concatenation that reads it when there is one.
-    /// A bilinear resize to the node's resolution, written into its concatenation when that
-    /// is its only reader.
-    fn resize(&mut self, id: NodeId) -> Location {
+    /// A resampling of the node's input to the node's resolution (nearest 2× or bilinear),
+    /// written into its concatenation when that is its only reader.
+    fn resample(&mut self, id: NodeId, step: fn(usize, usize, usize, usize) -> Step) -> Location {
         let node = &self.graph.nodes[id];
         let c = node.channels;
         let x = self.location(node.inputs[0]).clone();
@@ -516,20 +523,7 @@ impl Builder<'_> {
             Dest::New => (self.slot(node.stride, c), 0),
             Dest::Into(s, o) => (s, o),
         };
-        self.steps.push(Step::Resize { input: x.slot, output, out_off, channels: round_up(c, CHANNEL_BLOCK) });
-        Location { slot: output, segments: vec![(out_off, c)] }
-    }
-
-    fn upsample(&mut self, id: NodeId) -> Location {
-        let node = &self.graph.nodes[id];
-        let c = node.channels;
-        let x = self.location(node.inputs[0]).clone();
-        let x = self.compact(&x);
-        let (output, out_off) = match self.dest(id) {
-            Dest::New => (self.slot(node.stride, c), 0),
-            Dest::Into(s, o) => (s, o),
-        };
-        self.steps.push(Step::Upsample { input: x.slot, output, out_off, channels: round_up(c, CHANNEL_BLOCK) });
+        self.steps.push(step(x.slot, output, out_off, round_up(c, CHANNEL_BLOCK)));
         Location { slot: output, segments: vec![(out_off, c)] }
     }
 
