@@ -49,7 +49,7 @@ pub(crate) trait BoxKind {
     /// The assigner's view of one detached decoded row.
     fn host_box(row: &[f32]) -> Self::Box;
     /// The ground-truth boxes of an image.
-    fn gt_boxes(t: &Instances) -> &[Self::Box];
+    fn gt_boxes(t: &Instances) -> Vec<Self::Box>;
     /// The regression target of an assigned ground truth (`WIDTH` values).
     fn target(gt: &Self::Box) -> Vec<f32>;
     /// Unweighted loss `[K]` of positive predictions against their targets, both `[K, WIDTH]`.
@@ -103,7 +103,7 @@ pub(crate) fn dense_loss<K: BoxKind>(
     for (b, t) in targets.iter().enumerate() {
         let boxes: Vec<K::Box> = all_boxes[b * p * width..(b + 1) * p * width].chunks(width).map(K::host_box).collect();
         let gts = K::gt_boxes(t);
-        let r = assigner.assign(&priors, &all_logits[b * p * c..(b + 1) * p * c], &boxes, gts, &t.labels);
+        let r = assigner.assign(&priors, &all_logits[b * p * c..(b + 1) * p * c], &boxes, &gts, &t.labels);
         for i in 0..p {
             let g = r.gt_inds[i];
             if g > 0 {

@@ -13,7 +13,7 @@ use crate::structures::Instances;
 use crate::structures::boxes::Bbox;
 
 /// Axis-aligned xyxy boxes.
-struct Horizontal;
+pub(crate) struct Horizontal;
 
 impl BoxKind for Horizontal {
     type Box = Bbox;
@@ -29,8 +29,8 @@ impl BoxKind for Horizontal {
         [row[0], row[1], row[2], row[3]]
     }
 
-    fn gt_boxes(t: &Instances) -> &[Bbox] {
-        &t.boxes
+    fn gt_boxes(t: &Instances) -> Vec<Bbox> {
+        t.boxes.clone()
     }
 
     fn target(gt: &Bbox) -> Vec<f32> {

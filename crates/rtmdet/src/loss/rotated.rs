@@ -34,8 +34,8 @@ impl BoxKind for Rotated {
         [row[0], row[1], row[2], row[3], row[4]]
     }
 
-    fn gt_boxes(t: &Instances) -> &[RBox] {
-        &t.rboxes
+    fn gt_boxes(t: &Instances) -> Vec<RBox> {
+        t.rboxes.clone()
     }
 
     /// mmrotate regularises the assigned gts (w ≥ h, θ in le90 range); the predictions are

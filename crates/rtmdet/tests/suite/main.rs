@@ -14,6 +14,7 @@ mod dota_data;
 mod dota_eval;
 mod fuzz;
 mod ins;
+mod ins_train;
 mod losses;
 mod onnx_import;
 mod parity;
