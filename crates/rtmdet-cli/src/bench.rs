@@ -8,6 +8,7 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
 use rtmdet::assign::DynamicSoftLabelAssigner;
+use rtmdet::config::Task;
 use rtmdet::engine::EngineKind;
 use rtmdet::engine::cpu::peak::fma_peak_gflops;
 use rtmdet::engine::cpu::{CpuOptions, Isa};
@@ -164,8 +165,10 @@ fn bench_infer(args: BenchInferArgs) -> Result<()> {
     let image = decode_image(&jpeg).map_err(|e| anyhow::anyhow!("decoding the source image: {e}"))?;
     let images = vec![image; b];
     let (input, _) = det.preprocess(&images);
-    let params = DetectParams::default();
-    let name = format!("rtmdet-{}", det.config().size.name());
+    // The task's own thresholds (RTMDet-Ins: NMS 0.6, 100 masks; RTMDet-R: its test_cfg).
+    let params = det.params;
+    let name =
+        format!("rtmdet-{}{}", if det.config().task == Task::Segment { "ins-" } else { "" }, det.config().size.name());
     println!("{name}, {s}x{s}, batch {b}; model alone and end to end (decode + preprocess + model + post-process)");
     println!(
         "{:>7} {:>6} {:>11} {:>9} {:>9} {:>11} {:>9} {:>8} {:>13} {:>8}",
@@ -186,26 +189,7 @@ fn bench_infer(args: BenchInferArgs) -> Result<()> {
             std::hint::black_box(det.forward(&input, [b, 3, s, s])?);
             model_ms.push(t0.elapsed().as_secs_f64() * 1e3);
         }
-        let (mut e2e, mut dec, mut pre, mut post) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-        for _ in 0..args.iters {
-            let t0 = Instant::now();
-            let imgs: Vec<BgrImage> = (0..b)
-                .map(|_| decode_image(&jpeg))
-                .collect::<std::result::Result<_, _>>()
-                .map_err(anyhow::Error::msg)?;
-            let t1 = Instant::now();
-            let (x, boxes) = det.preprocess(&imgs);
-            let t2 = Instant::now();
-            let out = det.forward(&x, [b, 3, s, s])?;
-            let t3 = Instant::now();
-            std::hint::black_box(det.postprocess(&out, &boxes, &params));
-            let t4 = Instant::now();
-            let ms = |a: Instant, z: Instant| (z - a).as_secs_f64() * 1e3;
-            e2e.push(ms(t0, t4));
-            dec.push(ms(t0, t1));
-            pre.push(ms(t1, t2));
-            post.push(ms(t3, t4));
-        }
+        let EndToEnd { e2e, mut dec, mut pre, mut post } = end_to_end(&det, &jpeg, b, args.iters, &params)?;
         let peak = fma_peak_gflops(isa_used, t, 300);
         let m = Stats::of(model_ms);
         let e = Stats::of(e2e);
@@ -245,6 +229,15 @@ fn bench_infer(args: BenchInferArgs) -> Result<()> {
         if args.profile && ti == 0 {
             print_profile(&det, &input, [b, 3, s, s]);
         }
+        if det.config().task == Task::Segment {
+            compare_with_detection(
+                &det,
+                &jpeg,
+                (b, args.iters),
+                CpuOptions { threads: Some(t), isa, ..Default::default() },
+                e.median,
+            )?;
+        }
         rows.push(row);
     }
     println!("peak RSS {:.0} MiB", peak_rss_mib());
@@ -252,6 +245,65 @@ fn bench_infer(args: BenchInferArgs) -> Result<()> {
         output::write_json(path, &rows, args.exist_ok)?;
         println!("results written to {}", path.display());
     }
+    Ok(())
+}
+
+/// Per-iteration times (ms) of decode → preprocess → model → post-process.
+struct EndToEnd {
+    e2e: Vec<f64>,
+    dec: Vec<f64>,
+    pre: Vec<f64>,
+    post: Vec<f64>,
+}
+
+/// `iters` end-to-end runs of a batch of `b` copies of the JPEG.
+fn end_to_end(det: &Detector, jpeg: &[u8], b: usize, iters: usize, params: &DetectParams) -> Result<EndToEnd> {
+    let s = det.input_size;
+    let mut t = EndToEnd { e2e: Vec::new(), dec: Vec::new(), pre: Vec::new(), post: Vec::new() };
+    for _ in 0..iters {
+        let t0 = Instant::now();
+        let imgs: Vec<BgrImage> =
+            (0..b).map(|_| decode_image(jpeg)).collect::<std::result::Result<_, _>>().map_err(anyhow::Error::msg)?;
+        let t1 = Instant::now();
+        let (x, boxes) = det.preprocess(&imgs);
+        let t2 = Instant::now();
+        let out = det.forward(&x, [b, 3, s, s])?;
+        let t3 = Instant::now();
+        std::hint::black_box(det.postprocess(&out, &boxes, params));
+        let t4 = Instant::now();
+        let ms = |a: Instant, z: Instant| (z - a).as_secs_f64() * 1e3;
+        t.e2e.push(ms(t0, t4));
+        t.dec.push(ms(t0, t1));
+        t.pre.push(ms(t1, t2));
+        t.post.push(ms(t3, t4));
+    }
+    Ok(t)
+}
+
+/// RTMDet-Ins against the detection model of its size (fresh weights, the same image,
+/// threads and input size), end to end, in the same run.
+fn compare_with_detection(
+    ins: &Detector,
+    jpeg: &[u8],
+    (b, iters): (usize, usize),
+    cpu: CpuOptions,
+    ins_ms: f64,
+) -> Result<()> {
+    let cfg = ModelConfig::new(ins.config().size).with_num_classes(ins.config().num_classes);
+    let map = rtmdet::weights::collect(&mut RtmDet::new(&cfg, &Default::default())?);
+    let mut det = Detector::from_tensors(cfg, &map, Default::default())?;
+    det.input_size = ins.input_size;
+    det.set_engine(EngineKind::Cpu, cpu)?;
+    let params = det.params;
+    end_to_end(&det, jpeg, b, 2, &params)?;
+    let mut t = end_to_end(&det, jpeg, b, iters, &params)?;
+    let e = median(&mut t.e2e);
+    println!(
+        "        detection-{} end to end {e:.2} ms (post-process {:.2} ms): instance segmentation costs {:.2}×",
+        det.config().size.name(),
+        median(&mut t.post),
+        ins_ms / e
+    );
     Ok(())
 }
 
