@@ -109,8 +109,13 @@ pub fn label_path(image: &Path) -> PathBuf {
     out.with_extension("txt")
 }
 
-/// One parsed label row: class and pixel box.
-pub fn parse_row(line: &str, w: f64, h: f64) -> std::result::Result<Option<(u64, [f64; 4])>, String> {
+/// One parsed label row: class, pixel box and, for a YOLO-seg polygon row, the polygon in
+/// pixels (`x1, y1, x2, y2, ...`).
+pub type LabelRow = (u64, [f64; 4], Option<Vec<f64>>);
+
+/// One label row: `class cx cy w h`, or a YOLO-seg polygon `class x1 y1 x2 y2 ...` (at least
+/// three points), all normalised to the image.
+pub fn parse_row(line: &str, w: f64, h: f64) -> std::result::Result<Option<LabelRow>, String> {
     let fields: Vec<&str> = crate::files::strip_bom(line).split_whitespace().collect();
     if fields.is_empty() {
         return Ok(None);
@@ -120,19 +125,22 @@ pub fn parse_row(line: &str, w: f64, h: f64) -> std::result::Result<Option<(u64,
         .map(|f| f.parse::<f64>().ok().filter(|v| v.is_finite()).ok_or_else(|| format!("'{f}' is not a finite number")))
         .collect::<std::result::Result<_, _>>()?;
     let class: u64 = fields[0].parse().map_err(|_| format!("class '{}' is not a non-negative integer", fields[0]))?;
-    let b = if nums.len() == 4 {
+    if nums.len() == 4 {
         let (cx, cy, bw, bh) = (nums[0] * w, nums[1] * h, nums[2] * w, nums[3] * h);
-        [cx - bw / 2.0, cy - bh / 2.0, cx + bw / 2.0, cy + bh / 2.0]
-    } else if nums.len() >= 6 && nums.len().is_multiple_of(2) {
-        let xs = nums.iter().step_by(2).map(|x| x * w);
-        let ys = nums.iter().skip(1).step_by(2).map(|y| y * h);
-        let (x1, x2) = xs.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| (a.min(v), b.max(v)));
-        let (y1, y2) = ys.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| (a.min(v), b.max(v)));
-        [x1, y1, x2, y2]
-    } else {
-        return Err(format!("expected 5 fields `class cx cy w h` (or a polygon), got {}", fields.len()));
-    };
-    Ok(Some((class, b)))
+        return Ok(Some((class, [cx - bw / 2.0, cy - bh / 2.0, cx + bw / 2.0, cy + bh / 2.0], None)));
+    }
+    if nums.len() < 6 || !nums.len().is_multiple_of(2) {
+        return Err(format!(
+            "expected 5 fields `class cx cy w h` or a polygon `class x1 y1 x2 y2 x3 y3 ...`, got {}",
+            fields.len()
+        ));
+    }
+    let poly: Vec<f64> = nums.iter().enumerate().map(|(i, v)| v * if i % 2 == 0 { w } else { h }).collect();
+    let xs = poly.iter().step_by(2);
+    let ys = poly.iter().skip(1).step_by(2);
+    let (x1, x2) = xs.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &v| (a.min(v), b.max(v)));
+    let (y1, y2) = ys.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &v| (a.min(v), b.max(v)));
+    Ok(Some((class, [x1, y1, x2, y2], Some(poly))))
 }
 
 /// Image id from a numeric file stem (COCO style), when every stem is a distinct number.
@@ -192,7 +200,7 @@ pub fn load(yaml: &Path, split: &str) -> Result<Dataset> {
             for (n, line) in text.lines().enumerate() {
                 let row = parse_row(line, w as f64, h as f64)
                     .map_err(|e| Error::Other(format!("{}:{}: {e}", lp.display(), n + 1)))?;
-                let Some((class, b)) = row else { continue };
+                let Some((class, b, polygon)) = row else { continue };
                 let Some(&label) = label_of.get(&class) else {
                     report.unknown_categories += 1;
                     eprintln!("warning: {}:{}: class {class} is not in `names` (dropped)", lp.display(), n + 1);
@@ -204,13 +212,20 @@ pub fn load(yaml: &Path, split: &str) -> Result<Dataset> {
                     continue;
                 };
                 report.clipped_boxes += changed as usize;
+                // A polygon's area is its mask's (shoelace), as COCO's `area` of a polygon is.
+                let area = match &polygon {
+                    Some(p) => crate::structures::quad::polygon_area(
+                        &p.chunks_exact(2).map(|c| [c[0], c[1]]).collect::<Vec<_>>(),
+                    ),
+                    None => (bbox[2] - bbox[0]) * (bbox[3] - bbox[1]),
+                };
                 annotations.push(Annotation {
                     id: next_ann,
                     bbox,
                     label,
                     iscrowd: false,
-                    area: (bbox[2] - bbox[0]) * (bbox[3] - bbox[1]),
-                    segmentation: None,
+                    area,
+                    segmentation: polygon.map(|p| serde_json::json!([p])),
                     rbox: None,
                     difficulty: 0,
                 });
@@ -232,8 +247,13 @@ mod tests {
 
     #[test]
     fn label_rows() {
-        assert_eq!(parse_row("2 0.5 0.5 0.2 0.4", 100.0, 50.0).unwrap(), Some((2, [40.0, 15.0, 60.0, 35.0])));
-        assert_eq!(parse_row("1 0.1 0.2 0.3 0.2 0.2 0.6", 10.0, 10.0).unwrap(), Some((1, [1.0, 2.0, 3.0, 6.0])));
+        assert_eq!(parse_row("2 0.5 0.5 0.2 0.4", 100.0, 50.0).unwrap(), Some((2, [40.0, 15.0, 60.0, 35.0], None)));
+        let poly = vec![1.0, 2.0, 3.0, 2.0, 2.0, 6.0];
+        assert_eq!(
+            parse_row("1 0.1 0.2 0.3 0.2 0.2 0.6", 10.0, 10.0).unwrap(),
+            Some((1, [1.0, 2.0, 3.0, 6.0], Some(poly)))
+        );
+        assert!(parse_row("1 0.1 0.2 0.3 0.2 0.5", 10.0, 10.0).unwrap_err().contains("polygon"));
         assert_eq!(parse_row("   ", 1.0, 1.0).unwrap(), None);
         assert!(parse_row("1 0.5 0.5 0.2", 1.0, 1.0).unwrap_err().contains("got 4"));
         assert!(parse_row("x 0.5 0.5 0.2 0.1", 1.0, 1.0).is_err());

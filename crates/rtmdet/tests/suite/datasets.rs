@@ -83,3 +83,34 @@ fn the_shared_coco_sample_loads_without_images() {
     assert_eq!(d.report.missing_images.len(), 4);
     assert!(d.images.is_empty());
 }
+
+/// YOLO-seg rows (`class x1 y1 x2 y2 ...`, normalised) load as COCO polygons in pixels, with the
+/// polygon's box and its area (what `segm` evaluation and mask targets read); box rows keep
+/// no segmentation.
+#[test]
+fn yolo_seg_polygons_load_as_pixel_polygons() {
+    let dir = tmp("yolo-seg");
+    let images = dir.join("images/val");
+    let labels = dir.join("labels/val");
+    std::fs::create_dir_all(&images).unwrap();
+    std::fs::create_dir_all(&labels).unwrap();
+    std::fs::copy(shared("assets/coco8/images/val/000000000049.jpg"), images.join("a.jpg")).unwrap();
+    std::fs::write(labels.join("a.txt"), "0 0.1 0.1 0.5 0.1 0.5 0.3\n1 0.5 0.5 0.2 0.2\n").unwrap();
+    let yaml = dir.join("data.yaml");
+    std::fs::write(&yaml, format!("path: {}\ntrain: images/val\nval: images/val\nnames: [a, b]\n", dir.display()))
+        .unwrap();
+    let data = Dataset::load(&yaml, "val").unwrap();
+    let anns = &data.images[0].annotations;
+    let (w, h) = (381.0, 500.0);
+    let poly = vec![0.1 * w, 0.1 * h, 0.5 * w, 0.1 * h, 0.5 * w, 0.3 * h];
+    assert_eq!(anns[0].segmentation, Some(serde_json::json!([poly])));
+    assert_eq!(anns[0].bbox, [0.1 * w, 0.1 * h, 0.5 * w, 0.3 * h]);
+    assert!((anns[0].area - 0.5 * (0.4 * w) * (0.2 * h)).abs() < 1e-6);
+    assert_eq!(anns[1].segmentation, None);
+    let masks = rtmdet::eval::coco_files::ground_truth_masks(&Dataset {
+        images: vec![rtmdet::data::ImageEntry { annotations: vec![anns[0].clone()], ..data.images[0].clone() }],
+        ..data.clone()
+    })
+    .unwrap();
+    assert_eq!((masks[0].height, masks[0].width), (500, 381));
+}
