@@ -153,6 +153,11 @@ fn resample(src: &[f32], src_w: usize, origin: (usize, usize), ys: &[Tap], xs: &
     out
 }
 
+/// Taps of outputs `start..` that copy their own index's input sample (`λ0 = 1`).
+fn is_identity(taps: &[Tap], start: usize) -> bool {
+    taps.iter().enumerate().all(|(k, &(i0, _, l0, l1))| i0 == start + k && l0 == 1.0 && l1 == 0.0)
+}
+
 /// `sigmoid(v) > thr` exactly, without an `exp` for the values far from the threshold.
 fn above(v: f32, thr: f32, thr_logit: f32) -> bool {
     if v > thr_logit + 1e-3 {
@@ -220,8 +225,14 @@ fn instance_mask(logits: &[f32], (h, w): (usize, usize), letterbox: Option<&Lett
         let (ys2, xs2) = (&second_ys[y_lo..y_hi], &second_xs[x_lo..x_hi]);
         // The padded-input window the final window reads, from the logits.
         let ((py_lo, py_hi), (px_lo, px_hi)) = (span(ys2), span(xs2));
-        let padded = resample(logits, w, (0, 0), &first_ys[py_lo..py_hi], &first_xs[px_lo..px_hi], false);
-        let window = resample(&padded, px_hi - px_lo, (py_lo, px_lo), ys2, xs2, true);
+        let window = if is_identity(ys2, y_lo) && is_identity(xs2, x_lo) {
+            // An image the letterbox did not scale: the final resize copies (1·a + 0·b = a), so
+            // the final window is the padded input's window itself.
+            resample(logits, w, (0, 0), &first_ys[y_lo..y_hi], &first_xs[x_lo..x_hi], true)
+        } else {
+            let (fy, fx) = (&first_ys[py_lo..py_hi], &first_xs[px_lo..px_hi]);
+            resample(&resample(logits, w, (0, 0), fy, fx, false), px_hi - px_lo, (py_lo, px_lo), ys2, xs2, true)
+        };
         let wh = y_hi - y_lo;
         for x in 0..width {
             for y in 0..height {
