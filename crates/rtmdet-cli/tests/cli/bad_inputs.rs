@@ -66,6 +66,21 @@ fn eval_files(d: &Path) {
     .unwrap();
 }
 
+/// `segm` inputs: a two-point polygon in the ground truth, or a broken RLE string in the results.
+fn segm_bad_polygon(d: &Path) {
+    let gt = COCO_GT.replace(r#""iscrowd": 0}"#, r#""iscrowd": 0, "segmentation": [[10, 10, 30, 10]]}"#);
+    std::fs::write(d.join("gt.json"), gt).unwrap();
+    std::fs::write(d.join("pred.json"), "[]").unwrap();
+}
+
+fn segm_bad_rle(d: &Path) {
+    let gt = COCO_GT.replace(r#""iscrowd": 0}"#, r#""iscrowd": 0, "segmentation": [[10, 10, 30, 10, 30, 30]]}"#);
+    std::fs::write(d.join("gt.json"), gt).unwrap();
+    let det = r#"[{"image_id": 1, "category_id": 1, "bbox": [10, 10, 20, 20], "score": 0.9,
+                   "segmentation": {"size": [100, 100], "counts": "ZZ"}}]"#;
+    std::fs::write(d.join("pred.json"), det).unwrap();
+}
+
 fn eval_nan(d: &Path) {
     std::fs::write(d.join("gt.json"), COCO_GT).unwrap();
     std::fs::write(
@@ -328,6 +343,20 @@ const CASES: &[Case] = &[
         args: &["eval", "--gt", "{d}/gt.json", "--pred", "{d}/pred.json", "--exist-ok", "--json", "{d}/pred.json"],
         code: 1,
         message: "is an input",
+    },
+    Case {
+        name: "segm polygon of two points",
+        setup: segm_bad_polygon,
+        args: &["eval", "--gt", "{d}/gt.json", "--pred", "{d}/pred.json", "--iou-type", "segm"],
+        code: 1,
+        message: "annotation #0 (id 1): bad polygon",
+    },
+    Case {
+        name: "segm broken RLE",
+        setup: segm_bad_rle,
+        args: &["eval", "--gt", "{d}/gt.json", "--pred", "{d}/pred.json", "--iou-type", "segm"],
+        code: 1,
+        message: "result #0: RLE string",
     },
     Case {
         name: "eval json exists",

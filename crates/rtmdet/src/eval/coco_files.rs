@@ -129,11 +129,12 @@ fn read_gt(path: &Path, with_masks: bool) -> Result<(GroundTruth, Vec<Rle>)> {
         }
         let bbox = [a.bbox[0], a.bbox[1], a.bbox[2], a.bbox[3]];
         if with_masks {
-            let seg = a.segmentation.as_ref().ok_or_else(|| {
-                bad(path, format!("annotation #{i} (id {:?}) has no segmentation (needed for segm)", a.id))
-            })?;
-            let m = mask_of(seg, sizes.get(&a.image_id).copied())
-                .map_err(|e| bad(path, format!("annotation #{i} (id {:?}): {e}", a.id)))?;
+            let which = format!("annotation #{i} (id {})", a.id.map_or("none".to_string(), |v| v.to_string()));
+            let seg = a
+                .segmentation
+                .as_ref()
+                .ok_or_else(|| bad(path, format!("{which} has no segmentation (needed for segm)")))?;
+            let m = mask_of(seg, sizes.get(&a.image_id).copied()).map_err(|e| bad(path, format!("{which}: {e}")))?;
             masks.push(m);
         }
         boxes.push(GtBox {
