@@ -195,5 +195,5 @@ pub fn load(path: &Path, images_dir: Option<&Path>) -> Result<Dataset> {
     report.annotations = images.iter().map(|i| i.annotations.len()).sum();
     report.background_images = images.iter().filter(|i| i.annotations.is_empty()).count();
     let name = path.file_stem().and_then(|s| s.to_str()).unwrap_or("coco").to_string();
-    Ok(Dataset { name, images, categories, report })
+    Ok(Dataset { name, images, categories, report, coco_file: Some(path.to_path_buf()) })
 }

@@ -290,7 +290,7 @@ pub fn load_folders(name: &str, images: &Path, labels: Option<&Path>, classes: &
     report.annotations = entries.iter().map(|i| i.annotations.len()).sum();
     report.background_images = entries.iter().filter(|i| i.annotations.is_empty()).count();
     let categories = classes.iter().enumerate().map(|(i, n)| Category { id: i as u64, name: n.clone() }).collect();
-    Ok(Dataset { name: name.to_string(), images: entries, categories, report })
+    Ok(Dataset { name: name.to_string(), images: entries, categories, report, coco_file: None })
 }
 
 #[cfg(test)]

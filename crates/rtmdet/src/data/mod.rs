@@ -114,6 +114,9 @@ pub struct Dataset {
     pub images: Vec<ImageEntry>,
     pub categories: Vec<Category>,
     pub report: CheckReport,
+    /// The COCO file the dataset was read from: evaluation scores against its annotations as
+    /// pycocotools reads them (nothing clipped or dropped), as mmdet's `CocoMetric` does.
+    pub coco_file: Option<std::path::PathBuf>,
 }
 
 impl Dataset {

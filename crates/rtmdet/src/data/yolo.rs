@@ -238,7 +238,7 @@ pub fn load(yaml: &Path, split: &str) -> Result<Dataset> {
     report.annotations = images.iter().map(|i| i.annotations.len()).sum();
     report.background_images = images.iter().filter(|i| i.annotations.is_empty()).count();
     let name = yaml.file_stem().and_then(|s| s.to_str()).unwrap_or("dataset").to_string();
-    Ok(Dataset { name, images, categories, report })
+    Ok(Dataset { name, images, categories, report, coco_file: None })
 }
 
 #[cfg(test)]

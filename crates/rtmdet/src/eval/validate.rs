@@ -5,8 +5,9 @@ use std::time::Instant;
 
 use serde::Serialize;
 
+use super::coco::GroundTruth;
 use super::coco::{CocoEval, DetBox, Masks, evaluate, evaluate_segm};
-use super::coco_files::{ground_truth, ground_truth_masks};
+use super::coco_files::{ground_truth, ground_truth_masks, read_ground_truth, read_ground_truth_segm};
 use super::confusion::ConfusionMatrix;
 use super::dota::{self, ApMode, DotaEval, RotatedDetections};
 use super::dota_files;
@@ -140,10 +141,10 @@ pub fn validate(
         let ds: Vec<([f64; 4], f32, usize)> = dets.iter().map(|d| (d.bbox.map(f64::from), d.score, d.label)).collect();
         confusion.add(&gts, &ds);
     }
-    let gt = ground_truth(data);
+    let segm_task = det.config().task == crate::config::Task::Segment;
+    let (gt, gt_masks) = evaluation_ground_truth(data, segm_task)?;
     let eval = evaluate(&gt, &predictions)?;
-    let segm = if det.config().task == crate::config::Task::Segment {
-        let gt_masks = ground_truth_masks(data)?;
+    let segm = if segm_task {
         // mmdet's results carry boxes, so pycocotools takes a detection's area as w·h.
         let det_areas: Vec<f64> = predictions.iter().map(|d| d.bbox[2] * d.bbox[3]).collect();
         Some(evaluate_segm(&gt, &predictions, Masks { gt: &gt_masks, dets: &masks, det_areas: &det_areas })?)
@@ -151,6 +152,27 @@ pub fn validate(
         None
     };
     Ok(Validation { predictions, masks, eval, segm, confusion, speed: p.speed })
+}
+
+/// The ground truth (and, for `segm`, its masks) to score `data` against: a COCO file's own
+/// annotations for the images that loaded, else the dataset's.
+fn evaluation_ground_truth(data: &Dataset, with_masks: bool) -> Result<(GroundTruth, Vec<Rle>)> {
+    let Some(file) = &data.coco_file else {
+        let masks = if with_masks { ground_truth_masks(data)? } else { Vec::new() };
+        return Ok((ground_truth(data), masks));
+    };
+    let (mut gt, mut masks) =
+        if with_masks { read_ground_truth_segm(file)? } else { (read_ground_truth(file)?, Vec::new()) };
+    let loaded: std::collections::HashSet<u64> = data.images.iter().map(|i| i.id).collect();
+    gt.image_ids.retain(|id| loaded.contains(id));
+    let keep: Vec<bool> = gt.boxes.iter().map(|b| loaded.contains(&b.image_id)).collect();
+    let mut k = keep.iter();
+    gt.boxes.retain(|_| *k.next().expect("one flag per box"));
+    if with_masks {
+        let mut k = keep.iter();
+        masks.retain(|_| *k.next().expect("one flag per mask"));
+    }
+    Ok((gt, masks))
 }
 
 /// How DOTA mAP is computed: mmrotate `DOTAMetric`'s settings plus the difficulty rule.
