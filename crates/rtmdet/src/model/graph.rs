@@ -122,6 +122,15 @@ impl LevelNodes {
     }
 }
 
+/// The head's output nodes, as `head::build` returns them.
+pub struct HeadNodes {
+    pub levels: Vec<LevelNodes>,
+    /// RTMDet-Ins prototypes.
+    pub mask_feat: Option<NodeId>,
+    /// Checkpoint names of modules the head reuses (RTMDet-Ins `reg_convs`).
+    pub aliases: Vec<String>,
+}
+
 /// The network of one [`ModelConfig`].
 #[derive(Clone, Debug, PartialEq)]
 pub struct Graph {
@@ -233,7 +242,7 @@ impl GraphBuilder {
         cfg: &ModelConfig,
         backbone_out: [NodeId; 3],
         neck_out: [NodeId; 3],
-        head: super::head::HeadNodes,
+        head: HeadNodes,
     ) -> Graph {
         Graph {
             nodes: self.nodes,

@@ -11,7 +11,7 @@
 //! checkpoint's `reg_convs` copies are aliases.
 
 use super::blocks::conv;
-use super::graph::{ConvParam, GraphBuilder, Init, LevelNodes, NodeId};
+use super::graph::{ConvParam, GraphBuilder, HeadNodes, Init, LevelNodes, NodeId};
 use super::params::join;
 use crate::config::{ModelConfig, STRIDES, Task};
 
@@ -72,15 +72,6 @@ impl Tower {
         }
         y
     }
-}
-
-/// The head's output nodes.
-pub struct HeadNodes {
-    pub levels: Vec<LevelNodes>,
-    /// RTMDet-Ins prototypes.
-    pub mask_feat: Option<NodeId>,
-    /// Checkpoint names of modules the head reuses (RTMDet-Ins `reg_convs`).
-    pub aliases: Vec<String>,
 }
 
 /// The head on neck features `[P3, P4, P5]`: per level, in PyTorch order, the cls tower,
