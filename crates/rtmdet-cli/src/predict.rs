@@ -24,7 +24,7 @@ pub struct PredictArgs {
     /// Minimum score of a detection [default: 0.3; rotated models 0.05].
     #[arg(long, value_parser = args::unit_interval, allow_negative_numbers = true)]
     pub conf: Option<f32>,
-    /// NMS IoU threshold [default: 0.65; rotated models 0.1].
+    /// NMS IoU threshold [default: 0.65; instance segmentation 0.6; rotated models 0.1].
     #[arg(long, value_parser = args::unit_interval, allow_negative_numbers = true)]
     pub iou: Option<f32>,
     /// Candidates kept per pyramid level before NMS [default: 1000; rotated models 2000].
@@ -127,6 +127,11 @@ pub fn run(args: PredictArgs) -> Result<()> {
         output::check(json, args.exist_ok, &inputs)?;
     }
     let mut det = args.detector.load()?;
+    if det.config().task == rtmdet::config::Task::Segment && args.slice.is_some_and(|s| s > 0) {
+        bail!(
+            "--slice: sliced inference does not merge instance masks yet; run the instance segmentation model without it"
+        );
+    }
     if let Some(s) = args.imgsz {
         det.input_size = s;
     }
