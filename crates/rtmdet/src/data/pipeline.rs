@@ -527,4 +527,64 @@ mod tests {
             }
         }
     }
+
+    /// Instance masks as polygons through the detection chain (Mosaic → resize → crop → HSV →
+    /// flip → pad → MixUp): the box stays the bounds of the polygons (clamping, scaling,
+    /// flipping and translating keep bounds; the crop recomputes the box from the intersected
+    /// polygons), every point stays inside the image, and the rasterised masks have the
+    /// image's size.
+    #[test]
+    fn polygon_masks_follow_the_augmentations() {
+        use super::super::transforms::{Segmented, rasterise};
+        let data = items();
+        let cfg = PipelineConfig::stage1(Size::Tiny, 128);
+        let train = indexed_items(data.len());
+        // A diamond inside each box (its bounds are the box).
+        let load = |t: &TrainItem| {
+            let (img, b) = &data[index_of(t)];
+            let boxes = b
+                .iter()
+                .map(|b| {
+                    let (cx, cy) = ((b[0] + b[2]) / 2.0, (b[1] + b[3]) / 2.0);
+                    Segmented { bbox: *b, polygons: vec![vec![cx, b[1], b[2], cy, cx, b[3], b[0], cy]] }
+                })
+                .collect();
+            Ok(Sample { image: img.clone(), boxes, labels: vec![0; b.len()] })
+        };
+        let flip = |s: &mut Sample<Segmented>, rng: &mut Rng| {
+            if rng.random::<f64>() < 0.5 {
+                hflip(s)
+            }
+        };
+        let mut a = Augmenter::<Segmented>::new(cfg, 11);
+        let mut checked = 0;
+        for step in 0..30 {
+            let s = a.jittered(&train, step % train.len(), load, |_, _| {}, flip).expect("sample");
+            for o in &s.boxes {
+                let pts: Vec<f32> = o.polygons.concat();
+                if pts.is_empty() {
+                    continue;
+                }
+                let (xs, ys): (Vec<f32>, Vec<f32>) = pts.chunks_exact(2).map(|p| (p[0], p[1])).unzip();
+                let lo = |v: &[f32]| v.iter().cloned().fold(f32::INFINITY, f32::min);
+                let hi = |v: &[f32]| v.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+                let bounds = [lo(&xs), lo(&ys), hi(&xs), hi(&ys)];
+                for k in 0..4 {
+                    assert!(
+                        (bounds[k] - o.bbox[k]).abs() <= 1e-3,
+                        "step {step}: box {:?} vs polygon bounds {bounds:?}",
+                        o.bbox
+                    );
+                }
+                assert!(
+                    xs.iter().chain(&ys).all(|&v| (0.0..=128.0).contains(&v)),
+                    "step {step}: a point left the image"
+                );
+                checked += 1;
+            }
+            let masks = rasterise(&s.boxes, s.image.height, s.image.width);
+            assert!(masks.iter().all(|m| (m.height, m.width) == (s.image.height, s.image.width)));
+        }
+        assert!(checked > 40, "{checked} objects checked");
+    }
 }

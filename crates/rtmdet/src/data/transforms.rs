@@ -14,7 +14,7 @@ use crate::structures::boxes::Bbox;
 use crate::structures::rotated::{self, RBox};
 
 /// What the augmentations do to an object's box: mmdet's box-type methods.
-pub trait BoxGeometry: Copy + PartialEq + std::fmt::Debug + Send + Sync + 'static {
+pub trait BoxGeometry: Clone + PartialEq + std::fmt::Debug + Send + Sync + 'static {
     /// `rescale_`: image coordinates scaled by `(sx, sy)`.
     fn rescale(&self, sx: f32, sy: f32) -> Self;
     /// `translate_`.
@@ -23,6 +23,11 @@ pub trait BoxGeometry: Copy + PartialEq + std::fmt::Debug + Send + Sync + 'stati
     fn hflip(&self, width: f32) -> Self;
     /// `clip_` to a `w`×`h` image.
     fn clip(&self, w: f32, h: f32) -> Self;
+    /// What `RandomCrop` makes of an object translated into a `w`×`h` crop: clipped, except
+    /// for instance masks, which are intersected with the crop.
+    fn crop(&self, w: f32, h: f32) -> Self {
+        self.clip(w, h)
+    }
     /// `is_inside` a `w`×`h` image: the object still has something there to learn from.
     fn is_inside(&self, w: f32, h: f32) -> bool;
 }
@@ -72,6 +77,86 @@ impl BoxGeometry for RBox {
     fn is_inside(&self, w: f32, h: f32) -> bool {
         self[0] >= 0.0 && self[0] <= w && self[1] >= 0.0 && self[1] <= h
     }
+}
+
+/// An object with its instance mask as polygons (RTMDet-Ins): mmdet's `PolygonMasks` beside
+/// the box, `[x1, y1, x2, y2, ...]` per polygon, in image pixels.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Segmented {
+    pub bbox: Bbox,
+    pub polygons: Vec<Vec<f32>>,
+}
+
+impl Segmented {
+    fn map_points(&self, f: impl Fn(f32, f32) -> (f32, f32)) -> Vec<Vec<f32>> {
+        let point = |p: &[f32]| {
+            let (x, y) = f(p[0], p[1]);
+            [x, y]
+        };
+        self.polygons.iter().map(|poly| poly.chunks_exact(2).flat_map(point).collect()).collect()
+    }
+}
+
+impl BoxGeometry for Segmented {
+    fn rescale(&self, sx: f32, sy: f32) -> Self {
+        Segmented { bbox: self.bbox.rescale(sx, sy), polygons: self.map_points(|x, y| (x * sx, y * sy)) }
+    }
+
+    fn translate(&self, dx: f32, dy: f32) -> Self {
+        Segmented { bbox: self.bbox.translate(dx, dy), polygons: self.map_points(|x, y| (x + dx, y + dy)) }
+    }
+
+    fn hflip(&self, width: f32) -> Self {
+        Segmented { bbox: self.bbox.hflip(width), polygons: self.map_points(|x, y| (width - x, y)) }
+    }
+
+    /// `PolygonMasks.translate` clamps every coordinate to the canvas (Mosaic, MixUp).
+    fn clip(&self, w: f32, h: f32) -> Self {
+        Segmented { bbox: self.bbox.clip(w, h), polygons: self.map_points(|x, y| (x.clamp(0.0, w), y.clamp(0.0, h))) }
+    }
+
+    /// `PolygonMasks.crop`: each polygon intersected with the crop (pieces of fewer than three
+    /// points dropped), and the box recomputed from what is left (`recompute_bbox=True`); an
+    /// object with nothing left gets an empty box.
+    fn crop(&self, w: f32, h: f32) -> Self {
+        let window = [0.0, 0.0, w as f64, h as f64];
+        let polygons: Vec<Vec<f32>> = self
+            .polygons
+            .iter()
+            .map(|p| {
+                let pts: Vec<[f64; 2]> = p.chunks_exact(2).map(|c| [c[0] as f64, c[1] as f64]).collect();
+                crate::structures::quad::clip_to_window(&pts, window)
+            })
+            .filter(|c| c.len() >= 3)
+            .map(|c| c.iter().flat_map(|q| [q[0] as f32, q[1] as f32]).collect())
+            .collect();
+        let mut bbox = [f32::INFINITY, f32::INFINITY, f32::NEG_INFINITY, f32::NEG_INFINITY];
+        for p in polygons.iter().flat_map(|p| p.chunks_exact(2)) {
+            bbox = [bbox[0].min(p[0]), bbox[1].min(p[1]), bbox[2].max(p[0]), bbox[3].max(p[1])];
+        }
+        if polygons.is_empty() {
+            bbox = [0.0; 4];
+        }
+        Segmented { bbox, polygons }
+    }
+
+    fn is_inside(&self, w: f32, h: f32) -> bool {
+        self.bbox.is_inside(w, h)
+    }
+}
+
+/// The instance masks of objects as COCO RLE on a `height`×`width` image, as mmdet's
+/// `PolygonMasks.to_ndarray` rasterises them (pycocotools' polygon rules); an object without a
+/// polygon gets an empty mask.
+pub fn rasterise(objects: &[Segmented], height: usize, width: usize) -> Vec<crate::structures::mask::Rle> {
+    use crate::structures::mask::{Bitmap, encode, from_polygons};
+    objects
+        .iter()
+        .map(|o| {
+            let polys: Vec<Vec<f64>> = o.polygons.iter().map(|p| p.iter().map(|&v| v as f64).collect()).collect();
+            from_polygons(&polys, height, width).unwrap_or_else(|_| encode(&Bitmap::zeros(height, width)))
+        })
+        .collect()
 }
 
 /// An image with its objects (axis-aligned boxes unless said otherwise).
@@ -243,11 +328,10 @@ pub fn random_crop<B: BoxGeometry>(s: &Sample<B>, size: usize, rng: &mut Rng) ->
     blit(&mut image, &s.image, (ox, oy), (0, 0), (cw, ch));
     let mut out = Sample {
         image,
-        boxes: s.boxes.iter().map(|b| b.translate(-(ox as f32), -(oy as f32))).collect(),
+        boxes: s.boxes.iter().map(|b| b.translate(-(ox as f32), -(oy as f32)).crop(cw as f32, ch as f32)).collect(),
         labels: s.labels.clone(),
     };
     let (fw, fh) = (cw as f32, ch as f32);
-    clip_boxes(&mut out.boxes, fw, fh);
     retain(&mut out, |b| b.is_inside(fw, fh));
     (!out.boxes.is_empty()).then_some(out)
 }
@@ -483,5 +567,27 @@ mod tests {
         assert_eq!((out.image.width, out.image.height), (64, 64));
         assert_eq!(out.boxes.len(), 2);
         assert_eq!(out.boxes[0], a.boxes[0]);
+    }
+
+    /// `RandomCrop` on an instance mask: the polygon is intersected with the crop and the box
+    /// recomputed from it (`recompute_bbox`); a polygon wholly outside leaves an empty object
+    /// that the crop drops.
+    #[test]
+    fn crop_intersects_polygons_and_recomputes_boxes() {
+        let tri = Segmented { bbox: [-10.0, 0.0, 10.0, 20.0], polygons: vec![vec![-10.0, 0.0, 10.0, 0.0, 10.0, 20.0]] };
+        let c = tri.crop(50.0, 50.0);
+        // The part with x ≥ 0: the quadrilateral (0,0) (10,0) (10,20) (0,10).
+        assert_eq!(c.bbox, [0.0, 0.0, 10.0, 20.0]);
+        let area = crate::structures::quad::polygon_area(
+            &c.polygons[0].chunks_exact(2).map(|p| [p[0] as f64, p[1] as f64]).collect::<Vec<_>>(),
+        );
+        assert!((area - 150.0).abs() < 1e-9, "{area}");
+        let outside =
+            Segmented { bbox: [60.0, 60.0, 70.0, 70.0], polygons: vec![vec![60.0, 60.0, 70.0, 60.0, 70.0, 70.0]] };
+        let o = outside.crop(50.0, 50.0);
+        assert!(o.polygons.is_empty() && !o.is_inside(50.0, 50.0));
+        let masks = rasterise(&[o, c], 50, 50);
+        assert_eq!(crate::structures::mask::area(&masks[0]), 0);
+        assert!(crate::structures::mask::area(&masks[1]) > 100);
     }
 }
