@@ -6,7 +6,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{Result, bail};
 use clap::Args;
-use rtmdet::Size;
 use rtmdet::burn::tensor::Device;
 use rtmdet::data::Dataset;
 use rtmdet::data::pipeline::{EpochLoader, PipelineConfig, train_items};
@@ -30,7 +29,7 @@ pub struct TrainArgs {
     /// [default: dior for XML labels, else dota].
     #[arg(long)]
     pub classes: Option<String>,
-    /// Model size: tiny, s, m, l, x (or nano).
+    /// Model: tiny, s, m, l, x (or nano); `ins-tiny` … `ins-x` trains RTMDet-Ins (instance masks).
     #[arg(long, default_value = "tiny")]
     pub model: String,
     /// Initial weights (official .pth or ours); another number of classes re-initialises the classifier.
@@ -105,6 +104,7 @@ fn new_trainer(args: &TrainArgs, device: Device) -> Result<Trainer> {
     }
     check_data_path(&data)?;
     let rotated = rtmdet::train::trainer::is_rotated_data(&data);
+    let (task, size) = rtmdet::config::parse_model(&args.model)?;
     if args.mosaic && !rotated {
         bail!(
             "--mosaic selects RTMDet-R's \"aug\" recipe for DOTA folders; detection always trains with Mosaic/MixUp in stage 1"
@@ -115,7 +115,7 @@ fn new_trainer(args: &TrainArgs, device: Device) -> Result<Trainer> {
     let opts = TrainOptions {
         data,
         val_data: args.val_data.clone(),
-        size: Size::parse(&args.model)?,
+        size,
         weights: args.weights.clone(),
         epochs: args.epochs.unwrap_or(match (rotated, args.mosaic) {
             (true, true) => 100,
@@ -132,6 +132,7 @@ fn new_trainer(args: &TrainArgs, device: Device) -> Result<Trainer> {
         stage2_epochs: args.stage2_epochs,
         classes: args.classes.as_deref().map(rtmdet::classes::rotated_preset),
         mosaic: args.mosaic,
+        task,
     };
     Ok(Trainer::new(&opts, &args.out, device)?)
 }
@@ -283,7 +284,7 @@ pub fn browse(args: BrowseArgs) -> Result<()> {
         Dataset::load(&args.data, &args.split)?
     };
     print_report(&data);
-    let size = Size::parse(&args.model)?;
+    let (task, size) = rtmdet::config::parse_model(&args.model)?;
     args::check_memory(args.batch, args.imgsz, args::INFER_BYTES_PER_PIXEL, "augmenting a batch")?;
     let names = data.class_names();
     let cfg = match (rotated, args.mosaic) {
@@ -292,6 +293,8 @@ pub fn browse(args: BrowseArgs) -> Result<()> {
         _ => PipelineConfig::stage1(size, args.imgsz),
     };
     let cfg = if args.stage2 { cfg.weak() } else { cfg };
+    // An instance segmentation model (`--model ins-tiny`) shows the masks as they are trained.
+    let cfg = if task == rtmdet::config::Task::Segment { cfg.with_masks() } else { cfg };
     let model = if rotated { rtmdet::ModelConfig::rotated(size) } else { rtmdet::ModelConfig::new(size) };
     let mut model = model.with_num_classes(data.categories.len());
     model.class_names = data.class_names();

@@ -42,6 +42,17 @@ impl Size {
     }
 }
 
+/// A model name: a size, optionally prefixed `rtmdet-` and, for instance segmentation,
+/// `ins-` (`tiny`, `rtmdet-s`, `ins-tiny`, `rtmdet-ins-m`).
+pub fn parse_model(text: &str) -> Result<(Task, Size)> {
+    let t = text.trim().to_ascii_lowercase();
+    let t = t.strip_prefix("rtmdet-").or_else(|| t.strip_prefix("rtmdet_")).unwrap_or(&t);
+    match t.strip_prefix("ins-").or_else(|| t.strip_prefix("ins_")) {
+        Some(size) => Ok((Task::Segment, Size::parse(size)?)),
+        None => Ok((Task::Detect, Size::parse(t)?)),
+    }
+}
+
 /// What the model predicts. Every task shares the backbone, the neck and the SepBN towers;
 /// the task adds predictors to the head and terms to the loss.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -19,8 +19,8 @@ use serde::{Deserialize, Serialize};
 use super::Dataset;
 use super::rotated_transforms::{self, RotatedSample};
 use super::transforms::{
-    BoxGeometry, Rng, Sample, SampleCache, cached_mixup, cached_mosaic, hflip, hsv_jitter, pad, random_crop,
-    random_resize,
+    BoxGeometry, Rng, Sample, SampleCache, Segmented, cached_mixup, cached_mosaic, hflip, hsv_jitter, pad, random_crop,
+    random_resize, rasterise,
 };
 use crate::config::Size;
 use crate::error::{Error, Result};
@@ -45,6 +45,11 @@ pub struct PipelineConfig {
     /// RTMDet-R's pipeline instead of the detection one (absent in detection runs).
     #[serde(default)]
     pub rotated: Option<RotatedAug>,
+    /// RTMDet-Ins: objects carry their polygon masks through the pipeline (objects without a
+    /// polygon are left out, as mmdet ignores them), boxes under 1 px are dropped
+    /// (`FilterAnnotations(min_gt_bbox_wh=(1, 1))`) and the masks are rasterised at the end.
+    #[serde(default)]
+    pub masks: bool,
 }
 
 /// RTMDet-R's augmentation (mmrotate `dota_rr`: `RandomFlip(0.75, h/v/d)`,
@@ -92,7 +97,13 @@ impl PipelineConfig {
             hsv: (5.0, 30.0, 30.0),
             flip_prob: 0.5,
             rotated: None,
+            masks: false,
         }
+    }
+
+    /// The stage with RTMDet-Ins's instance masks.
+    pub fn with_masks(self) -> Self {
+        PipelineConfig { masks: true, ..self }
     }
 
     /// RTMDet-R's single stage at `imgsz` (1024 officially).
@@ -128,10 +139,25 @@ pub struct TrainItem {
     pub labels: Vec<usize>,
     /// Rotated objects (DOTA data), in the order of `labels`; empty otherwise.
     pub rboxes: Vec<RBox>,
+    /// Polygon masks per object (`[x1, y1, ...]` per part, pixels), in the order of `labels`;
+    /// an object without a polygon segmentation has none.
+    pub polygons: Vec<Vec<Vec<f32>>>,
 }
 
 /// mmdet's `FilterAnnotations(min_gt_bbox_wh=(1e-2, 1e-2))` of the rotated configs.
 const MIN_RBOX_SIDE: f32 = 1e-2;
+
+/// `FilterAnnotations(min_gt_bbox_wh=(1, 1))` of the Ins configs.
+const MIN_MASK_BOX_SIDE: f32 = 1.0;
+
+/// Keeps the objects whose box is wider and taller than `min` (mmdet compares strictly).
+fn retain_min_size(s: &mut Sample<Segmented>, min: f32) {
+    let keep: Vec<bool> = s.boxes.iter().map(|o| o.bbox[2] - o.bbox[0] > min && o.bbox[3] - o.bbox[1] > min).collect();
+    let mut k = keep.iter();
+    s.boxes.retain(|_| *k.next().expect("one flag per object"));
+    let mut k = keep.iter();
+    s.labels.retain(|_| *k.next().expect("one flag per object"));
+}
 
 /// The trainable images of a dataset: with at least one object and both sides ≥ 32 px
 /// (mmdet's `filter_empty_gt`, `min_size=32`). Rotated objects smaller than 0.01 px (the
@@ -151,9 +177,20 @@ pub fn train_items(data: &Dataset) -> Vec<TrainItem> {
                 boxes: objs.iter().map(|a| a.bbox.map(|v| v as f32)).collect(),
                 labels: objs.iter().map(|a| a.label).collect(),
                 rboxes: objs.iter().filter_map(|a| a.rbox).collect(),
+                polygons: objs.iter().map(|a| polygons_of(a.segmentation.as_ref())).collect(),
             }
         })
         .filter(|t| !t.boxes.is_empty())
+        .collect()
+}
+
+/// The polygons of a COCO `segmentation` (RLE and malformed parts give none).
+fn polygons_of(seg: Option<&serde_json::Value>) -> Vec<Vec<f32>> {
+    let Some(serde_json::Value::Array(parts)) = seg else { return Vec::new() };
+    parts
+        .iter()
+        .filter_map(|p| p.as_array()?.iter().map(|v| v.as_f64().map(|v| v as f32)).collect::<Option<Vec<f32>>>())
+        .filter(|p| p.len() >= 6 && p.len().is_multiple_of(2))
         .collect()
 }
 
@@ -239,6 +276,18 @@ fn load_boxes(item: &TrainItem) -> Result<Sample> {
     Ok(Sample { image: read_image(&item.path)?, boxes: item.boxes.clone(), labels: item.labels.clone() })
 }
 
+/// The objects of an item with polygon masks (the others are left out).
+fn load_segmented(item: &TrainItem) -> Result<Sample<Segmented>> {
+    let (mut boxes, mut labels) = (Vec::new(), Vec::new());
+    for ((b, &l), polys) in item.boxes.iter().zip(&item.labels).zip(&item.polygons) {
+        if !polys.is_empty() {
+            boxes.push(Segmented { bbox: *b, polygons: polys.clone() });
+            labels.push(l);
+        }
+    }
+    Ok(Sample { image: read_image(&item.path)?, boxes, labels })
+}
+
 fn load_rotated(item: &TrainItem) -> Result<RotatedSample> {
     Ok(RotatedSample { image: read_image(&item.path)?, boxes: item.rboxes.clone(), labels: item.labels.clone() })
 }
@@ -246,6 +295,7 @@ fn load_rotated(item: &TrainItem) -> Result<RotatedSample> {
 /// A worker's augmenter: detection (axis-aligned boxes) or RTMDet-R (rotated boxes).
 enum Worker {
     Boxes(Augmenter<Bbox>),
+    Masks(Augmenter<Segmented>),
     Rotated(Augmenter<RBox>, RotatedAug),
 }
 
@@ -253,6 +303,7 @@ impl Worker {
     fn new(cfg: PipelineConfig, seed: u64) -> Self {
         match cfg.rotated.clone() {
             Some(aug) => Worker::Rotated(Augmenter::new(cfg, seed), aug),
+            None if cfg.masks => Worker::Masks(Augmenter::new(cfg, seed)),
             None => Worker::Boxes(Augmenter::new(cfg, seed)),
         }
     }
@@ -269,6 +320,20 @@ impl Worker {
                 };
                 let s = a.jittered(items, index, load_boxes, |_, _| {}, flip)?;
                 Ok((s.image, Instances::targets(s.boxes, s.labels)))
+            }
+            Worker::Masks(a) => {
+                let flip_prob = a.cfg.flip_prob;
+                let flip = |s: &mut Sample<Segmented>, rng: &mut Rng| {
+                    if rng.random::<f64>() < flip_prob {
+                        hflip(s);
+                    }
+                };
+                let mut s = a.jittered(items, index, load_segmented, |_, _| {}, flip)?;
+                retain_min_size(&mut s, MIN_MASK_BOX_SIDE);
+                let masks = rasterise(&s.boxes, s.image.height, s.image.width);
+                let mut t = Instances::targets(s.boxes.iter().map(|o| o.bbox).collect(), s.labels);
+                t.masks = masks;
+                Ok((s.image, t))
             }
             Worker::Rotated(a, aug) if aug.random_resize_crop => {
                 let rotate = |s: &mut RotatedSample, rng: &mut Rng| {
@@ -405,7 +470,13 @@ mod tests {
     /// Training items standing for `items()` by index (their path is the index).
     fn indexed_items(n: usize) -> Vec<TrainItem> {
         (0..n)
-            .map(|i| TrainItem { path: format!("{i}").into(), boxes: vec![], labels: vec![], rboxes: vec![] })
+            .map(|i| TrainItem {
+                path: format!("{i}").into(),
+                boxes: vec![],
+                labels: vec![],
+                rboxes: vec![],
+                polygons: vec![],
+            })
             .collect()
     }
 

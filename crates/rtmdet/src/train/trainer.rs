@@ -22,6 +22,7 @@ use crate::error::{Error, Result};
 use crate::eval::validate::{DotaSettings, validate, validate_rotated};
 use crate::files::{DirLock, write_error};
 use crate::loss::detection::detection_loss;
+use crate::loss::ins::ins_loss;
 use crate::loss::rotated::rotated_loss;
 use crate::model::RtmDet;
 use crate::postprocess::DetectParams;
@@ -76,6 +77,9 @@ pub struct TrainOptions {
     /// RTMDet-R: mmrotate's "aug" recipe (cached Mosaic/MixUp, random resize and crop, the
     /// last tenth of the epochs without Mosaic/MixUp). Detection always trains this way.
     pub mosaic: bool,
+    /// Detection or instance segmentation (RTMDet-Ins); a DOTA folder trains RTMDet-R whatever
+    /// this says.
+    pub task: Task,
 }
 
 /// Whether `data` names a DOTA folder, i.e. a rotated-box (RTMDet-R) training set.
@@ -96,8 +100,16 @@ impl TrainConfig {
             return Err(Error::Config("epochs and batch must be positive, imgsz a multiple of 32".into()));
         }
         let rotated = is_rotated_data(&o.data);
-        let mut model = if rotated { ModelConfig::rotated(o.size) } else { ModelConfig::new(o.size) }
-            .with_num_classes(classes.len());
+        let ins = o.task == Task::Segment;
+        if rotated && ins {
+            return Err(Error::Config("a DOTA folder trains RTMDet-R, not an instance segmentation model".into()));
+        }
+        let mut model = match (rotated, ins) {
+            (true, _) => ModelConfig::rotated(o.size),
+            (false, true) => ModelConfig::ins(o.size),
+            _ => ModelConfig::new(o.size),
+        }
+        .with_num_classes(classes.len());
         model.class_names = classes.clone();
         model.input_size = o.imgsz;
         let (stage1, stage2) = if rotated && o.mosaic {
@@ -106,6 +118,8 @@ impl TrainConfig {
         } else if rotated {
             let p = PipelineConfig::rotated(o.size, o.imgsz, &classes);
             (p.clone(), p)
+        } else if ins {
+            (PipelineConfig::stage1(o.size, o.imgsz).with_masks(), PipelineConfig::stage2(o.size, o.imgsz).with_masks())
         } else {
             (PipelineConfig::stage1(o.size, o.imgsz), PipelineConfig::stage2(o.size, o.imgsz))
         };
@@ -460,7 +474,8 @@ impl Trainer {
             stats[1] = v.eval.map as f64;
             return Ok(stats);
         }
-        Ok(validate(&det, &self.val, &DetectParams::EVAL, self.cfg.batch, |_, _| {})?.eval.stats)
+        let params = DetectParams::eval_for_task(self.cfg.model.task);
+        Ok(validate(&det, &self.val, &params, self.cfg.batch, |_, _| {})?.eval.stats)
     }
 
     /// Writes model, EMA, optimizer and state atomically. The EMA weights sit under the plain
@@ -586,20 +601,28 @@ pub fn optimisation_step(
     lr: f64,
 ) -> Result<std::result::Result<StepOutcome, Vec<f64>>> {
     let t0 = Instant::now();
-    let outputs = model.forward(input);
+    let (outputs, prototypes) = model.forward_with_prototypes(input);
     let t1 = Instant::now();
-    // The head's outputs say the task: RTMDet-R predicts an angle per prior.
-    let loss = if outputs.iter().any(|o| o.angle.is_some()) {
-        rotated_loss(&outputs, targets, assigner)
-    } else {
-        detection_loss(&outputs, targets, assigner)
+    // The head's outputs say the task: RTMDet-Ins has prototypes, RTMDet-R an angle per prior.
+    let (total, losses) = match prototypes {
+        Some(proto) => {
+            let l = ins_loss(&outputs, proto, targets, assigner);
+            (l.total.clone(), l.terms())
+        }
+        None if outputs.iter().any(|o| o.angle.is_some()) => {
+            let l = rotated_loss(&outputs, targets, assigner);
+            (l.total.clone(), l.terms())
+        }
+        None => {
+            let l = detection_loss(&outputs, targets, assigner);
+            (l.total.clone(), l.terms())
+        }
     };
-    let losses = loss.terms();
     let t2 = Instant::now();
     if losses.iter().any(|l| !l.is_finite()) {
         return Ok(Err(losses));
     }
-    let grads = loss.total.backward();
+    let grads = total.backward();
     let t3 = Instant::now();
     opt.step(model, &grads, lr)?;
     ema.update(model)?;

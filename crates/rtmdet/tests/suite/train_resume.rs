@@ -24,6 +24,7 @@ fn options(dir: &std::path::Path) -> TrainOptions {
         stage2_epochs: Some(1),
         classes: None,
         mosaic: false,
+        task: rtmdet::config::Task::Detect,
     }
 }
 
