@@ -135,6 +135,10 @@ fn yaml_bom_label(d: &Path) {
     yaml_tree(d, "names: [person]\n");
 }
 
+fn yaml_boxes_only(d: &Path) {
+    yaml_tree(d, "names: [person]\n");
+}
+
 fn coco_wrong_size(d: &Path) {
     std::fs::copy(demo(), d.join("a.jpg")).unwrap();
     let json = COCO_GT.replace(r#""width": 100, "height": 100"#, r#""width": 300, "height": 200"#);
@@ -343,6 +347,25 @@ const CASES: &[Case] = &[
         args: &["eval", "--gt", "{d}/gt.json", "--pred", "{d}/pred.json", "--exist-ok", "--json", "{d}/pred.json"],
         code: 1,
         message: "is an input",
+    },
+    Case {
+        name: "ins training without masks",
+        setup: yaml_boxes_only,
+        args: &[
+            "train",
+            "--data",
+            "{d}/data.yaml",
+            "--model",
+            "ins-tiny",
+            "--epochs",
+            "1",
+            "--imgsz",
+            "64",
+            "--out",
+            "{d}/runs",
+        ],
+        code: 1,
+        message: "no object has a polygon mask",
     },
     Case {
         name: "segm polygon of two points",

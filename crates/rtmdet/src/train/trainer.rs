@@ -274,6 +274,26 @@ fn load_val(cfg: &TrainConfig, train: &Dataset) -> Result<Dataset> {
     }
 }
 
+/// An instance segmentation run needs polygon masks: objects without one (RLE-only or
+/// malformed segmentations) are left out, as mmdet ignores them; say how many, and refuse a
+/// dataset that has none at all.
+fn check_masks(data: &Path, items: &[TrainItem]) -> Result<()> {
+    let objects: usize = items.iter().map(|i| i.labels.len()).sum();
+    let without: usize = items.iter().flat_map(|i| &i.polygons).filter(|p| p.is_empty()).count();
+    if without == objects {
+        return Err(Error::Other(format!(
+            "{}: no object has a polygon mask; instance segmentation training needs COCO polygons or YOLO-seg rows",
+            data.display()
+        )));
+    }
+    if without > 0 {
+        eprintln!(
+            "warning: {without} of {objects} objects have no polygon mask (RLE-only or malformed) and are left out"
+        );
+    }
+    Ok(())
+}
+
 impl Trainer {
     /// A new run in the next free `out/<n>` folder.
     pub fn new(opts: &TrainOptions, out: &Path, device: Device) -> Result<Self> {
@@ -288,6 +308,9 @@ impl Trainer {
                 cfg.data.display(),
                 train.report
             )));
+        }
+        if cfg.model.task == Task::Segment {
+            check_masks(&cfg.data, &items)?;
         }
         let mut model = RtmDet::new(&cfg.model, &device)?;
         if let Some(w) = &cfg.weights {
