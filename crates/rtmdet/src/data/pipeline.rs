@@ -238,7 +238,9 @@ impl<B: BoxGeometry> Augmenter<B> {
 
     /// The augmented sample of `first` through [Mosaic →] RandomResize → `rotate` →
     /// RandomCrop → HSV → `flip` → Pad [→ MixUp], re-drawing a random item when the crop
-    /// keeps no object (as mmdet's dataset does when a transform returns nothing).
+    /// keeps no object (as mmdet's dataset does when a transform returns nothing) — except
+    /// with masks: the Ins configs crop with `allow_negative_crop=True`, and the sample goes on
+    /// (MixUp may add objects; see `Worker::target`).
     fn jittered(
         &mut self,
         items: &[TrainItem],
@@ -257,16 +259,18 @@ impl<B: BoxGeometry> Augmenter<B> {
             let scale = if self.cfg.strong { 2 * size } else { size };
             s = random_resize(&s, scale, self.cfg.resize_ratio, &mut self.rng);
             rotate(&mut s, &mut self.rng);
-            if let Some(mut s) = random_crop(&s, size, &mut self.rng) {
-                hsv_jitter(&mut s, self.cfg.hsv, &mut self.rng);
-                flip(&mut s, &mut self.rng);
-                pad(&mut s, size);
-                if self.cfg.strong {
-                    s = cached_mixup(s, &mut self.mixup, size, self.cfg.mixup_prob, &mut self.rng);
-                }
-                return Ok(s);
+            let mut s = random_crop(&s, size, &mut self.rng);
+            if s.boxes.is_empty() && !self.cfg.masks {
+                index = self.rng.random_range(0..items.len());
+                continue;
             }
-            index = self.rng.random_range(0..items.len());
+            hsv_jitter(&mut s, self.cfg.hsv, &mut self.rng);
+            flip(&mut s, &mut self.rng);
+            pad(&mut s, size);
+            if self.cfg.strong {
+                s = cached_mixup(s, &mut self.mixup, size, self.cfg.mixup_prob, &mut self.rng);
+            }
+            return Ok(s);
         }
         Err(Error::Other("the augmentation kept no object in 50 attempts".into()))
     }
@@ -328,12 +332,20 @@ impl Worker {
                         hflip(s);
                     }
                 };
-                let mut s = a.jittered(items, index, load_segmented, |_, _| {}, flip)?;
-                retain_min_size(&mut s, MIN_MASK_BOX_SIDE);
-                let masks = rasterise(&s.boxes, s.image.height, s.image.width);
-                let mut t = Instances::targets(s.boxes.iter().map(|o| o.bbox).collect(), s.labels);
-                t.masks = masks;
-                Ok((s.image, t))
+                // `FilterAnnotations(keep_empty=True)`: a sample left without objects is redrawn.
+                let mut index = index;
+                for _ in 0..50 {
+                    let mut s = a.jittered(items, index, load_segmented, |_, _| {}, &flip)?;
+                    retain_min_size(&mut s, MIN_MASK_BOX_SIDE);
+                    if !s.boxes.is_empty() {
+                        let masks = rasterise(&s.boxes, s.image.height, s.image.width);
+                        let mut t = Instances::targets(s.boxes.iter().map(|o| o.bbox).collect(), s.labels);
+                        t.masks = masks;
+                        return Ok((s.image, t));
+                    }
+                    index = a.rng.random_range(0..items.len());
+                }
+                Err(Error::Other("the augmentation kept no object with a mask in 50 attempts".into()))
             }
             Worker::Rotated(a, aug) if aug.random_resize_crop => {
                 let rotate = |s: &mut RotatedSample, rng: &mut Rng| {

@@ -319,8 +319,9 @@ pub fn random_resize<B: BoxGeometry>(s: &Sample<B>, scale: usize, (lo, hi): (f64
     resize(s, ((w * f + 0.5) as usize).max(1), ((h * f + 0.5) as usize).max(1))
 }
 
-/// RandomCrop (absolute size): `None` when no object is left inside.
-pub fn random_crop<B: BoxGeometry>(s: &Sample<B>, size: usize, rng: &mut Rng) -> Option<Sample<B>> {
+/// RandomCrop (absolute size); the objects left inside (possibly none: the caller decides,
+/// as mmdet's `allow_negative_crop` does).
+pub fn random_crop<B: BoxGeometry>(s: &Sample<B>, size: usize, rng: &mut Rng) -> Sample<B> {
     let (ch, cw) = (size.min(s.image.height), size.min(s.image.width));
     let oy = rng.random_range(0..=s.image.height - ch);
     let ox = rng.random_range(0..=s.image.width - cw);
@@ -333,7 +334,7 @@ pub fn random_crop<B: BoxGeometry>(s: &Sample<B>, size: usize, rng: &mut Rng) ->
     };
     let (fw, fh) = (cw as f32, ch as f32);
     retain(&mut out, |b| b.is_inside(fw, fh));
-    (!out.boxes.is_empty()).then_some(out)
+    out
 }
 
 /// OpenCV's 8-bit BGR → HSV (H in [0, 180)).
@@ -512,17 +513,20 @@ mod tests {
     }
 
     #[test]
-    fn crop_translates_clips_and_rejects_empty() {
+    fn crop_translates_clips_and_drops_what_left() {
         let s = sample(100, 100, vec![[10.0, 10.0, 30.0, 30.0], [80.0, 80.0, 95.0, 95.0]]);
         let mut rng = Rng::seed_from_u64(1);
+        let mut empty = 0;
         for _ in 0..20 {
-            if let Some(c) = random_crop(&s, 50, &mut rng) {
-                assert_eq!((c.image.width, c.image.height), (50, 50));
-                assert!(c.boxes.iter().all(|b| b[0] >= 0.0 && b[2] <= 50.0 && b[2] > b[0] && b[3] > b[1]));
-            }
+            let c = random_crop(&s, 50, &mut rng);
+            assert_eq!((c.image.width, c.image.height), (50, 50));
+            assert!(c.boxes.iter().all(|b| b[0] >= 0.0 && b[2] <= 50.0 && b[2] > b[0] && b[3] > b[1]));
+            assert_eq!(c.boxes.len(), c.labels.len());
+            empty += usize::from(c.boxes.is_empty());
         }
+        assert!(empty > 0, "some crops hold no object");
         // A crop as large as the image keeps everything in place.
-        let c = random_crop(&s, 100, &mut rng).unwrap();
+        let c = random_crop(&s, 100, &mut rng);
         assert_eq!(c.boxes, s.boxes);
         assert_eq!(c.image, s.image);
     }
