@@ -335,7 +335,7 @@ impl Worker {
                 // `FilterAnnotations(keep_empty=True)`: a sample left without objects is redrawn.
                 let mut index = index;
                 for _ in 0..50 {
-                    let mut s = a.jittered(items, index, load_segmented, |_, _| {}, &flip)?;
+                    let mut s = a.jittered(items, index, load_segmented, |_, _| {}, flip)?;
                     retain_min_size(&mut s, MIN_MASK_BOX_SIDE);
                     if !s.boxes.is_empty() {
                         let masks = rasterise(&s.boxes, s.image.height, s.image.width);
