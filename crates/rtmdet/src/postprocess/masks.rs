@@ -23,27 +23,36 @@ const DYCONV: usize = 8;
 /// Stride of the prototype map.
 const MASK_STRIDE: usize = 8;
 
-/// One candidate's source: level, prior index in the level, and its kernel vector.
-#[derive(Clone, Debug)]
+/// One candidate's source: its level, its prior's index in the level, and the prior
+/// `(x, y, stride)`. The kernel is gathered for the survivors only.
+#[derive(Clone, Copy, Debug)]
 struct Source {
-    /// Prior `(x, y)` and its level's stride.
+    level: usize,
+    index: usize,
     prior: [f32; 3],
-    kernel: Vec<f32>,
+}
+
+impl Source {
+    /// The candidate's 169 dynamic-conv parameters (image `b`).
+    fn kernel(&self, outputs: &HeadOutputs, b: usize) -> Vec<f32> {
+        let lv = &outputs.levels[self.level];
+        let (kernels, hw) = (lv.kernel_of(b), lv.height() * lv.width());
+        (0..kernels.len() / hw.max(1)).map(|k| kernels[k * hw + self.index]).collect()
+    }
 }
 
 /// The mask-carrying candidates of image `b`, as [`super::select_candidates`] gives boxes.
 fn select(outputs: &HeadOutputs, b: usize, params: &DetectParams, clip: (usize, usize)) -> (Instances, Vec<Source>) {
     let (mut set, mut sources) = (Instances::default(), Vec::new());
     let clip = Some((clip.0 as f32, clip.1 as f32));
-    for lv in &outputs.levels {
-        let (reg, kernels, hw, width) = (lv.reg_of(b), lv.kernel_of(b), lv.height() * lv.width(), lv.width());
+    for (level, lv) in outputs.levels.iter().enumerate() {
+        let (reg, hw, width) = (lv.reg_of(b), lv.height() * lv.width(), lv.width());
         let stride = lv.stride as f32;
         for (s, p, c) in level_candidates(lv.cls_of(b), lv.dims[1], params) {
             let point = [(p % width) as f32 * stride, (p / width) as f32 * stride];
             let d = [reg[p], reg[hw + p], reg[2 * hw + p], reg[3 * hw + p]];
             set.push(Detection { bbox: distance_point::decode(point, d, clip), score: s, label: c });
-            let kernel = (0..kernels.len() / hw.max(1)).map(|k| kernels[k * hw + p]).collect();
-            sources.push(Source { prior: [point[0], point[1], stride], kernel });
+            sources.push(Source { level, index: p, prior: [point[0], point[1], stride] });
         }
     }
     (set, sources)
@@ -281,7 +290,8 @@ pub fn postprocess(
         .par_iter()
         .map(|&i| {
             let s = &sources[i];
-            instance_mask(&mask_logits(proto, (h, w), s.prior, &s.kernel), (h, w), letterbox, mask_thr)
+            let logits = mask_logits(proto, (h, w), s.prior, &s.kernel(outputs, b));
+            instance_mask(&logits, (h, w), letterbox, mask_thr)
         })
         .collect();
     out
