@@ -10,12 +10,11 @@
 
 use rayon::prelude::*;
 
-use super::{DetectParams, drop_empty, level_candidates, rescale, sigmoid};
-use crate::coders::distance_point;
+use super::{DetectParams, drop_empty, rescale, sigmoid, visit_candidates};
 use crate::model::HeadOutputs;
 use crate::preprocess::Letterbox;
+use crate::structures::Instances;
 use crate::structures::mask::Rle;
-use crate::structures::{Detection, Instances};
 
 /// Prototype channels and dynamic-conv widths (`num_prototypes`, `dyconv_channels`).
 const PROTOS: usize = 8;
@@ -44,17 +43,10 @@ impl Source {
 /// The mask-carrying candidates of image `b`, as [`super::select_candidates`] gives boxes.
 fn select(outputs: &HeadOutputs, b: usize, params: &DetectParams, clip: (usize, usize)) -> (Instances, Vec<Source>) {
     let (mut set, mut sources) = (Instances::default(), Vec::new());
-    let clip = Some((clip.0 as f32, clip.1 as f32));
-    for (level, lv) in outputs.levels.iter().enumerate() {
-        let (reg, hw, width) = (lv.reg_of(b), lv.height() * lv.width(), lv.width());
-        let stride = lv.stride as f32;
-        for (s, p, c) in level_candidates(lv.cls_of(b), lv.dims[1], params) {
-            let point = [(p % width) as f32 * stride, (p / width) as f32 * stride];
-            let d = [reg[p], reg[hw + p], reg[2 * hw + p], reg[3 * hw + p]];
-            set.push(Detection { bbox: distance_point::decode(point, d, clip), score: s, label: c });
-            sources.push(Source { level, index: p, prior: [point[0], point[1], stride] });
-        }
-    }
+    visit_candidates(outputs, b, params, Some(clip), |level, index, prior, d| {
+        set.push(d);
+        sources.push(Source { level, index, prior });
+    });
     (set, sources)
 }
 

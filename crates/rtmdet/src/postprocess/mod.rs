@@ -109,17 +109,30 @@ pub fn select_candidates(
     clip_hw: Option<(usize, usize)>,
 ) -> Instances {
     let mut out = Instances::default();
+    visit_candidates(outputs, b, params, clip_hw, |_, _, _, d| out.push(d));
+    out
+}
+
+/// The candidates of [`select_candidates`] one by one, in its order, with their source:
+/// `f(level, prior index in the level, prior (x, y, stride), detection)`.
+pub(crate) fn visit_candidates(
+    outputs: &HeadOutputs,
+    b: usize,
+    params: &DetectParams,
+    clip_hw: Option<(usize, usize)>,
+    mut f: impl FnMut(usize, usize, [f32; 3], Detection),
+) {
     let clip = clip_hw.map(|(h, w)| (h as f32, w as f32));
-    for lv in &outputs.levels {
+    for (level, lv) in outputs.levels.iter().enumerate() {
         let (reg, hw, width) = (lv.reg_of(b), lv.height() * lv.width(), lv.width());
         let stride = lv.stride as f32;
         for (s, p, c) in level_candidates(lv.cls_of(b), lv.dims[1], params) {
             let point = [(p % width) as f32 * stride, (p / width) as f32 * stride];
             let d = [reg[p], reg[hw + p], reg[2 * hw + p], reg[3 * hw + p]];
-            out.push(Detection { bbox: distance_point::decode(point, d, clip), score: s, label: c });
+            let det = Detection { bbox: distance_point::decode(point, d, clip), score: s, label: c };
+            f(level, p, [point[0], point[1], stride], det);
         }
     }
-    out
 }
 
 /// The candidates of one level: every (prior, class) of `cls` (`[C, H, W]` logits) with
