@@ -220,3 +220,27 @@ pub fn stored_head_outputs(npz: &mut Npz, extra: Option<&str>) -> rtmdet::model:
     });
     rtmdet::model::HeadOutputs { levels, mask_feat }
 }
+
+/// Our gradients of the parameters a reference train step stores (`grad.<name>`), beside
+/// the reference's: `(name, ours, theirs)` in the file's order.
+pub fn named_gradients<M: rtmdet::weights::VisitWeights>(
+    npz: &mut Npz,
+    model: &mut M,
+    grads: &Gradients,
+) -> Vec<(String, Vec<f32>, Vec<f32>)> {
+    let mut collector = GradCollector { grads, out: BTreeMap::new() };
+    model.visit_weights("", &mut collector).expect("every parameter is visited");
+    let names: Vec<String> = npz
+        .names()
+        .into_iter()
+        .filter_map(|n| n.strip_prefix("grad.").map(|s| s.trim_end_matches(".npy").to_string()))
+        .collect();
+    names
+        .into_iter()
+        .map(|name| {
+            let theirs = npz.f32(&format!("grad.{name}")).1;
+            let ours = collector.out.remove(&name).unwrap_or_else(|| panic!("no gradient for {name}"));
+            (name, ours, theirs)
+        })
+        .collect()
+}

@@ -4,8 +4,6 @@
 //! mask targets, per-positive dice, every loss term and the gradients of named parameters —
 //! at the detection train step's tolerances.
 
-use std::collections::BTreeMap;
-
 use crate::common::*;
 use burn::tensor::{Device, Tensor, TensorData};
 use rtmdet::Instances;
@@ -13,7 +11,7 @@ use rtmdet::assign::DynamicSoftLabelAssigner;
 use rtmdet::loss::ins::ins_loss;
 use rtmdet::model::{LevelTensors, RtmDet};
 use rtmdet::structures::mask::{Bitmap, encode};
-use rtmdet::weights::{ReadOptions, VisitWeights, load_into, to_vec};
+use rtmdet::weights::{ReadOptions, load_into, to_vec};
 
 #[test]
 fn ins_training_step_matches_the_original() {
@@ -114,17 +112,10 @@ fn ins_training_step_matches_the_original() {
         assert_eq!(r.gt_inds, npz.i64(&format!("assign{b}_gt_inds")), "image {b}: assignment on our outputs");
     }
     let grads = loss.total.backward();
-    let mut collector = GradCollector { grads: &grads, out: BTreeMap::new() };
-    model.visit_weights("", &mut collector).unwrap();
-    let names: Vec<String> = npz
-        .names()
-        .into_iter()
-        .filter_map(|n| n.strip_prefix("grad.").map(|s| s.trim_end_matches(".npy").to_string()))
-        .collect();
-    assert!(names.len() >= 5, "{names:?}");
-    for name in names {
-        let theirs = npz.f32(&format!("grad.{name}")).1;
-        let ours = collector.out.get(&name).unwrap_or_else(|| panic!("no gradient for {name}"));
+    let gradients = named_gradients(&mut npz, &mut model, &grads);
+    assert!(gradients.len() >= 5, "{} gradients stored", gradients.len());
+    for (name, ours, theirs) in &gradients {
+        let (ours, theirs) = (ours.as_slice(), theirs.as_slice());
         let scale = theirs.iter().fold(0f32, |m, v| m.max(v.abs()));
         let d = max_abs_diff(ours, &theirs);
         println!("grad {name}: max diff {d:.1e} of max {scale:.1e}");

@@ -2,8 +2,6 @@
 //! 1.0.0rc1: the batch rebuilt from the demo images, train-mode head outputs, assignment,
 //! per-level losses, gradients of named parameters and the BatchNorm running statistics.
 
-use std::collections::BTreeMap;
-
 use crate::common::*;
 use burn::tensor::{Device, Tensor, TensorData};
 use rtmdet::Instances;
@@ -15,7 +13,7 @@ use rtmdet::loss::rotated_iou::rotated_iou_aligned;
 use rtmdet::model::RtmDet;
 use rtmdet::preprocess::normalize_into;
 use rtmdet::structures::rotated::RBox;
-use rtmdet::weights::{ReadOptions, VisitWeights, collect, load_into, to_vec};
+use rtmdet::weights::{ReadOptions, collect, load_into, to_vec};
 use sha2::{Digest, Sha256};
 
 const TRAIN: &str = "rotated/train/rotated_rtmdet_tiny_ref_seed1_batch2.npz";
@@ -130,18 +128,11 @@ fn rotated_training_step_matches_mmrotate() {
     assert!(rel(total, expected) <= 1e-5);
 
     let grads = loss.total.backward();
-    let mut collector = GradCollector { grads: &grads, out: BTreeMap::new() };
-    model.visit_weights("", &mut collector).unwrap();
-    let names: Vec<String> = npz
-        .names()
-        .into_iter()
-        .filter_map(|n| n.strip_prefix("grad.").map(|s| s.trim_end_matches(".npy").to_string()))
-        .collect();
-    assert_eq!(names.len(), 15);
+    let gradients = named_gradients(&mut npz, &mut model, &grads);
+    assert_eq!(gradients.len(), 15);
     let mut worst = 0f32;
-    for name in names {
-        let theirs = npz.f32(&format!("grad.{name}")).1;
-        let ours = collector.out.get(&name).unwrap_or_else(|| panic!("no gradient for {name}"));
+    for (name, ours, theirs) in &gradients {
+        let (ours, theirs) = (ours.as_slice(), theirs.as_slice());
         let scale = theirs.iter().fold(0f32, |m, v| m.max(v.abs()));
         let d = max_abs_diff(ours, &theirs);
         println!("grad {name}: max diff {d:.1e} of max {scale:.1e}");

@@ -2,15 +2,13 @@
 //! train-mode head outputs, assignment, per-level losses, gradients of named parameters and
 //! the BatchNorm running-statistics update.
 
-use std::collections::BTreeMap;
-
 use crate::common::*;
 use burn::tensor::{Device, Tensor, TensorData};
 use rtmdet::Instances;
 use rtmdet::assign::DynamicSoftLabelAssigner;
 use rtmdet::loss::detection::detection_loss;
 use rtmdet::model::RtmDet;
-use rtmdet::weights::{ReadOptions, VisitWeights, collect, load_into, to_vec};
+use rtmdet::weights::{ReadOptions, collect, load_into, to_vec};
 
 #[test]
 fn training_step_matches_the_original() {
@@ -58,17 +56,10 @@ fn training_step_matches_the_original() {
     assert!(rel(total, expected) <= 1e-5);
 
     let grads = loss.total.backward();
-    let mut collector = GradCollector { grads: &grads, out: BTreeMap::new() };
-    model.visit_weights("", &mut collector).unwrap();
-    let names: Vec<String> = npz
-        .names()
-        .into_iter()
-        .filter_map(|n| n.strip_prefix("grad.").map(|s| s.trim_end_matches(".npy").to_string()))
-        .collect();
-    assert_eq!(names.len(), 14);
-    for name in names {
-        let theirs = npz.f32(&format!("grad.{name}")).1;
-        let ours = collector.out.get(&name).unwrap_or_else(|| panic!("no gradient for {name}"));
+    let gradients = named_gradients(&mut npz, &mut model, &grads);
+    assert_eq!(gradients.len(), 14);
+    for (name, ours, theirs) in &gradients {
+        let (ours, theirs) = (ours.as_slice(), theirs.as_slice());
         let scale = theirs.iter().fold(0f32, |m, v| m.max(v.abs()));
         let d = max_abs_diff(ours, &theirs);
         println!("grad {name}: max diff {:.1e} of max {scale:.1e}", d);
