@@ -117,7 +117,7 @@ fn ins_training_step_matches_the_original() {
     for (name, ours, theirs) in &gradients {
         let (ours, theirs) = (ours.as_slice(), theirs.as_slice());
         let scale = theirs.iter().fold(0f32, |m, v| m.max(v.abs()));
-        let d = max_abs_diff(ours, &theirs);
+        let d = max_abs_diff(ours, theirs);
         println!("grad {name}: max diff {d:.1e} of max {scale:.1e}");
         // As the detection step: PyTorch with and without oneDNN differs by 6.5e-4 of the max.
         assert!(d <= 1e-3 * scale, "gradient of {name} differs by {d} (max {scale})");

@@ -134,7 +134,7 @@ fn rotated_training_step_matches_mmrotate() {
     for (name, ours, theirs) in &gradients {
         let (ours, theirs) = (ours.as_slice(), theirs.as_slice());
         let scale = theirs.iter().fold(0f32, |m, v| m.max(v.abs()));
-        let d = max_abs_diff(ours, &theirs);
+        let d = max_abs_diff(ours, theirs);
         println!("grad {name}: max diff {d:.1e} of max {scale:.1e}");
         if scale == 0.0 {
             // Level 2 has no positives: its box outputs get exactly zero gradient.
