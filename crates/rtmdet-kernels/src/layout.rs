@@ -20,7 +20,7 @@ pub fn upsample2x(src: &FeatureMap, src_off: usize, dst: &mut FeatureMap, dst_of
 
 /// PyTorch's linear-resize taps along one axis (`align_corners=False`, no antialias): for
 /// each output index the two input indices and their weights.
-fn linear_taps(input: usize, output: usize) -> Vec<(usize, usize, f32, f32)> {
+pub fn linear_taps(input: usize, output: usize) -> Vec<(usize, usize, f32, f32)> {
     let scale = input as f32 / output as f32;
     (0..output)
         .map(|d| {

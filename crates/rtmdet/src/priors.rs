@@ -13,6 +13,22 @@ pub fn grid_priors(sizes: &[(usize, usize)], strides: &[usize]) -> Vec<[f32; 4]>
         .collect()
 }
 
+/// RTMDet-Ins's relative coordinates of an instance over a mask-feature map of `h`×`w` at
+/// `map_stride`: two planes (x, then y) of `(prior − location) / (8·stride)` for the prior
+/// `(x, y, stride)` (spec §10.2; the sign and the normalisation are mmdet's).
+pub fn mask_relative_coords(prior: [f32; 3], (h, w): (usize, usize), map_stride: usize) -> Vec<f32> {
+    let norm = prior[2] * 8.0;
+    let mut rel = vec![0f32; 2 * h * w];
+    let (xs, ys) = rel.split_at_mut(h * w);
+    for i in 0..h {
+        for j in 0..w {
+            xs[i * w + j] = (prior[0] - (j * map_stride) as f32) / norm;
+            ys[i * w + j] = (prior[1] - (i * map_stride) as f32) / norm;
+        }
+    }
+    rel
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

@@ -12,8 +12,8 @@ use super::detection::Horizontal;
 use crate::assign::DynamicSoftLabelAssigner;
 use crate::assign::dynamic_soft::AssignBox;
 use crate::model::LevelTensors;
-use crate::model::head::{KERNEL_PARAMS, NUM_PROTOTYPES};
-use crate::priors::grid_priors;
+use crate::model::head::{DYCONV_CHANNELS as DYCONV, KERNEL_PARAMS, MASK_FEAT_STRIDE as PROTO_STRIDE, NUM_PROTOTYPES};
+use crate::priors::{grid_priors, mask_relative_coords};
 use crate::structures::Instances;
 use crate::structures::boxes::Bbox;
 use crate::structures::mask::{Rle, decode};
@@ -21,11 +21,8 @@ use crate::structures::mask::{Rle, decode};
 /// `loss_mask.loss_weight` and `eps` of the Ins configs.
 const DICE_WEIGHT: f32 = 2.0;
 const DICE_EPS: f32 = 5e-6;
-/// Stride of the prototypes and of the mask loss (`mask_loss_stride`).
-const PROTO_STRIDE: usize = 8;
+/// Stride of the mask loss (`mask_loss_stride`).
 const MASK_LOSS_STRIDE: usize = 4;
-/// Dynamic-conv widths (`dyconv_channels`).
-const DYCONV: usize = 8;
 
 /// An axis-aligned ground truth whose soft centre prior is measured from its mask's centre of
 /// mass (mmdet's DynamicSoftLabelAssigner does so whenever the instances have masks).
@@ -135,16 +132,7 @@ fn positive_mask_logits(kernels: Tensor<2>, proto: Tensor<3>, pos: &[(usize, [f3
     let idx: Vec<i64> = pos.iter().map(|p| p.0 as i64).collect();
     let kernels = kernels.select(0, Tensor::<1, Int>::from_data(TensorData::new(idx, [k]), &device));
     // Relative coordinates (prior − location) / (8·stride), constant.
-    let mut rel = vec![0f32; k * 2 * hw];
-    for (n, (_, p)) in pos.iter().enumerate() {
-        let norm = p[2] * PROTO_STRIDE as f32;
-        for i in 0..h {
-            for j in 0..w {
-                rel[(n * 2) * hw + i * w + j] = (p[0] - (j * PROTO_STRIDE) as f32) / norm;
-                rel[(n * 2 + 1) * hw + i * w + j] = (p[1] - (i * PROTO_STRIDE) as f32) / norm;
-            }
-        }
-    }
+    let rel: Vec<f32> = pos.iter().flat_map(|(_, p)| mask_relative_coords(*p, (h, w), PROTO_STRIDE)).collect();
     let rel = Tensor::<3>::from_data(TensorData::new(rel, [k, 2, hw]), &device);
     let protos = proto.reshape([1, NUM_PROTOTYPES, hw]).expand([k, NUM_PROTOTYPES, hw]);
     let x = Tensor::cat(vec![rel, protos], 1); // [K, 10, HW]

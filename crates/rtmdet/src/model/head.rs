@@ -27,6 +27,12 @@ pub const NUM_PROTOTYPES: usize = 8;
 /// Dynamic-conv parameters per prior: weights 10·8 + 8·8 + 8·1, biases 8 + 8 + 1.
 pub const KERNEL_PARAMS: usize = 169;
 
+/// Width of the per-instance dynamic convs (`dyconv_channels`).
+pub const DYCONV_CHANNELS: usize = 8;
+
+/// Input pixels per prototype pixel (the mask features sit at P3's stride).
+pub const MASK_FEAT_STRIDE: usize = 8;
+
 /// ConvModules of the mask feature module.
 const MASK_STACKED_CONVS: usize = 4;
 

@@ -16,11 +16,9 @@ use crate::preprocess::Letterbox;
 use crate::structures::Instances;
 use crate::structures::mask::Rle;
 
-/// Prototype channels and dynamic-conv widths (`num_prototypes`, `dyconv_channels`).
-const PROTOS: usize = 8;
-const DYCONV: usize = 8;
-/// Stride of the prototype map.
-const MASK_STRIDE: usize = 8;
+use crate::model::head::{DYCONV_CHANNELS as DYCONV, MASK_FEAT_STRIDE as MASK_STRIDE, NUM_PROTOTYPES as PROTOS};
+use crate::priors::mask_relative_coords;
+use rtmdet_kernels::layout::linear_taps;
 
 /// One candidate's source: its level, its prior's index in the level, and the prior
 /// `(x, y, stride)`. The kernel is gathered for the survivors only.
@@ -62,15 +60,9 @@ pub fn mask_logits(proto: &[f32], (h, w): (usize, usize), prior: [f32; 3], kerne
     let (w2, rest) = rest.split_at(DYCONV);
     let (b0, rest) = rest.split_at(DYCONV);
     let (b1, b2) = rest.split_at(DYCONV);
-    let norm = prior[2] * MASK_STRIDE as f32;
     let mut x = vec![0f32; n_in * hw];
     let (rel, protos) = x.split_at_mut(2 * hw);
-    for i in 0..h {
-        for j in 0..w {
-            rel[i * w + j] = (prior[0] - (j * MASK_STRIDE) as f32) / norm;
-            rel[hw + i * w + j] = (prior[1] - (i * MASK_STRIDE) as f32) / norm;
-        }
-    }
+    rel.copy_from_slice(&mask_relative_coords(prior, (h, w), MASK_STRIDE));
     protos.copy_from_slice(&proto[..PROTOS * hw]);
     let h1 = dyconv(&x, n_in, w0, b0, hw, true);
     let h2 = dyconv(&h1, DYCONV, w1, b1, hw, true);
@@ -99,20 +91,6 @@ fn dyconv(x: &[f32], n_in: usize, weight: &[f32], bias: &[f32], hw: usize, relu:
 
 /// One output sample of a linear resize: input indices `i0`, `i1` and their weights.
 type Tap = (usize, usize, f32, f32);
-
-/// PyTorch's taps of a linear resize from `input` to `output` samples at `scale` input
-/// samples per output sample (align_corners False).
-fn linear_taps(input: usize, output: usize, scale: f32) -> Vec<Tap> {
-    (0..output)
-        .map(|d| {
-            let src = (scale * (d as f32 + 0.5) - 0.5).max(0.0);
-            let i0 = (src.floor() as usize).min(input - 1);
-            let l1 = (src - i0 as f32).clamp(0.0, 1.0);
-            let i1 = if i0 < input - 1 { i0 + 1 } else { i0 };
-            (i0, i1, 1.0 - l1, l1)
-        })
-        .collect()
-}
 
 /// The input indices `lo..hi` that taps read.
 fn span(taps: &[Tap]) -> (usize, usize) {
@@ -197,8 +175,7 @@ fn touching(n: usize, sources: impl Fn(usize) -> (usize, usize), (lo, hi): (usiz
 /// come out in COCO's order.
 fn instance_mask(logits: &[f32], (h, w): (usize, usize), letterbox: Option<&Letterbox>, mask_thr: f32) -> Rle {
     let (ph, pw) = (h * MASK_STRIDE, w * MASK_STRIDE);
-    let up = 1.0 / MASK_STRIDE as f32;
-    let (first_ys, first_xs) = (linear_taps(h, ph, up), linear_taps(w, pw, up));
+    let (first_ys, first_xs) = (linear_taps(h, ph), linear_taps(w, pw));
     // The final resize (identity when there is no letterbox) and the image it makes.
     let (second_ys, second_xs, height, width) = match letterbox {
         None => ((0..ph).map(|i| (i, i, 1.0, 0.0)).collect(), (0..pw).map(|i| (i, i, 1.0, 0.0)).collect(), ph, pw),
@@ -206,8 +183,8 @@ fn instance_mask(logits: &[f32], (h, w): (usize, usize), letterbox: Option<&Lett
             // mmdet's `[1 / s for s in scale_factor]` is (w, h)-ordered but sizes (h, w).
             let (fh, fw) = (1.0 / lb.scale_factor.0, 1.0 / lb.scale_factor.1);
             let (rh, rw) = ((ph as f64 * fh).ceil() as usize, (pw as f64 * fw).ceil() as usize);
-            let mut ys = linear_taps(ph, rh, ph as f32 / rh as f32);
-            let mut xs = linear_taps(pw, rw, pw as f32 / rw as f32);
+            let mut ys = linear_taps(ph, rh);
+            let mut xs = linear_taps(pw, rw);
             ys.truncate(lb.ori_h);
             xs.truncate(lb.ori_w);
             (ys, xs, lb.ori_h, lb.ori_w)
