@@ -9,6 +9,7 @@ use serde_json::Value;
 
 use super::{Annotation, Category, CheckReport, Dataset, ImageEntry, clip_box};
 use crate::error::{Error, Result};
+use crate::structures::mask::Segmentation;
 
 #[derive(Deserialize)]
 pub(crate) struct RawImage {
@@ -44,6 +45,31 @@ pub(crate) struct RawCoco {
     #[serde(default)]
     pub(crate) annotations: Vec<RawAnnotation>,
     pub(crate) categories: Vec<RawCategory>,
+}
+
+/// A COCO `segmentation` value: polygons (`[[x, y, ...], ...]`, or one flat polygon),
+/// uncompressed RLE (`counts` a list) or compressed RLE (`counts` a string).
+pub fn segmentation(v: &Value) -> std::result::Result<Segmentation, String> {
+    let numbers = |v: &Value| -> Option<Vec<f64>> { v.as_array()?.iter().map(Value::as_f64).collect() };
+    match v {
+        Value::Array(parts) if parts.iter().all(Value::is_array) => {
+            parts.iter().map(numbers).collect::<Option<_>>().map(Segmentation::Polygons)
+        }
+        Value::Array(_) => numbers(v).map(|p| Segmentation::Polygons(vec![p])),
+        Value::Object(o) => {
+            let size = o.get("size").and_then(numbers).filter(|s| s.len() == 2 && s.iter().all(|x| *x >= 0.0));
+            let size = size.map(|s| [s[0] as usize, s[1] as usize]);
+            match (size, o.get("counts")) {
+                (Some(size), Some(Value::String(c))) => Some(Segmentation::Compressed { size, counts: c.clone() }),
+                (Some(size), Some(c @ Value::Array(_))) => numbers(c)
+                    .filter(|n| n.iter().all(|x| *x >= 0.0 && x.fract() == 0.0 && *x <= u32::MAX as f64))
+                    .map(|n| Segmentation::Uncompressed { size, counts: n.iter().map(|x| *x as u32).collect() }),
+                _ => None,
+            }
+        }
+        _ => None,
+    }
+    .ok_or_else(|| "segmentation must be polygons [[x, y, ...]] or an RLE {\"size\": [h, w], \"counts\": ...}".into())
 }
 
 pub(crate) fn bad(path: &Path, what: impl std::fmt::Display) -> Error {

@@ -28,6 +28,7 @@ use crate::image_io::{BgrImage, read_image};
 use crate::preprocess::normalize_into;
 use crate::structures::Instances;
 use crate::structures::boxes::Bbox;
+use crate::structures::mask::Segmentation;
 use crate::structures::rotated::RBox;
 
 /// Augmentation settings of one stage.
@@ -186,12 +187,14 @@ pub fn train_items(data: &Dataset) -> Vec<TrainItem> {
 
 /// The polygons of a COCO `segmentation` (RLE and malformed parts give none).
 fn polygons_of(seg: Option<&serde_json::Value>) -> Vec<Vec<f32>> {
-    let Some(serde_json::Value::Array(parts)) = seg else { return Vec::new() };
-    parts
-        .iter()
-        .filter_map(|p| p.as_array()?.iter().map(|v| v.as_f64().map(|v| v as f32)).collect::<Option<Vec<f32>>>())
-        .filter(|p| p.len() >= 6 && p.len().is_multiple_of(2))
-        .collect()
+    match seg.map(super::coco::segmentation) {
+        Some(Ok(Segmentation::Polygons(parts))) => parts
+            .into_iter()
+            .filter(|p| p.len() >= 6 && p.len().is_multiple_of(2))
+            .map(|p| p.into_iter().map(|v| v as f32).collect())
+            .collect(),
+        _ => Vec::new(),
+    }
 }
 
 /// A collated batch: padded BGR images, normalised NCHW input and the objects of each image
