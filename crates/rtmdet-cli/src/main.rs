@@ -5,6 +5,7 @@ mod bench;
 mod dota_split;
 mod eval;
 mod exit;
+mod export;
 mod output;
 mod predict;
 mod sources;
@@ -14,7 +15,7 @@ mod val;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "rtmdet", version, about = "RTMDet real-time object detection: predict, val, eval, train")]
+#[command(name = "rtmdet", version, about = "RTMDet real-time object detection: predict, val, eval, train, export")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -37,6 +38,7 @@ enum Command {
     /// Split large aerial images and their DOTA labels into overlapping patches (mmrotate's
     /// img_split).
     DotaSplit(dota_split::SplitArgs),
+    Export(export::ExportArgs),
 }
 
 fn main() {
@@ -49,6 +51,7 @@ fn main() {
         Command::Browse(args) => train::browse(args),
         Command::Bench(args) => bench::run(args),
         Command::DotaSplit(args) => dota_split::run(args),
+        Command::Export(args) => export::run(args),
     };
     if let Err(e) = result {
         let (code, message) = exit::code_and_message(&e);

@@ -33,6 +33,7 @@ pub mod detector;
 pub mod engine;
 pub mod error;
 pub mod eval;
+pub mod export;
 pub mod files;
 pub mod image_io;
 pub mod loss;

@@ -6,6 +6,7 @@
 
 pub mod backbone;
 pub mod blocks;
+pub mod fold;
 pub mod graph;
 pub mod head;
 pub mod neck;

@@ -4,6 +4,9 @@
 //! execution order, which is the order our model visits its weights, so the import walks both
 //! lists together, checks every shape, and writes each folded conv into a ConvModule whose
 //! BatchNorm is the identity.
+//!
+//! Our own exports (`rtmdet export`) record their [`ModelConfig`] under the metadata key
+//! [`METADATA_KEY`]; for them the configuration is read, not guessed (any task, any size).
 
 use std::path::Path;
 
@@ -22,6 +25,9 @@ pub struct GraphConv {
     pub bias: Option<HostTensor>,
 }
 
+/// The metadata key under which `rtmdet export` stores its JSON record (`{"config": …}`).
+pub const METADATA_KEY: &str = "rtmdet";
+
 fn tensor_values(t: &TensorProto, path: &Path) -> Result<HostTensor> {
     let shape: Vec<usize> = t.dims.iter().map(|&d| d as usize).collect();
     let n: usize = shape.iter().product();
@@ -31,8 +37,15 @@ fn tensor_values(t: &TensorProto, path: &Path) -> Result<HostTensor> {
         } else {
             t.float_data.clone()
         }
+    } else if t.data_type == DataType::FLOAT16 as i32 {
+        // FP16 exports: raw little-endian halves, or (per the spec) one half per int32.
+        if !t.raw_data.is_empty() {
+            t.raw_data.chunks_exact(2).map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32()).collect()
+        } else {
+            t.int32_data.iter().map(|&v| half::f16::from_bits(v as u16).to_f32()).collect()
+        }
     } else {
-        return Err(Error::weights(path, format!("initializer '{}' is not float32", t.name)));
+        return Err(Error::weights(path, format!("initializer '{}' is not float32 or float16", t.name)));
     };
     if data.len() != n {
         return Err(Error::weights(
@@ -43,11 +56,31 @@ fn tensor_values(t: &TensorProto, path: &Path) -> Result<HostTensor> {
     Ok(HostTensor::new(shape, data))
 }
 
-/// The `Conv` nodes of an ONNX model in graph order, with their constant weights.
-pub fn read_convs(path: &Path) -> Result<Vec<GraphConv>> {
+/// Reads and parses an ONNX file.
+pub fn read_model(path: &Path) -> Result<ModelProto> {
     let bytes = std::fs::read(path).map_err(|e| Error::weights(path, e))?;
-    let model =
-        ModelProto::parse_from_bytes(&bytes).map_err(|e| Error::weights(path, format!("not an ONNX model ({e})")))?;
+    ModelProto::parse_from_bytes(&bytes).map_err(|e| Error::weights(path, format!("not an ONNX model ({e})")))
+}
+
+/// The metadata value stored under `key`.
+pub fn metadata<'a>(model: &'a ModelProto, key: &str) -> Option<&'a str> {
+    model.metadata_props.iter().find(|p| p.key == key).map(|p| p.value.as_str())
+}
+
+/// The configuration an export of ours recorded, if `model` is one.
+fn recorded_config(model: &ModelProto, path: &Path) -> Result<Option<ModelConfig>> {
+    let Some(json) = metadata(model, METADATA_KEY) else { return Ok(None) };
+    #[derive(serde::Deserialize)]
+    struct Record {
+        config: ModelConfig,
+    }
+    let record: Record = serde_json::from_str(json)
+        .map_err(|e| Error::weights(path, format!("its '{METADATA_KEY}' metadata is not a model record ({e})")))?;
+    Ok(Some(record.config))
+}
+
+/// The `Conv` nodes of an ONNX model in graph order, with their constant weights.
+pub fn read_convs(model: &ModelProto, path: &Path) -> Result<Vec<GraphConv>> {
     let graph = model.graph.as_ref().ok_or_else(|| Error::weights(path, "the ONNX model has no graph"))?;
     let mut constants: std::collections::HashMap<&str, &TensorProto> =
         graph.initializer.iter().map(|t| (t.name.as_str(), t)).collect();
@@ -119,7 +152,27 @@ fn shapes_match(slots: &[Slot], convs: &[GraphConv]) -> bool {
 /// Imports a BN-folded ONNX detector. The size is recognised from the conv shapes unless
 /// `hint` names it; heads are imported unshared (folding gives every level its own convs).
 pub fn import(path: &Path, hint: Option<Size>) -> Result<(ModelConfig, TensorMap)> {
-    let convs = read_convs(path)?;
+    let model = read_model(path)?;
+    let convs = read_convs(&model, path)?;
+    if let Some(cfg) = recorded_config(&model, path)? {
+        if hint.is_some_and(|h| h != cfg.size) {
+            let h = hint.map_or("", |h| h.name());
+            return Err(Error::weights(path, format!("it holds RTMDet-{}, not {h}", cfg.size.name())));
+        }
+        let slots = slots(&cfg)?;
+        if !shapes_match(&slots, &convs) {
+            return Err(Error::weights(
+                path,
+                format!(
+                    "its {} convolutions do not match the RTMDet-{} its metadata names (edited after export?)",
+                    convs.len(),
+                    cfg.size.name()
+                ),
+            ));
+        }
+        let eps = cfg.bn_eps as f32;
+        return Ok((cfg, fold(&slots, convs, eps)));
+    }
     let sizes: Vec<Size> = hint.map(|h| vec![h]).unwrap_or_else(|| Size::ALL.to_vec());
     for size in sizes {
         let mut cfg = ModelConfig::new(size);

@@ -244,3 +244,11 @@ pub fn named_gradients<M: rtmdet::weights::VisitWeights>(
         })
         .collect()
 }
+
+/// A fresh folder under the system's temporary folder, unique to this test process and `name`.
+pub fn tempdir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("rtmdet-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}

@@ -12,6 +12,7 @@ mod cpu_kernels;
 mod datasets;
 mod dota_data;
 mod dota_eval;
+mod export;
 mod fuzz;
 mod ins;
 mod ins_train;

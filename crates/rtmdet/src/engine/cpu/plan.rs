@@ -3,8 +3,9 @@
 //! their producers (each part on a 16-channel boundary) wherever the producer is a conv.
 
 use crate::error::{Error, Result};
+use crate::model::fold::{self, FoldedConv};
 use crate::model::graph::{Graph, NodeId, Op};
-use crate::model::params::{HostTensor, TensorMap, join};
+use crate::model::params::TensorMap;
 use rtmdet_kernels::Activation;
 use rtmdet_kernels::attention::ChannelGate;
 use rtmdet_kernels::conv::PackedConv;
@@ -265,10 +266,6 @@ enum Dest {
 }
 
 impl Builder<'_> {
-    fn tensor(&self, name: &str) -> Result<&HostTensor> {
-        self.map.get(name).ok_or_else(|| Error::MissingTensor { name: name.to_string() })
-    }
-
     fn slot(&mut self, stride: usize, channels: usize) -> usize {
         self.slots.push(SlotSpec { stride, cs: round_up(channels, CHANNEL_BLOCK) });
         self.slots.len() - 1
@@ -373,43 +370,10 @@ impl Builder<'_> {
         Ok(())
     }
 
-    /// A ConvModule's weights with its BatchNorm folded in: `(OIHW weight, bias, [o, i, k, k])`.
-    fn folded(&self, conv: usize, norm: usize) -> Result<(Vec<f32>, Vec<f32>, [usize; 4])> {
-        let p = &self.graph.convs[conv];
-        let w = self.tensor(&p.weight[0])?;
-        let shape = p.weight_shape();
-        if w.shape != shape {
-            return Err(Error::ShapeMismatch {
-                name: p.weight[0].clone(),
-                expected: shape.to_vec(),
-                found: w.shape.clone(),
-            });
-        }
-        let o = shape[0];
-        let per_out = w.data.len() / o;
-        let prefix = &self.graph.norms[norm].prefix;
-        let bn = |n: &str| self.tensor(&join(prefix, n));
-        let (gamma, beta, mean, var) = (bn("weight")?, bn("bias")?, bn("running_mean")?, bn("running_var")?);
-        for (t, n) in [(gamma, "weight"), (beta, "bias"), (mean, "running_mean"), (var, "running_var")] {
-            if t.shape != [o] {
-                return Err(Error::ShapeMismatch { name: join(prefix, n), expected: vec![o], found: t.shape.clone() });
-            }
-        }
-        let eps = self.graph.bn_eps;
-        let mut weight = Vec::with_capacity(w.data.len());
-        let mut bias = Vec::with_capacity(o);
-        for (c, ws) in w.data.chunks_exact(per_out).enumerate() {
-            let scale = gamma.data[c] as f64 / (var.data[c] as f64 + eps).sqrt();
-            weight.extend(ws.iter().map(|&v| (v as f64 * scale) as f32));
-            bias.push(((0.0 - mean.data[c] as f64) * scale + beta.data[c] as f64) as f32);
-        }
-        Ok((weight, bias, shape))
-    }
-
     /// Folded conv + SiLU (depthwise, Winograd or direct), writing into a concatenation and
     /// adding a residual in its epilogue where the graph allows.
     fn conv_module(&mut self, id: NodeId, conv: usize, norm: usize, x: &Location) -> Result<Location> {
-        let (w, bias, [o, i, k, _]) = self.folded(conv, norm)?;
+        let FoldedConv { weight: w, bias, shape: [o, i, k, _] } = fold::conv_module(self.graph, self.map, conv, norm)?;
         let p = &self.graph.convs[conv];
         let stride = p.stride;
         if p.is_depthwise() {
@@ -445,31 +409,12 @@ impl Builder<'_> {
     /// A plain biased conv without activation (the head's predictors), into a fresh slot.
     fn predictor(&mut self, conv: usize, x: &Location) -> Result<Location> {
         let p = &self.graph.convs[conv];
-        let (w, b) = self.biased(conv)?;
+        let (w, b) = fold::biased(self.graph, self.map, conv)?;
         let (o, i, k, stride) = (p.cout, p.cin, p.k, p.stride);
         let conv = PackedConv::new(&w.data, &b.data, [o, i, k], stride, Activation::Identity, Some(x.segments.clone()));
         let slot = self.slot(self.slots[x.slot].stride * stride, o);
         self.steps.push(Step::Conv { conv, input: x.slot, output: slot, out_off: 0, residual: None });
         Ok(Location { slot, segments: vec![(0, o)] })
-    }
-
-    /// The weight and bias of a biased conv, shape-checked.
-    fn biased(&self, conv: usize) -> Result<(&HostTensor, &HostTensor)> {
-        let p = &self.graph.convs[conv];
-        let bias_name = p.bias.as_deref().expect("a biased conv");
-        let (w, b) = (self.tensor(&p.weight[0])?, self.tensor(bias_name)?);
-        if w.shape != p.weight_shape() {
-            let expected = p.weight_shape().to_vec();
-            return Err(Error::ShapeMismatch { name: p.weight[0].clone(), expected, found: w.shape.clone() });
-        }
-        if b.shape != [p.cout] {
-            return Err(Error::ShapeMismatch {
-                name: bias_name.to_string(),
-                expected: vec![p.cout],
-                found: b.shape.clone(),
-            });
-        }
-        Ok((w, b))
     }
 
     /// A copy of `x` with its channels at offset 0 of a slot of its own (no-op when already so).
@@ -544,7 +489,7 @@ impl Builder<'_> {
 
     /// Channel attention, applied in place to the channels of `x`.
     fn attention(&mut self, fc: usize, x: &Location) -> Result<()> {
-        let (w, b) = self.biased(fc)?;
+        let (w, b) = fold::biased(self.graph, self.map, fc)?;
         let positions = x.segments.iter().flat_map(|&(o, n)| o..o + n).collect();
         let gate = ChannelGate { channels: x.channels(), positions, weight: w.data.clone(), bias: b.data.clone() };
         self.steps.push(Step::Attention { gate, slot: x.slot });
