@@ -62,16 +62,22 @@ pub struct TrainArgs {
     /// new run with --weights RUN/weights/last.safetensors).
     #[arg(long, conflicts_with_all = [
         "data", "val_data", "classes", "model", "weights", "epochs", "batch", "imgsz", "val_interval",
-        "seed", "lr", "warmup_iters", "stage2_epochs", "mosaic",
+        "seed", "lr", "scale_lr", "warmup_iters", "stage2_epochs", "mosaic",
     ])]
     pub resume: Option<PathBuf>,
     // Negative numbers reach the parser, whose message is clearer than clap's "use -- -1" tip.
     #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
     pub seed: u64,
-    /// Base learning rate (default 0.004 × batch / 256).
+    /// Base learning rate [default: the recipe's, whatever the batch: 0.004 (ins-x 0.002,
+    /// RTMDet-R 2.5e-4), as mmdetection and Ultralytics do].
     #[arg(long, value_parser = args::positive_number, allow_negative_numbers = true)]
     pub lr: Option<f64>,
-    /// Linear warm-up iterations (default 1000).
+    /// Scale the recipe's lr linearly with --batch, by batch / the recipe's batch (256; ins-x
+    /// 128, RTMDet-R 8), as mmdetection's auto_scale_lr.
+    #[arg(long, conflicts_with = "lr")]
+    pub scale_lr: bool,
+    /// Linear warm-up iterations [default: 3 epochs' worth, 100 to 1000 iterations, at most a
+    /// third of the run; 1000 for the official recipe].
     #[arg(long, value_parser = args::non_negative, allow_negative_numbers = true)]
     pub warmup_iters: Option<usize>,
     /// Final epochs without Mosaic/MixUp (default: 20 of 300, proportionally).
@@ -128,6 +134,7 @@ fn new_trainer(args: &TrainArgs, device: Device) -> Result<Trainer> {
         val_interval: args.val_interval,
         seed: args.seed,
         lr: args.lr,
+        scale_lr: args.scale_lr,
         warmup_iters: args.warmup_iters,
         stage2_epochs: args.stage2_epochs,
         classes: args.classes.as_deref().map(rtmdet::classes::rotated_preset),
@@ -158,15 +165,15 @@ pub fn run(args: TrainArgs) -> Result<()> {
         format!("last {} without mosaic/mixup", trainer.cfg.stage2_epochs)
     };
     eprintln!(
-        "training RTMDet-{} on {} ({} classes), {} epochs ({recipe}), batch {}, lr {:.2e}; run folder {}",
+        "training RTMDet-{} on {} ({} classes), {} epochs ({recipe}), batch {}; run folder {}",
         trainer.cfg.model.size.name(),
         trainer.cfg.data.display(),
         trainer.cfg.model.num_classes,
         trainer.cfg.epochs,
         trainer.cfg.batch,
-        trainer.cfg.lr,
         trainer.run_dir.display()
     );
+    eprintln!("schedule: {}", trainer.cfg.schedule_summary());
     let trainer_terms = trainer.cfg.model.task.loss_terms();
     let mut bar: Option<indicatif::ProgressBar> = None;
     let completed = trainer.run(&stop, &mut |event| match event {

@@ -139,6 +139,21 @@ fn yaml_boxes_only(d: &Path) {
     yaml_tree(d, "names: [person]\n");
 }
 
+/// Every label row names a class that is not in `names`: all of them are dropped.
+fn yaml_unknown_classes(d: &Path) {
+    yaml_tree(d, "names: [person]\n");
+    std::fs::write(d.join("labels/train/1.txt"), "3 0.5 0.5 0.2 0.2\n7 0.3 0.3 0.1 0.1\n").unwrap();
+}
+
+/// The only object is a crowd region, which training ignores.
+fn coco_crowd_only(d: &Path) {
+    std::fs::copy(demo(), d.join("a.jpg")).unwrap();
+    let json = COCO_GT
+        .replace(r#""width": 100, "height": 100"#, r#""width": 640, "height": 427"#)
+        .replace(r#""iscrowd": 0"#, r#""iscrowd": 1"#);
+    std::fs::write(d.join("data.json"), json).unwrap();
+}
+
 fn coco_wrong_size(d: &Path) {
     std::fs::copy(demo(), d.join("a.jpg")).unwrap();
     let json = COCO_GT.replace(r#""width": 100, "height": 100"#, r#""width": 300, "height": 200"#);
@@ -303,6 +318,13 @@ const CASES: &[Case] = &[
         message: "from 1",
     },
     Case {
+        name: "train lr and scale-lr",
+        setup: yaml_bom_label,
+        args: &["train", "--data", "{d}/data.yaml", "--lr", "0.01", "--scale-lr"],
+        code: 2,
+        message: "cannot be used with",
+    },
+    Case {
         name: "resume with epochs",
         setup: locked_run,
         args: &["train", "--resume", "{d}/run", "--epochs", "5"],
@@ -394,6 +416,22 @@ const CASES: &[Case] = &[
         args: &["val", "--weights", W, "--data", "{d}/data.yaml", "--split", "train", "--out", "{d}/out"],
         code: 1,
         message: "already holds metrics.json",
+    },
+    // Nothing left to train on: refused with the reason, before a run folder is made.
+    Case {
+        name: "train with every label dropped",
+        setup: yaml_unknown_classes,
+        args: &["train", "--data", "{d}/data.yaml", "--epochs", "1", "--imgsz", "64", "--out", "{d}/runs"],
+        code: 1,
+        message: "nothing to train on, no image has a usable object (1 images, 0 objects, 1 background images; \
+                  2 annotations with unknown category ids (dropped))",
+    },
+    Case {
+        name: "train on crowd regions only",
+        setup: coco_crowd_only,
+        args: &["train", "--data", "{d}/data.json", "--epochs", "1", "--imgsz", "64", "--out", "{d}/runs"],
+        code: 1,
+        message: "left out of training: 1 crowd regions (iscrowd)",
     },
     Case {
         name: "train out is a file",

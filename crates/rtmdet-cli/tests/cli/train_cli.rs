@@ -1,12 +1,15 @@
 //! `rtmdet train` end to end: fine-tuning the reference tiny checkpoint on coco8 (validated
-//! on its own training images) must learn, and the run folder must hold what the docs say.
+//! on its own training images) with the default lr and warm-up must learn, and the run folder
+//! must hold what the docs say.
 
 use std::process::Command;
 
 use crate::common::{coco8_yaml, shared, tmp};
 
+/// No --lr or --warm-up: the defaults must suit 4 images (60 iterations). The recipe's lr
+/// scaled to batch 4 (6e-5) with its 1000-iteration warm-up left the loss where it started.
 #[test]
-fn fine_tuning_on_coco8_learns_and_fills_the_run_folder() {
+fn fine_tuning_on_coco8_with_the_defaults_learns_and_fills_the_run_folder() {
     let dir = tmp("train");
     // Validated on its own training images: a model that memorises 4 images must score.
     let yaml = coco8_yaml(&dir, &shared("assets/coco8"), "train");
@@ -14,12 +17,22 @@ fn fine_tuning_on_coco8_learns_and_fills_the_run_folder() {
     let o = Command::new(env!("CARGO_BIN_EXE_rtmdet"))
         .args(["train", "--data", yaml.to_str().unwrap(), "--model", "tiny"])
         .args(["--weights", shared("reference/checkpoints/rtmdet_tiny_ref_seed1.pth").to_str().unwrap()])
-        .args(["--epochs", "60", "--batch", "4", "--imgsz", "160", "--val-interval", "20", "--lr", "0.004"])
-        .args(["--warmup-iters", "10", "--stage2-epochs", "60", "--seed", "0", "--out", out.to_str().unwrap()])
+        .args(["--epochs", "60", "--batch", "4", "--imgsz", "160", "--val-interval", "20"])
+        .args(["--stage2-epochs", "60", "--seed", "0", "--out", out.to_str().unwrap()])
         .output()
         .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    // The effective schedule is printed and recorded: the recipe's lr, a third of the run warms up.
+    let schedule = "lr 4.00e-3 (the recipe's, not scaled with batch 4), warm-up 20 iterations, flat to epoch 30, \
+                    cosine to 2.00e-4 over epochs 31-60, stage 2 from epoch 1; 1 iteration per epoch";
+    assert!(err.contains(&format!("schedule: {schedule}\n")), "{err}");
     let run = out.join("1");
+    let args = std::fs::read_to_string(run.join("args.yaml")).unwrap();
+    assert!(args.starts_with(&format!("# {schedule}\n")), "{args}");
+    for field in ["lr: 0.004\n", "lr_policy: recipe\n", "warmup_iters: 20\n", "iters_per_epoch: 1\n"] {
+        assert!(args.contains(field), "args.yaml lacks {field}: {args}");
+    }
     for f in [
         "args.yaml",
         "results.csv",
@@ -76,7 +89,7 @@ fn browse_saves_augmented_batches() {
 
 /// RTMDet-R fine-tuning on a DOTA folder written by `rtmdet dota-split` (two 1024 patches,
 /// 18 objects): the rotated recipe is chosen from the data (RTMDet-R model, flip/rotate
-/// pipeline, lr 2.5e-4 per 8 images unless given), the loss (QFL + rotated IoU) falls, and
+/// pipeline, lr 2.5e-4 unless given), the loss (QFL + rotated IoU) falls, and
 /// the checkpoint predicts rotated boxes.
 #[test]
 fn rotated_fine_tuning_on_dota_patches_learns() {
@@ -174,23 +187,15 @@ fn rotated_aug_recipe_browses_and_trains() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("DOTA folders"));
 }
 
-/// Ctrl-C during training saves `last`, exits 130 (so `train && deploy` stops) and releases
-/// the run folder's lock.
-#[test]
-fn ctrl_c_saves_last_and_exits_130() {
+/// Starts `rtmdet ARGS`, sends Ctrl-C once training has started, and returns the whole
+/// stderr and the exit code.
+fn interrupt_once_started(args: &[&str]) -> (String, Option<i32>) {
     use std::io::{BufRead, BufReader, Read};
-    let dir = tmp("ctrl_c");
-    let yaml = coco8_yaml(&dir, &shared("assets/coco8"), "train");
-    let out = dir.join("runs");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_rtmdet"))
-        .args(["train", "--data", yaml.to_str().unwrap(), "--epochs", "50", "--batch", "2", "--imgsz", "64"])
-        .args(["--workers", "1", "--out", out.to_str().unwrap()])
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child =
+        Command::new(env!("CARGO_BIN_EXE_rtmdet")).args(args).stderr(std::process::Stdio::piped()).spawn().unwrap();
     let mut stderr = BufReader::new(child.stderr.take().unwrap());
     let mut seen = String::new();
-    while !seen.contains("training RTMDet") {
+    while !seen.contains("schedule: ") {
         let mut line = String::new();
         assert!(stderr.read_line(&mut line).unwrap() > 0, "training did not start: {seen}");
         seen.push_str(&line);
@@ -198,11 +203,47 @@ fn ctrl_c_saves_last_and_exits_130() {
     let killed = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
     assert!(killed.success());
     stderr.read_to_string(&mut seen).unwrap();
-    let status = child.wait().unwrap();
-    assert_eq!(status.code(), Some(130), "{seen}");
+    (seen, child.wait().unwrap().code())
+}
+
+/// The `schedule: ...` line a run printed.
+fn schedule_line(stderr: &str) -> &str {
+    stderr.lines().find(|l| l.starts_with("schedule: ")).unwrap_or_else(|| panic!("no schedule line: {stderr}"))
+}
+
+/// Ctrl-C during training saves `last`, exits 130 (so `train && deploy` stops) and releases
+/// the run folder's lock; `--resume` follows the schedule the run started with.
+#[test]
+fn ctrl_c_saves_last_and_exits_130() {
+    let dir = tmp("ctrl_c");
+    let yaml = coco8_yaml(&dir, &shared("assets/coco8"), "train");
+    let out = dir.join("runs");
+    let (seen, code) = interrupt_once_started(&[
+        "train",
+        "--data",
+        yaml.to_str().unwrap(),
+        "--epochs",
+        "50",
+        "--batch",
+        "2",
+        "--imgsz",
+        "64",
+        "--workers",
+        "1",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(code, Some(130), "{seen}");
     assert!(seen.contains("--resume"), "{seen}");
     assert!(out.join("1/weights/last.safetensors").is_file());
     assert!(!out.join("1/.lock").exists(), "the lock outlived the process");
+    // 2 iterations per epoch, 100 in all: the recipe's lr, 100 warm-up iterations capped to 33.
+    let schedule = schedule_line(&seen);
+    assert!(schedule.contains("lr 4.00e-3 (the recipe's, not scaled with batch 2), warm-up 33 iterations"), "{seen}");
+    let run = out.join("1");
+    let (resumed, code) = interrupt_once_started(&["train", "--resume", run.to_str().unwrap(), "--workers", "1"]);
+    assert_eq!(code, Some(130), "{resumed}");
+    assert_eq!(schedule_line(&resumed), schedule);
 }
 
 /// A write that does not fit (here a file-size limit, which fails writes as a full disk does)

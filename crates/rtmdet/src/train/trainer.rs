@@ -12,11 +12,11 @@ use serde::{Deserialize, Serialize};
 
 use super::ema::ExpMomentumEma;
 use super::optim::AdamW;
-use super::schedule::LrSchedule;
+use super::schedule::{LrPolicy, LrSchedule, RecipeLr, default_warmup_iters};
 use crate::assign::DynamicSoftLabelAssigner;
 use crate::config::{ModelConfig, Size, Task};
 use crate::data::Dataset;
-use crate::data::pipeline::{Batch, EpochLoader, PipelineConfig, TrainItem, train_items};
+use crate::data::pipeline::{Batch, EpochLoader, PipelineConfig, TrainItem, left_out_objects, train_items};
 use crate::detector::Detector;
 use crate::error::{Error, Result};
 use crate::eval::validate::{DotaSettings, validate, validate_rotated};
@@ -45,8 +45,17 @@ pub struct TrainConfig {
     pub workers: usize,
     pub val_interval: usize,
     pub seed: u64,
+    /// The effective base learning rate.
     pub lr: f64,
+    /// Where `lr` came from. Runs started before it was recorded scaled the lr with the batch.
+    #[serde(default = "scaled_before_recorded")]
+    pub lr_policy: LrPolicy,
+    /// The effective warm-up length.
     pub warmup_iters: usize,
+    /// Batches per epoch (images with objects / batch), which turns the epochs of the schedule
+    /// into iterations. 0 in runs started before it was recorded (taken from the data on resume).
+    #[serde(default)]
+    pub iters_per_epoch: usize,
     pub weight_decay: f64,
     pub min_lr_ratio: f64,
     pub ema_momentum: f64,
@@ -68,7 +77,11 @@ pub struct TrainOptions {
     pub workers: usize,
     pub val_interval: usize,
     pub seed: u64,
+    /// Base learning rate (default: the recipe's, see [`super::schedule`]).
     pub lr: Option<f64>,
+    /// Scale the recipe's lr linearly with the batch (ignored when `lr` is given).
+    pub scale_lr: bool,
+    /// Warm-up iterations (default: [`default_warmup_iters`]).
     pub warmup_iters: Option<usize>,
     /// Final epochs without Mosaic/MixUp (default: 20 of 300, proportionally).
     pub stage2_epochs: Option<usize>,
@@ -87,15 +100,20 @@ pub fn is_rotated_data(data: &Path) -> bool {
     data.is_dir()
 }
 
+fn scaled_before_recorded() -> LrPolicy {
+    LrPolicy::Scaled
+}
+
 /// A dataset by path; DOTA folders are read with `classes`.
 fn load_data(path: &Path, split: &str, classes: &[String]) -> Result<Dataset> {
     if is_rotated_data(path) { crate::data::dota::load(path, classes) } else { Dataset::load(path, split) }
 }
 
 impl TrainConfig {
-    /// Every hyper-parameter of a run. A rotated dataset gives RTMDet-R with mmrotate's recipe
-    /// (spec §11.5): lr 2.5e-4 per 8 images, one pipeline (flip, rotate) for all epochs.
-    pub fn resolve(o: &TrainOptions, classes: Vec<String>) -> Result<Self> {
+    /// Every hyper-parameter of a run on `train_images` trainable images. A rotated dataset
+    /// gives RTMDet-R with mmrotate's recipe (spec §11.5): lr 2.5e-4 (tuned at 8 images), one
+    /// pipeline (flip, rotate) for all epochs.
+    pub fn resolve(o: &TrainOptions, classes: Vec<String>, train_images: usize) -> Result<Self> {
         if o.epochs == 0 || o.batch == 0 || o.imgsz == 0 || !o.imgsz.is_multiple_of(32) {
             return Err(Error::Config("epochs and batch must be positive, imgsz a multiple of 32".into()));
         }
@@ -123,8 +141,13 @@ impl TrainConfig {
         } else {
             (PipelineConfig::stage1(o.size, o.imgsz), PipelineConfig::stage2(o.size, o.imgsz))
         };
-        // Both recipes scale linearly with the batch: 0.004 per 256 images (COCO), 2.5e-4 per 8 (DOTA).
-        let default_lr = if rotated { 2.5e-4 * o.batch as f64 / 8.0 } else { 0.004 * o.batch as f64 / 256.0 };
+        let recipe = RecipeLr::of(&model);
+        let (lr, lr_policy) = match (o.lr, o.scale_lr) {
+            (Some(lr), _) => (lr, LrPolicy::Given),
+            (None, true) => (recipe.scaled_to(o.batch), LrPolicy::Scaled),
+            (None, false) => (recipe.lr, LrPolicy::Recipe),
+        };
+        let iters_per_epoch = train_images.div_ceil(o.batch);
         Ok(TrainConfig {
             data: o.data.clone(),
             val_data: o.val_data.clone(),
@@ -141,8 +164,10 @@ impl TrainConfig {
             workers: o.workers.max(1),
             val_interval: o.val_interval.max(1),
             seed: o.seed,
-            lr: o.lr.unwrap_or(default_lr),
-            warmup_iters: o.warmup_iters.unwrap_or(1000),
+            lr,
+            lr_policy,
+            warmup_iters: o.warmup_iters.unwrap_or_else(|| default_warmup_iters(o.epochs, iters_per_epoch)),
+            iters_per_epoch,
             weight_decay: 0.05,
             min_lr_ratio: 0.05,
             ema_momentum: 0.0002,
@@ -152,15 +177,38 @@ impl TrainConfig {
         })
     }
 
-    fn schedule(&self, iters_per_epoch: usize) -> LrSchedule {
-        LrSchedule {
-            base_lr: self.lr,
-            warmup_iters: self.warmup_iters,
-            warmup_start_factor: 1e-5,
-            cosine_begin: self.epochs / 2 * iters_per_epoch,
-            total_iters: self.epochs * iters_per_epoch,
-            min_lr_ratio: self.min_lr_ratio,
+    /// The run's learning-rate schedule, from the stored values only (so a resumed run follows
+    /// the schedule it started with).
+    pub fn schedule(&self) -> LrSchedule {
+        LrSchedule::flat_cosine(self.lr, self.warmup_iters, self.epochs, self.iters_per_epoch, self.min_lr_ratio)
+    }
+
+    /// The schedule in words (epochs counted from 1), as printed at the start of a run and
+    /// written at the top of `args.yaml`: `lr 4.00e-3 (the recipe's, not scaled with batch 4),
+    /// warm-up 10 iterations, flat to epoch 15, cosine to 2.00e-4 over epochs 16-30, stage 2
+    /// from epoch 29; 1 iteration per epoch`.
+    pub fn schedule_summary(&self) -> String {
+        let origin = match self.lr_policy {
+            LrPolicy::Recipe => format!("the recipe's, not scaled with batch {}", self.batch),
+            LrPolicy::Scaled => format!("scaled to batch {}", self.batch),
+            LrPolicy::Given => "given".to_string(),
+        };
+        let cosine_from = LrSchedule::cosine_begin_epoch(self.epochs) + 1;
+        let flat = if cosine_from > 1 { format!("flat to epoch {}, ", cosine_from - 1) } else { String::new() };
+        let mut text = format!(
+            "lr {:.2e} ({origin}), warm-up {} iterations, {flat}cosine to {:.2e} over epochs {cosine_from}-{}",
+            self.lr,
+            self.warmup_iters,
+            self.lr * self.min_lr_ratio,
+            self.epochs
+        );
+        // RTMDet-R's plain recipe has one pipeline throughout: no switch to speak of.
+        if self.stage1 != self.stage2 {
+            text.push_str(&format!(", stage 2 from epoch {}", self.epochs - self.stage2_epochs + 1));
         }
+        let s = if self.iters_per_epoch == 1 { "" } else { "s" };
+        text.push_str(&format!("; {} iteration{s} per epoch", self.iters_per_epoch));
+        text
     }
 }
 
@@ -294,21 +342,48 @@ fn check_masks(data: &Path, items: &[TrainItem]) -> Result<()> {
     Ok(())
 }
 
+/// A dataset that leaves no object to train on (no labels, or every one dropped or left out)
+/// is an error saying why: every image would be background, and the run would learn nothing.
+fn nothing_to_train(data: &Path, train: &Dataset) -> Error {
+    let left_out = left_out_objects(train);
+    let left_out = if left_out.is_empty() { String::new() } else { format!("; left out of training: {left_out}") };
+    Error::Other(format!(
+        "{}: nothing to train on, no image has a usable object ({}{left_out}); check the labels and the class names",
+        data.display(),
+        train.report
+    ))
+}
+
+/// A resumed run follows the schedule it started with, in iterations: the data must still
+/// give as many batches per epoch. Runs started before the number was recorded take the data's.
+fn check_iters_per_epoch(run_dir: &Path, cfg: &mut TrainConfig, train_images: usize) -> Result<()> {
+    let now = train_images.div_ceil(cfg.batch);
+    match cfg.iters_per_epoch {
+        0 => cfg.iters_per_epoch = now,
+        then if then != now => {
+            return Err(Error::Other(format!(
+                "--resume {}: the training data now gives {now} batches per epoch, the run started with {then} \
+                 (images added or removed?); resume with the run's data, or start a new run with --weights {}",
+                run_dir.display(),
+                run_dir.join("weights/last.safetensors").display()
+            )));
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
 impl Trainer {
     /// A new run in the next free `out/<n>` folder.
     pub fn new(opts: &TrainOptions, out: &Path, device: Device) -> Result<Self> {
         let dota = opts.classes.clone().unwrap_or_else(|| crate::data::dota::default_classes(&opts.data));
         let train = load_data(&opts.data, "train", &dota)?;
-        let cfg = TrainConfig::resolve(opts, train.class_names())?;
-        let val = load_val(&cfg, &train)?;
         let items = train_items(&train);
         if items.is_empty() {
-            return Err(Error::Other(format!(
-                "{}: no training image with objects ({})",
-                cfg.data.display(),
-                train.report
-            )));
+            return Err(nothing_to_train(&opts.data, &train));
         }
+        let cfg = TrainConfig::resolve(opts, train.class_names(), items.len())?;
+        let val = load_val(&cfg, &train)?;
         if cfg.model.task == Task::Segment {
             check_masks(&cfg.data, &items)?;
         }
@@ -319,7 +394,9 @@ impl Trainer {
         let run_dir = new_run_dir(out)?;
         let lock = DirLock::acquire(&run_dir)?;
         std::fs::create_dir_all(run_dir.join("weights")).map_err(|e| write_error(&run_dir.join("weights"), e))?;
-        let text = serde_yaml_ng::to_string(&cfg).map_err(|e| Error::Other(e.to_string()))?;
+        // The schedule in words above the values it follows from.
+        let yaml = serde_yaml_ng::to_string(&cfg).map_err(|e| Error::Other(e.to_string()))?;
+        let text = format!("# {}\n{yaml}", cfg.schedule_summary());
         write_atomically(&run_dir.join("args.yaml"), text.as_bytes())?;
         let opt = AdamW { weight_decay: cfg.weight_decay, ..AdamW::default() };
         let ema = ExpMomentumEma { momentum: cfg.ema_momentum, gamma: cfg.ema_gamma, ..ExpMomentumEma::default() };
@@ -345,7 +422,7 @@ impl Trainer {
         let (_, map, meta) = load_all(&path)?;
         let get =
             |k: &str| meta.get(k).ok_or_else(|| Error::weights(&path, format!("not a training checkpoint (no {k})")));
-        let cfg: TrainConfig = serde_json::from_str(get(TRAIN_CONFIG_KEY)?).map_err(json_err)?;
+        let mut cfg: TrainConfig = serde_json::from_str(get(TRAIN_CONFIG_KEY)?).map_err(json_err)?;
         let state: TrainState = serde_json::from_str(get(STATE_KEY)?).map_err(json_err)?;
         let strip = |prefix: &str| -> TensorMap {
             map.iter().filter_map(|(k, v)| k.strip_prefix(prefix).map(|n| (n.to_string(), v.clone()))).collect()
@@ -360,6 +437,7 @@ impl Trainer {
         let train = load_data(&cfg.data, "train", &cfg.model.class_names)?;
         let val = load_val(&cfg, &train)?;
         let items = Arc::new(train_items(&train));
+        check_iters_per_epoch(run_dir, &mut cfg, items.len())?;
         let run_dir = run_dir.to_path_buf();
         Ok(Trainer { cfg, run_dir, state, model, opt, ema, device, train: items, val, _lock: lock })
     }
@@ -369,14 +447,10 @@ impl Trainer {
         &self.model
     }
 
-    fn iters_per_epoch(&self) -> usize {
-        self.train.len().div_ceil(self.cfg.batch)
-    }
-
     /// Trains until the last epoch, or until `stop` is raised (then `last` is saved first).
     /// Returns whether the run completed.
     pub fn run(&mut self, stop: &AtomicBool, on: &mut dyn FnMut(TrainEvent)) -> Result<bool> {
-        let schedule = self.cfg.schedule(self.iters_per_epoch());
+        let schedule = self.cfg.schedule();
         let assigner = DynamicSoftLabelAssigner::default();
         while self.state.epoch < self.cfg.epochs {
             let epoch = self.state.epoch;
@@ -654,4 +728,105 @@ pub fn optimisation_step(
     let times =
         StepTimes { forward: secs(t0, t1), loss: secs(t1, t2), backward: secs(t2, t3), optimizer: secs(t3, t4) };
     Ok(Ok(StepOutcome { losses, times }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn options(epochs: usize, batch: usize) -> TrainOptions {
+        TrainOptions {
+            data: "instances_train2017.json".into(),
+            val_data: None,
+            size: Size::Tiny,
+            weights: None,
+            epochs,
+            batch,
+            imgsz: 640,
+            workers: 2,
+            val_interval: 10,
+            seed: 0,
+            lr: None,
+            scale_lr: false,
+            warmup_iters: None,
+            stage2_epochs: None,
+            classes: None,
+            mosaic: false,
+            task: Task::Detect,
+        }
+    }
+
+    fn coco() -> Vec<String> {
+        crate::classes::COCO.iter().map(|s| s.to_string()).collect()
+    }
+
+    /// The defaults give the official recipe (spec §9.3) on COCO train2017 (117,266 images
+    /// with objects) at batch 256, with or without `--scale-lr`.
+    #[test]
+    fn official_recipe_resolves_to_the_spec() {
+        let cfg = TrainConfig::resolve(&options(300, 256), coco(), 117_266).unwrap();
+        let spec = LrSchedule {
+            base_lr: 0.004,
+            warmup_iters: 1000,
+            warmup_start_factor: 1e-5,
+            cosine_begin: 150 * 459,
+            total_iters: 300 * 459,
+            min_lr_ratio: 0.05,
+        };
+        assert_eq!(cfg.schedule(), spec);
+        assert_eq!((cfg.stage2_epochs, cfg.lr_policy), (20, LrPolicy::Recipe));
+        let scaled = TrainConfig::resolve(&TrainOptions { scale_lr: true, ..options(300, 256) }, coco(), 117_266);
+        assert_eq!(scaled.unwrap().schedule(), spec);
+        assert_eq!(
+            cfg.schedule_summary(),
+            "lr 4.00e-3 (the recipe's, not scaled with batch 256), warm-up 1000 iterations, flat to epoch 150, \
+             cosine to 2.00e-4 over epochs 151-300, stage 2 from epoch 281; 459 iterations per epoch"
+        );
+    }
+
+    /// coco8 at batch 4 for 30 epochs: 30 iterations, of which a third warm up to the recipe's
+    /// lr (the linear batch scaling and the 1000-iteration warm-up left the loss where it was).
+    #[test]
+    fn a_small_run_warms_up_within_the_run_at_the_recipe_lr() {
+        let cfg = TrainConfig::resolve(&options(30, 4), coco(), 4).unwrap();
+        assert_eq!((cfg.lr, cfg.warmup_iters, cfg.iters_per_epoch, cfg.stage2_epochs), (0.004, 10, 1, 2));
+        assert_eq!(cfg.schedule().lr(10), 0.004);
+        assert_eq!(
+            cfg.schedule_summary(),
+            "lr 4.00e-3 (the recipe's, not scaled with batch 4), warm-up 10 iterations, flat to epoch 15, \
+             cosine to 2.00e-4 over epochs 16-30, stage 2 from epoch 29; 1 iteration per epoch"
+        );
+        let resolve = |o: TrainOptions| TrainConfig::resolve(&o, coco(), 4).unwrap();
+        let scaled = resolve(TrainOptions { scale_lr: true, ..options(30, 4) });
+        assert_eq!((scaled.lr, scaled.lr_policy), (6.25e-5, LrPolicy::Scaled));
+        assert!(scaled.schedule_summary().starts_with("lr 6.25e-5 (scaled to batch 4)"));
+        let given = resolve(TrainOptions { lr: Some(0.01), scale_lr: true, warmup_iters: Some(3), ..options(30, 4) });
+        assert_eq!((given.lr, given.lr_policy, given.warmup_iters), (0.01, LrPolicy::Given, 3));
+        assert!(given.schedule_summary().starts_with("lr 1.00e-2 (given), warm-up 3 iterations"));
+        // Each recipe's own lr: RTMDet-Ins-x 0.002, RTMDet-R (a DOTA folder) 2.5e-4.
+        let ins_x = resolve(TrainOptions { size: Size::X, task: Task::Segment, ..options(30, 4) });
+        assert_eq!(ins_x.lr, 0.002);
+        let rotated = resolve(TrainOptions { data: std::env::temp_dir(), ..options(30, 4) });
+        assert_eq!(rotated.lr, 2.5e-4);
+        assert!(!rotated.schedule_summary().contains("stage 2"), "one pipeline: no switch");
+    }
+
+    #[test]
+    fn a_resumed_run_keeps_its_iterations_per_epoch() {
+        let cfg = TrainConfig::resolve(&options(30, 4), coco(), 9).unwrap();
+        assert_eq!(cfg.iters_per_epoch, 3);
+        let dir = Path::new("runs/train/1");
+        assert!(check_iters_per_epoch(dir, &mut cfg.clone(), 12).is_ok());
+        let e = check_iters_per_epoch(dir, &mut cfg.clone(), 13).unwrap_err().to_string();
+        assert!(e.contains("now gives 4 batches per epoch, the run started with 3"), "{e}");
+        // A run started before the values were recorded: lr scaled as then, the data's count.
+        let mut json: serde_json::Value = serde_json::to_value(&cfg).unwrap();
+        let fields = json.as_object_mut().unwrap();
+        fields.remove("lr_policy");
+        fields.remove("iters_per_epoch");
+        let mut old: TrainConfig = serde_json::from_value(json).unwrap();
+        assert_eq!((old.lr_policy, old.iters_per_epoch), (LrPolicy::Scaled, 0));
+        check_iters_per_epoch(dir, &mut old, 13).unwrap();
+        assert_eq!(old.iters_per_epoch, 4);
+    }
 }

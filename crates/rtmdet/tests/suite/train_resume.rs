@@ -20,6 +20,7 @@ fn options(dir: &std::path::Path) -> TrainOptions {
         val_interval: 1,
         seed: 7,
         lr: Some(0.002),
+        scale_lr: false,
         warmup_iters: Some(2),
         stage2_epochs: Some(1),
         classes: None,
