@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::common::{shared, tiny_weights, tmp};
+use crate::common::{rtmdet, shared, tiny_weights, tmp};
 
 /// One case: files to create, the arguments (`{d}` stands for the case's folder), and what
 /// must come out.
@@ -243,6 +243,28 @@ fn cmyk_jpeg(d: &Path) {
     let mut started = comp.start_compress(Vec::new()).unwrap();
     started.write_scanlines(&cmyk).unwrap();
     std::fs::write(d.join("cmyk.jpg"), started.finish().unwrap()).unwrap();
+}
+
+/// An ONNX file of ours that must survive a refused export.
+fn existing_onnx(d: &Path) {
+    let o = rtmdet(&[
+        "export",
+        "--weights",
+        &tiny_weights(),
+        "--mode",
+        "raw",
+        "--out",
+        d.join("model.onnx").to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
+fn rotated_weights(d: &Path) {
+    std::os::unix::fs::symlink(
+        shared("reference/rotated/checkpoints/rotated_rtmdet_tiny_ref_seed1.pth"),
+        d.join("rotated.pth"),
+    )
+    .unwrap();
 }
 
 const CASES: &[Case] = &[
@@ -602,6 +624,63 @@ const CASES: &[Case] = &[
         args: &["browse", "--data", "{d}/data.json", "--batches", "1", "--batch", "1", "--imgsz", "128"],
         code: 0,
         message: "1 annotations refer to image ids that are not in `images`",
+    },
+    // rtmdet export: unsupported combinations, and nothing existing overwritten.
+    Case {
+        name: "export over an existing file",
+        setup: existing_onnx,
+        args: &["export", "--weights", W, "--out", "{d}/model.onnx"],
+        code: 1,
+        message: "already exists",
+    },
+    Case {
+        name: "export half with opset 12",
+        setup: nothing,
+        args: &["export", "--weights", W, "--half", "--opset", "12", "--out", "{d}/m.onnx"],
+        code: 1,
+        message: "--half needs 13 or later",
+    },
+    Case {
+        name: "export batch 0",
+        setup: nothing,
+        args: &["export", "--weights", W, "--batch", "0", "--out", "{d}/m.onnx"],
+        code: 2,
+        message: "--batch",
+    },
+    Case {
+        name: "export batch and dynamic",
+        setup: nothing,
+        args: &["export", "--weights", W, "--batch", "2", "--dynamic", "--out", "{d}/m.onnx"],
+        code: 2,
+        message: "cannot be used with",
+    },
+    Case {
+        name: "export unknown mode",
+        setup: nothing,
+        args: &["export", "--weights", W, "--mode", "fast", "--out", "{d}/m.onnx"],
+        code: 1,
+        message: "expected end2end or raw",
+    },
+    Case {
+        name: "export not to .onnx",
+        setup: nothing,
+        args: &["export", "--weights", W, "--out", "{d}/m.txt"],
+        code: 1,
+        message: "ending in .onnx",
+    },
+    Case {
+        name: "export rotated end2end",
+        setup: rotated_weights,
+        args: &["export", "--weights", "{d}/rotated.pth", "--out", "{d}/m.onnx"],
+        code: 1,
+        message: "raw mode only",
+    },
+    Case {
+        name: "export over its own weights",
+        setup: existing_onnx,
+        args: &["export", "--weights", "{d}/model.onnx", "--out", "{d}/model.onnx", "--force"],
+        code: 1,
+        message: "input of this command",
     },
 ];
 

@@ -5,6 +5,7 @@ mod common;
 
 mod bad_inputs;
 mod dota_cli;
+mod export_cli;
 mod predict_cli;
 mod train_cli;
 mod val_eval_cli;

@@ -99,7 +99,7 @@ pub fn check_options(config: &ModelConfig, opts: &ExportOptions) -> Result<()> {
     if opts.batch == 0 {
         return Err(Error::Config("the batch size must be at least 1".into()));
     }
-    if opts.imgsz == 0 || opts.imgsz % 32 != 0 {
+    if opts.imgsz == 0 || !opts.imgsz.is_multiple_of(32) {
         return Err(Error::Config(format!("--imgsz {} must be a positive multiple of 32", opts.imgsz)));
     }
     if config.task == Task::Rotated && opts.mode == Mode::End2end {

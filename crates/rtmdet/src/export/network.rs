@@ -3,7 +3,7 @@
 //! PyTorch's nearest and bilinear resizes as `Resize`, channel attention as
 //! `GlobalAveragePool` → 1×1 `Conv` → `HardSigmoid` → `Mul`. Only standard operators.
 //!
-//! In a half-precision export everything runs in FP16 except the head's predictors (`Op::Conv`):
+//! In a half-precision export everything runs in FP16 except the head's predictors:
 //! they read the FP16 towers and compute in FP32, so the outputs are not rounded to FP16
 //! (distances up to hundreds of pixels would lose 0.1–0.25 px to FP16 spacing alone).
 
@@ -12,7 +12,7 @@ use std::collections::HashSet;
 use super::proto::{Attr, Elem, OnnxWriter};
 use crate::error::Result;
 use crate::model::fold;
-use crate::model::graph::{ConvParam, Graph, Op};
+use crate::model::graph::{ConvParam, Graph, NodeId, Op};
 use crate::model::params::TensorMap;
 
 /// An ONNX value and its element type.
@@ -28,7 +28,8 @@ pub fn emit(w: &mut OnnxWriter, graph: &Graph, map: &TensorMap, input: &str) -> 
     let mut values: Vec<Value> = Vec::with_capacity(graph.nodes.len());
     let mut names = HashSet::new();
     let float = w.float;
-    for node in &graph.nodes {
+    let predictors = predictors(graph);
+    for (id, node) in graph.nodes.iter().enumerate() {
         w.scope(&node.name);
         let x = |i: usize| values[node.inputs[i]].name.clone();
         let mut elem = node.inputs.first().map_or(float, |&i| values[i].elem);
@@ -44,9 +45,14 @@ pub fn emit(w: &mut OnnxWriter, graph: &Graph, map: &TensorMap, input: &str) -> 
             Op::Conv { conv } => {
                 let (weight, bias) = fold::biased(graph, map, *conv)?;
                 let name = unique(&mut names, &node.name);
-                let input = if elem == Elem::F32 { x(0) } else { w.cast(&x(0), Elem::F32) };
-                elem = Elem::F32;
-                conv_node(w, &graph.convs[*conv], &input, &name, &weight.data, &bias.data, Elem::F32)
+                // Head predictors compute in FP32 (see the module doc).
+                let input = if predictors.contains(&id) && elem != Elem::F32 {
+                    elem = Elem::F32;
+                    w.cast(&x(0), Elem::F32)
+                } else {
+                    x(0)
+                };
+                conv_node(w, &graph.convs[*conv], &input, &name, &weight.data, &bias.data, elem)
             }
             Op::Add => w.node("Add", &[&x(0), &x(1)], vec![]),
             Op::Concat => {
@@ -105,6 +111,19 @@ pub fn emit(w: &mut OnnxWriter, graph: &Graph, map: &TensorMap, input: &str) -> 
     }
     w.scope("");
     Ok(values)
+}
+
+/// The head's predictor convs: the level outputs, or what their ReLU reads (RTMDet-Ins).
+fn predictors(graph: &Graph) -> HashSet<NodeId> {
+    graph
+        .levels
+        .iter()
+        .flat_map(|l| l.outputs())
+        .map(|o| match graph.nodes[o].op {
+            Op::Relu => graph.nodes[o].inputs[0],
+            _ => o,
+        })
+        .collect()
 }
 
 /// `name`, or `name#2`, `name#3`… when taken (initializer names must be unique).
