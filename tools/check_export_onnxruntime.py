@@ -5,7 +5,10 @@ post-processing in input pixels, `dep_in_*`), and FP16 exports with FP32 ones.
 
     pip install onnxruntime numpy
     cargo build --release -p rtmdet-cli
-    python3 tools/check_export_onnxruntime.py
+    python3 tools/check_export_onnxruntime.py [--runtime openvino]
+
+`--runtime openvino` (pip install openvino) runs the same graphs in OpenVINO's CPU plugin with
+FP32 inference precision (its default on CPUs with BF16 support is BF16).
 
 Prints one line per (model, export, image): detections matched as sets (same label, box and
 score differences), mask IoU for RTMDet-Ins, raw-map differences for raw exports.
@@ -16,7 +19,6 @@ import subprocess
 import tempfile
 
 import numpy as np
-import onnxruntime as ort
 
 REF = os.path.join(os.path.dirname(__file__), '..', '..', 'shared', 'reference')
 MODELS = {
@@ -32,7 +34,17 @@ def export(binary, weights, out, *flags):
                    check=True, capture_output=True)
 
 
+RUNTIME = 'onnxruntime'
+
+
 def run(path, x):
+    if RUNTIME == 'openvino':
+        import openvino as ov
+        core = ov.Core()
+        m = core.compile_model(core.read_model(path), 'CPU', {'INFERENCE_PRECISION_HINT': 'f32'})
+        r = m([x])
+        return {o.get_any_name(): r[o] for o in m.outputs}
+    import onnxruntime as ort
     s = ort.InferenceSession(path, providers=['CPUExecutionProvider'])
     return dict(zip([o.name for o in s.get_outputs()], s.run(None, {'input': x})))
 
@@ -53,7 +65,10 @@ def match(dets, labels, rb, rs, rl):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument('--binary', default='target/release/rtmdet')
+    ap.add_argument('--runtime', choices=['onnxruntime', 'openvino'], default='onnxruntime')
     args = ap.parse_args()
+    global RUNTIME
+    RUNTIME = args.runtime
     tmp = tempfile.mkdtemp()
     for name, (ckpt, key) in MODELS.items():
         weights = os.path.join(REF, ckpt)
