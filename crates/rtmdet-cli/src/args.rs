@@ -10,7 +10,7 @@ use clap::Args;
 use rtmdet::engine::cpu::{CpuOptions, default_threads};
 use rtmdet::engine::{EngineKind, parse_device};
 use rtmdet::weights::{ReadOptions, hub};
-use rtmdet::{Detector, LoadOptions, Size};
+use rtmdet::{DetectParams, Detector, LoadOptions, Size};
 
 #[derive(Args, Clone, Debug)]
 pub struct DetectorArgs {
@@ -50,6 +50,37 @@ impl DetectorArgs {
         let read = ReadOptions { size, exp_on_reg: self.exp_on_reg };
         let opts = LoadOptions { read, device: Some(device), engine, cpu };
         Ok(Detector::load(&path, &opts)?)
+    }
+}
+
+// Post-processing thresholds (`predict`, `export`); each defaults to the task's deployment
+// setting (the loaded detector's: for an end-to-end export, the thresholds it carries). Not a
+// doc comment: clap would show it as the subcommand's description.
+#[derive(Args, Clone, Debug)]
+pub struct ThresholdArgs {
+    /// Minimum score of a detection [default: 0.3; rotated models 0.05].
+    #[arg(long, value_parser = unit_interval, allow_negative_numbers = true)]
+    pub conf: Option<f32>,
+    /// NMS IoU threshold [default: 0.65; instance segmentation 0.6; rotated models 0.1].
+    #[arg(long, value_parser = unit_interval, allow_negative_numbers = true)]
+    pub iou: Option<f32>,
+    /// Candidates kept per pyramid level before NMS [default: 1000; rotated models 2000].
+    #[arg(long, value_parser = positive, allow_negative_numbers = true)]
+    pub nms_pre: Option<usize>,
+    /// Maximum detections per image [default: 100; rotated models 2000].
+    #[arg(long, value_parser = positive, allow_negative_numbers = true)]
+    pub max_det: Option<usize>,
+}
+
+impl ThresholdArgs {
+    /// `defaults` with the flags given applied.
+    pub fn over(&self, defaults: DetectParams) -> DetectParams {
+        DetectParams {
+            score_thr: self.conf.unwrap_or(defaults.score_thr),
+            nms_pre: self.nms_pre.unwrap_or(defaults.nms_pre),
+            iou_thr: self.iou.unwrap_or(defaults.iou_thr),
+            max_det: self.max_det.unwrap_or(defaults.max_det),
+        }
     }
 }
 

@@ -4,13 +4,14 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Result, bail};
 use clap::Args;
-use rtmdet::DetectParams;
 use rtmdet::config::Task;
 use rtmdet::export::{ExportOptions, Mode, OPSETS, check_options, export};
 
-use crate::args::{self, DetectorArgs};
+use crate::args::{self, DetectorArgs, ThresholdArgs};
 use crate::output;
 
+/// Write a model as a standard ONNX file (no custom operators): mmdeploy's end-to-end
+/// interface (NMS and masks inside) or the raw head maps.
 #[derive(Args)]
 pub struct ExportArgs {
     #[command(flatten)]
@@ -33,18 +34,8 @@ pub struct ExportArgs {
     /// ONNX operator set (13 to 17).
     #[arg(long, default_value_t = 17, allow_negative_numbers = true)]
     pub opset: i64,
-    /// (end2end) Minimum score [default: 0.3].
-    #[arg(long, value_parser = args::unit_interval, allow_negative_numbers = true)]
-    pub conf: Option<f32>,
-    /// (end2end) NMS IoU threshold [default: 0.65; instance segmentation 0.6].
-    #[arg(long, value_parser = args::unit_interval, allow_negative_numbers = true)]
-    pub iou: Option<f32>,
-    /// (end2end) Candidates kept per pyramid level before NMS [default: 1000].
-    #[arg(long, value_parser = args::positive, allow_negative_numbers = true)]
-    pub nms_pre: Option<usize>,
-    /// (end2end) Detections per image [default: 100].
-    #[arg(long, value_parser = args::positive, allow_negative_numbers = true)]
-    pub max_det: Option<usize>,
+    #[command(flatten)]
+    pub thresholds: ThresholdArgs,
     /// Output file [default: beside the weights, `<name>[-raw][-fp16].onnx`].
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -93,13 +84,9 @@ pub fn run(args: ExportArgs) -> Result<()> {
 
     let det = args.detector.load()?;
     let cfg = det.config().clone();
-    let d = DetectParams::for_task(cfg.task);
-    let params = DetectParams {
-        score_thr: args.conf.unwrap_or(d.score_thr),
-        nms_pre: args.nms_pre.unwrap_or(d.nms_pre),
-        iou_thr: args.iou.unwrap_or(d.iou_thr),
-        max_det: args.max_det.unwrap_or(d.max_det),
-    };
+    // The task's deployment thresholds (or those an end-to-end export being re-exported
+    // carries), overridden by flags.
+    let params = args.thresholds.over(det.params);
     let opts = ExportOptions {
         mode,
         imgsz: args.imgsz.unwrap_or(det.input_size),

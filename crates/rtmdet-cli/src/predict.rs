@@ -7,10 +7,10 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 use rtmdet::image_io::{BgrImage, read_image};
 use rtmdet::structures::rotated::corners;
-use rtmdet::{DetectParams, Detector, Instances};
+use rtmdet::{Detector, Instances};
 use serde::Serialize;
 
-use crate::args::{self, DetectorArgs};
+use crate::args::{self, DetectorArgs, ThresholdArgs};
 use crate::exit::Skipped;
 use crate::{output, sources};
 
@@ -21,18 +21,8 @@ pub struct PredictArgs {
     pub sources: Vec<PathBuf>,
     #[command(flatten)]
     pub detector: DetectorArgs,
-    /// Minimum score of a detection [default: 0.3; rotated models 0.05].
-    #[arg(long, value_parser = args::unit_interval, allow_negative_numbers = true)]
-    pub conf: Option<f32>,
-    /// NMS IoU threshold [default: 0.65; instance segmentation 0.6; rotated models 0.1].
-    #[arg(long, value_parser = args::unit_interval, allow_negative_numbers = true)]
-    pub iou: Option<f32>,
-    /// Candidates kept per pyramid level before NMS [default: 1000; rotated models 2000].
-    #[arg(long, value_parser = args::positive, allow_negative_numbers = true)]
-    pub nms_pre: Option<usize>,
-    /// Maximum detections per image [default: 100; rotated models 2000].
-    #[arg(long, value_parser = args::positive, allow_negative_numbers = true)]
-    pub max_det: Option<usize>,
+    #[command(flatten)]
+    pub thresholds: ThresholdArgs,
     /// Network input size (square); defaults to the model's (640, nano 320).
     #[arg(long, value_parser = args::imgsz, allow_negative_numbers = true)]
     pub imgsz: Option<usize>,
@@ -139,12 +129,7 @@ pub fn run(args: PredictArgs) -> Result<()> {
     args::check_memory(args.batch.min(paths.len()), det.input_size, args::INFER_BYTES_PER_PIXEL, "inference")?;
     // The task's defaults (deployment settings, or RTMDet-R's test_cfg), overridden by flags.
     let d = det.params;
-    det.params = DetectParams {
-        score_thr: args.conf.unwrap_or(d.score_thr),
-        nms_pre: args.nms_pre.unwrap_or(d.nms_pre),
-        iou_thr: args.iou.unwrap_or(d.iou_thr),
-        max_det: args.max_det.unwrap_or(d.max_det),
-    };
+    det.params = args.thresholds.over(d);
     det.mask_thr = args.mask_thr;
     let cfg = det.config().clone();
     eprintln!(

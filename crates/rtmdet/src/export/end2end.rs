@@ -43,12 +43,25 @@ pub fn emit(w: &mut OnnxWriter, graph: &Graph, heads: &HeadValues, params: &Dete
     w.scope("postprocess");
     let limits = input_limits(w);
     let with_masks = heads.mask_feat.is_some();
-    let levels: Vec<Candidates> =
-        heads.levels.iter().map(|l| level_candidates(w, l, graph.num_classes, params, &limits, with_masks)).collect();
+    // Candidates per level and in all: constants for a static input size.
+    let per_level: Vec<Option<usize>> = graph
+        .levels
+        .iter()
+        .map(|l| (!shape.dynamic).then(|| params.nms_pre.min((shape.side / l.stride).pow(2) * graph.num_classes)))
+        .collect();
+    let total: Option<usize> = per_level.iter().copied().sum();
+    let levels: Vec<Candidates> = heads
+        .levels
+        .iter()
+        .zip(&per_level)
+        .map(|(l, &known)| level_candidates(w, l, graph.num_classes, params, &limits, with_masks, known))
+        .collect();
     let c = concat_levels(w, levels);
     let scores = filter(w, &c, params.score_thr);
     let kept = class_aware_nms(w, &c, &scores, graph.num_classes, params);
-    let (top_scores, top) = top_k(w, &kept, params.max_det);
+    let k = top_count(w, &kept, params.max_det, total);
+    let top = w.node_n("TopK", &[&kept, &k], vec![("axis", Attr::Int(1))], 2);
+    let (top_scores, top) = (top[0].clone(), top[1].clone());
     let zero = w.scalar(0.0);
     let valid = w.node("Greater", &[&top_scores, &zero], vec![]);
 
@@ -63,9 +76,7 @@ pub fn emit(w: &mut OnnxWriter, graph: &Graph, heads: &HeadValues, params: &Dete
     w.node("Where", &[&valid, &labels, &none], vec![]);
     w.rename_last("labels");
 
-    let per_level: Vec<usize> =
-        graph.levels.iter().map(|l| params.nms_pre.min((shape.side / l.stride).pow(2) * graph.num_classes)).collect();
-    let k = params.max_det.min(per_level.iter().sum());
+    let k = params.max_det.min(total.unwrap_or(0));
     let (n, k) = (shape.batch_dim(), shape.count_dim("detections", k));
     w.output("dets", Elem::F32, &[n.clone(), k.clone(), Dim::Fixed(5)]);
     w.output("labels", Elem::I64, &[n.clone(), k.clone()]);
@@ -137,14 +148,13 @@ fn level_candidates(
     params: &DetectParams,
     limits: &str,
     with_masks: bool,
+    known: Option<usize>,
 ) -> Candidates {
     let probs = w.node("Sigmoid", &[&l.cls], vec![]);
     let t = w.node("Transpose", &[&probs], vec![("perm", Attr::Ints(vec![0, 2, 3, 1]))]);
     let flat_shape = w.ints(&[0, -1]);
     let flat = w.node("Reshape", &[&t, &flat_shape], vec![]);
-    let total = dims(w, &flat, 1, 2);
-    let nms_pre = w.ints(&[params.nms_pre as i64]);
-    let k = w.node("Min", &[&total, &nms_pre], vec![]);
+    let k = top_count(w, &flat, params.nms_pre, known);
     let top = w.node_n("TopK", &[&flat, &k], vec![("axis", Attr::Int(1))], 2);
     let (scores, index) = (top[0].clone(), top[1].clone());
     let classes = w.i64s(&[], &[num_classes as i64]);
@@ -252,13 +262,17 @@ fn class_aware_nms(w: &mut OnnxWriter, c: &Candidates, scores: &str, num_classes
     w.node("Where", &[&survived, scores, &zero], vec![])
 }
 
-/// The best `max_det` scores per image and their candidate indices (`[N, D]` each).
-fn top_k(w: &mut OnnxWriter, scores: &str, max_det: usize) -> (String, String) {
-    let total = dims(w, scores, 1, 2);
-    let max_det = w.ints(&[max_det as i64]);
-    let k = w.node("Min", &[&total, &max_det], vec![]);
-    let top = w.node_n("TopK", &[scores, &k], vec![("axis", Attr::Int(1))], 2);
-    (top[0].clone(), top[1].clone())
+/// `TopK`'s k over the columns of `x` `[N, M]`: `min(cap, M)`, a constant when `M` is known
+/// (a static input size; TensorRT wants a constant k), from `x`'s shape otherwise.
+fn top_count(w: &mut OnnxWriter, x: &str, cap: usize, known: Option<usize>) -> String {
+    match known {
+        Some(m) => w.ints(&[cap.min(m) as i64]),
+        None => {
+            let m = dims(w, x, 1, 2);
+            let cap = w.ints(&[cap as i64]);
+            w.node("Min", &[&m, &cap], vec![])
+        }
+    }
 }
 
 /// RTMDet-Ins mask probabilities `[N, D, H, W]` of the detections: relative coordinates
