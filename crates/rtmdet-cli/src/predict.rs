@@ -117,11 +117,6 @@ pub fn run(args: PredictArgs) -> Result<()> {
         output::check(json, args.exist_ok, &inputs)?;
     }
     let mut det = args.detector.load()?;
-    if det.config().task == rtmdet::config::Task::Segment && args.slice.is_some_and(|s| s > 0) {
-        bail!(
-            "--slice: sliced inference does not merge instance masks yet; run the instance segmentation model without it"
-        );
-    }
     if let Some(s) = args.imgsz {
         det.input_size = s;
     }

@@ -176,7 +176,8 @@ impl Detector {
     /// `overlap` (mmrotate's `img_split` windows, edge patches padded with (104, 116, 124)),
     /// `batch` patches per forward pass, each patch's detections moved to the image, and the
     /// patches merged by class-aware NMS at the detector's IoU threshold (rotated NMS 0.1 for
-    /// RTMDet-R, as mmrotate's merge).
+    /// RTMDet-R, as mmrotate's merge). RTMDet-Ins masks move into the image with their boxes
+    /// and survive with them.
     pub fn predict_sliced(&self, image: &BgrImage, size: usize, overlap: usize, batch: usize) -> Result<Instances> {
         use crate::data::split::{SplitSettings, crop, windows};
         if size == 0 || overlap >= size {
@@ -189,6 +190,7 @@ impl Detector {
             let crops: Vec<BgrImage> = chunk.iter().map(|w| crop(image, w, pad)).collect();
             for (w, mut set) in chunk.iter().zip(self.predict_batch(&crops)?) {
                 crate::postprocess::merge::translate(&mut set, w[0] as f32, w[1] as f32);
+                crate::postprocess::merge::translate_masks(&mut set, (w[0], w[1]), image.height, image.width)?;
                 parts.push(set);
             }
         }

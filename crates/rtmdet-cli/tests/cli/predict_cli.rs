@@ -184,3 +184,34 @@ fn ins_predict_writes_coco_rle_masks_and_id_maps() {
         assert!(p.0[0] <= 5);
     }
 }
+
+/// Sliced Ins prediction: one window covering the whole (640×640) image is the unsliced
+/// prediction, masks included; with several windows every mask is image-sized.
+#[test]
+fn ins_sliced_predict_moves_masks_into_the_image() {
+    let d = tmp("ins-slice");
+    let square = d.join("square.png");
+    let demo = image::open(shared("assets/images/demo.jpg")).unwrap();
+    demo.resize_exact(640, 640, image::imageops::FilterType::Triangle).save(&square).unwrap();
+    let weights = shared("reference/checkpoints/rtmdet_ins_tiny_ref_seed1.pth");
+    let run = |name: &str, extra: &[&str]| -> Value {
+        let json = d.join(format!("{name}.json"));
+        let mut args = vec!["predict", square.to_str().unwrap(), "--weights", weights.to_str().unwrap(), "--no-draw"];
+        args.extend(extra);
+        args.extend(["--save-json", json.to_str().unwrap()]);
+        let o = rtmdet(&args);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        serde_json::from_str(&std::fs::read_to_string(json).unwrap()).unwrap()
+    };
+    let whole = run("whole", &[]);
+    let one_window = run("one", &["--slice", "640", "--slice-overlap", "100"]);
+    assert!(!whole[0]["detections"].as_array().unwrap().is_empty());
+    assert_eq!(whole[0]["detections"], one_window[0]["detections"]);
+
+    let sliced = run("sliced", &["--slice", "384", "--slice-overlap", "128"]);
+    let dets = sliced[0]["detections"].as_array().unwrap();
+    assert!(!dets.is_empty());
+    for det in dets {
+        assert_eq!(det["segmentation"]["size"], serde_json::json!([640, 640]), "{det}");
+    }
+}

@@ -9,6 +9,7 @@ use std::collections::HashMap;
 
 use super::nms::batched_nms;
 use crate::data::split::parse_patch_name;
+use crate::error::{Error, Result};
 use crate::structures::Instances;
 use crate::structures::rotated::{enclosing_box, nms_rotated};
 
@@ -30,6 +31,15 @@ pub fn translate(set: &mut Instances, dx: f32, dy: f32) {
     set.boxes = set.rboxes.iter().map(enclosing_box).collect();
 }
 
+/// Moves the masks of a patch's detections into the `height`×`width` source image whose
+/// pixels the patch starts at `(x0, y0)` (patch padding beyond the image is dropped).
+pub fn translate_masks(set: &mut Instances, (x0, y0): (usize, usize), height: usize, width: usize) -> Result<()> {
+    for m in &mut set.masks {
+        *m = crate::structures::mask::paste(m, (x0, y0), height, width).map_err(|e| Error::Other(e.to_string()))?;
+    }
+    Ok(())
+}
+
 /// Merges already-translated detections of one image (all its patches, in patch order):
 /// per class, NMS at `iou_thr` (rotated NMS when the sets carry rotated boxes); the result is
 /// score-descending, each class keeping its NMS order.
@@ -40,6 +50,7 @@ pub fn merge_sets(parts: &[Instances], iou_thr: f32) -> Instances {
         all.rboxes.extend_from_slice(&p.rboxes);
         all.scores.extend_from_slice(&p.scores);
         all.labels.extend_from_slice(&p.labels);
+        all.masks.extend_from_slice(&p.masks);
     }
     let rotated = !all.rboxes.is_empty();
     let num_classes = all.labels.iter().max().map_or(0, |m| m + 1);

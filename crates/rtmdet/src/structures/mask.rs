@@ -121,6 +121,56 @@ pub fn encode(mask: &Bitmap) -> Rle {
     Rle { height: h, width: w, counts }
 }
 
+/// Run lengths built incrementally over column-major pixels (first run = background).
+struct RunBuilder {
+    counts: Vec<u32>,
+    value: bool,
+    run: u32,
+}
+
+impl RunBuilder {
+    fn new() -> Self {
+        RunBuilder { counts: Vec::new(), value: false, run: 0 }
+    }
+
+    fn push(&mut self, value: bool, n: usize) {
+        if n == 0 {
+            return;
+        }
+        if value != self.value {
+            self.counts.push(self.run);
+            (self.value, self.run) = (value, 0);
+        }
+        self.run += n as u32;
+    }
+
+    fn finish(mut self, height: usize, width: usize) -> Rle {
+        self.counts.push(self.run);
+        Rle { height, width, counts: self.counts }
+    }
+}
+
+/// `rle` placed with its top-left corner at `(x0, y0)` of a `height`×`width` canvas (a
+/// patch's mask moved into its source image); what falls outside the canvas is dropped.
+/// Built run by run, never as a canvas-sized bitmap.
+pub fn paste(rle: &Rle, (x0, y0): (usize, usize), height: usize, width: usize) -> Result<Rle, MaskError> {
+    let patch = decode(rle)?;
+    let rows = patch.height.min(height.saturating_sub(y0));
+    let mut runs = RunBuilder::new();
+    for x in 0..width {
+        let Some(px) = x.checked_sub(x0).filter(|&px| px < patch.width) else {
+            runs.push(false, height);
+            continue;
+        };
+        runs.push(false, y0.min(height));
+        for y in 0..rows {
+            runs.push(patch.data[y * patch.width + px] != 0, 1);
+        }
+        runs.push(false, height - y0.min(height) - rows);
+    }
+    Ok(runs.finish(height, width))
+}
+
 /// One image's instance-id map, row-major: pixel = 1 + the index of the first (best) mask
 /// covering it, 0 for background. Masks of another size than `height`×`width` are skipped.
 pub fn instance_ids(masks: &[Rle], height: usize, width: usize) -> Vec<u16> {
@@ -642,6 +692,26 @@ mod tests {
     fn bitmap(h: usize, w: usize, rows: &[&str]) -> Bitmap {
         let data = rows.iter().flat_map(|r| r.bytes().map(|b| (b == b'1') as u8)).collect();
         Bitmap { height: h, width: w, data }
+    }
+
+    /// `paste` equals placing the pixels in a canvas bitmap and encoding it, wherever the patch
+    /// lands: inside, over each edge, wholly outside.
+    #[test]
+    fn paste_equals_placing_pixels_in_a_canvas() {
+        let patch = bitmap(3, 4, &["1101", "0110", "1001"]);
+        let rle = encode(&patch);
+        for (x0, y0) in [(0, 0), (2, 1), (5, 3), (7, 0), (0, 5), (9, 9), (3, 4)] {
+            let (h, w) = (6, 8);
+            let mut canvas = Bitmap::zeros(h, w);
+            for y in 0..patch.height {
+                for x in 0..patch.width {
+                    if y + y0 < h && x + x0 < w {
+                        canvas.data[(y + y0) * w + x + x0] = patch.data[y * patch.width + x];
+                    }
+                }
+            }
+            assert_eq!(paste(&rle, (x0, y0), h, w).unwrap(), encode(&canvas), "at ({x0}, {y0})");
+        }
     }
 
     #[test]
