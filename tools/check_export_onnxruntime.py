@@ -24,6 +24,7 @@ REF = os.path.join(os.path.dirname(__file__), '..', '..', 'shared', 'reference')
 MODELS = {
     'tiny': ('checkpoints/rtmdet_tiny_ref_seed1.pth', 'rtmdet_tiny_ref_seed1'),
     'ins-tiny': ('checkpoints/rtmdet_ins_tiny_ref_seed1.pth', 'rtmdet_ins_tiny_ref_seed1'),
+    'tiny-exp': ('checkpoints/rtmdet_tiny_exp_ref_seed3.pth', 'rtmdet_tiny_exp_ref_seed3'),
     's': ('checkpoints/rtmdet_s_ref_seed1.pth', 'rtmdet_s_ref_seed1'),
 }
 IMAGES = ['demo', 'zli20', 'coco049']

@@ -198,7 +198,13 @@ fn check_sets(ours: &Instances, theirs: Vec<Row>, max_det: usize, tol: SetTol, w
 fn raw_exports_run_in_tract_like_our_engine_and_load_back() {
     let dir = tempdir("export_raw");
     let input = reference_input("demo");
-    for ckpt in ["checkpoints/rtmdet_tiny_ref_seed1.pth", "checkpoints/rtmdet_ins_tiny_ref_seed1.pth"] {
+    // Plain distances, `exp` distances (the m/l/x decoding) and RTMDet-Ins.
+    let checkpoints = [
+        "checkpoints/rtmdet_tiny_ref_seed1.pth",
+        "checkpoints/rtmdet_tiny_exp_ref_seed3.pth",
+        "checkpoints/rtmdet_ins_tiny_ref_seed1.pth",
+    ];
+    for ckpt in checkpoints {
         let det = Detector::from_checkpoint(reference(ckpt)).unwrap();
         let path = export_to(&det, &options(Mode::Raw, 1), &dir, "raw.onnx");
         let ours = det.forward(&input, [1, 3, 640, 640]).unwrap();
