@@ -104,19 +104,37 @@ pub fn memory_bytes() -> u64 {
 
 /// The largest image size (a multiple of 32) whose inference fits in this machine's memory.
 pub fn max_imgsz() -> usize {
-    let side = ((memory_bytes() / INFER_BYTES_PER_PIXEL) as f64).sqrt() as usize;
+    largest_imgsz(INFER_BYTES_PER_PIXEL)
+}
+
+/// The largest image size (a multiple of 32) of which one image fits in this machine's memory
+/// at `bytes_per_pixel` (32 at least: no smaller size exists).
+fn largest_imgsz(bytes_per_pixel: u64) -> usize {
+    let side = ((memory_bytes() / bytes_per_pixel) as f64).sqrt() as usize;
     (side / 32 * 32).max(32)
 }
 
 /// Refuses a batch of `batch` images of `imgsz`² pixels that would not fit in memory at
-/// `bytes_per_pixel`, instead of letting the allocator abort the process.
+/// `bytes_per_pixel`, instead of letting the allocator abort the process; the message names
+/// the setting to try instead.
 pub fn check_memory(batch: usize, imgsz: usize, bytes_per_pixel: u64, what: &str) -> Result<()> {
-    let need = (batch as u128) * (imgsz as u128).pow(2) * bytes_per_pixel as u128;
+    let per_image = (imgsz as u128).pow(2) * bytes_per_pixel as u128;
+    let need = batch as u128 * per_image;
     let have = memory_bytes() as u128;
     if need > have {
+        // The same estimate, solved for the batch: what fits is the user's next try.
+        let fits = have / per_image;
+        let instead = if fits >= 1 {
+            format!("try --batch {fits} (the largest that fits at image size {imgsz}) or a smaller --imgsz")
+        } else {
+            format!(
+                "not even one image fits at this size; try --imgsz {} (the largest that fits at batch 1)",
+                largest_imgsz(bytes_per_pixel)
+            )
+        };
         bail!(
             "{what} at batch {batch} and image size {imgsz} needs about {:.1} GiB, more than this machine's {:.1} GiB; \
-             use a smaller --batch or --imgsz",
+             {instead}",
             need as f64 / (1u64 << 30) as f64,
             have as f64 / (1u64 << 30) as f64
         );
@@ -248,7 +266,16 @@ mod tests {
     #[test]
     fn memory_check_refuses_impossible_batches() {
         assert!(check_memory(1, 640, INFER_BYTES_PER_PIXEL, "inference").is_ok());
-        let e = check_memory(1_000_000, 640, INFER_BYTES_PER_PIXEL, "inference").unwrap_err();
-        assert!(e.to_string().contains("GiB"));
+        let e = check_memory(1_000_000, 640, INFER_BYTES_PER_PIXEL, "inference").unwrap_err().to_string();
+        assert!(e.contains("GiB"), "{e}");
+        // The batch it suggests is the largest that fits, by the same estimate.
+        let fits: usize = e.split("try --batch ").nth(1).and_then(|t| t.split(' ').next()).unwrap().parse().unwrap();
+        assert!(check_memory(fits, 640, INFER_BYTES_PER_PIXEL, "inference").is_ok());
+        assert!(check_memory(fits + 1, 640, INFER_BYTES_PER_PIXEL, "inference").is_err());
+        // Not even one image: the image size to try instead, which fits.
+        let huge = largest_imgsz(TRAIN_BYTES_PER_PIXEL) + 32;
+        let e = check_memory(1, huge, TRAIN_BYTES_PER_PIXEL, "a training step").unwrap_err().to_string();
+        assert!(e.contains(&format!("try --imgsz {}", huge - 32)), "{e}");
+        assert!(check_memory(1, huge - 32, TRAIN_BYTES_PER_PIXEL, "a training step").is_ok());
     }
 }

@@ -1,6 +1,7 @@
 //! `rtmdet bench`: inference latency of the CPU engine (model alone and end to end) and
 //! achieved vs measured-peak GFLOP/s, per thread count; `rtmdet bench train`: time of one
-//! training step (forward, assignment and loss, backward, AdamW + EMA).
+//! training step (forward, assignment and loss, backward, AdamW + EMA); `rtmdet bench data`
+//! (in `bench_data.rs`): the data pipeline against that step.
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -16,7 +17,7 @@ use rtmdet::image_io::{BgrImage, decode_image};
 use rtmdet::model::RtmDet;
 use rtmdet::train::ema::ExpMomentumEma;
 use rtmdet::train::optim::AdamW;
-use rtmdet::train::trainer::optimisation_step;
+use rtmdet::train::trainer::{StepTimes, optimisation_step};
 use rtmdet::{DetectParams, Detector, Instances};
 use rtmdet::{ModelConfig, Size};
 use serde::Serialize;
@@ -27,6 +28,9 @@ use crate::{args, output};
 pub enum BenchCommand {
     /// One training step of a model.
     Train(BenchTrainArgs),
+    /// Augmented images/s of the training data pipeline per worker count, against the
+    /// model's training images/s.
+    Data(crate::bench_data::BenchDataArgs),
 }
 
 #[derive(Args)]
@@ -45,7 +49,7 @@ pub struct BenchTrainArgs {
     pub iters: usize,
 }
 
-/// `rtmdet bench [OPTIONS]` (inference) or `rtmdet bench train [OPTIONS]`.
+/// `rtmdet bench [OPTIONS]` (inference), `rtmdet bench train [OPTIONS]` or `rtmdet bench data [OPTIONS]`.
 #[derive(Args)]
 #[command(args_conflicts_with_subcommands = true)]
 pub struct BenchArgs {
@@ -97,6 +101,7 @@ pub struct BenchInferArgs {
 pub fn run(args: BenchArgs) -> Result<()> {
     match args.command {
         Some(BenchCommand::Train(a)) => bench_train(a),
+        Some(BenchCommand::Data(a)) => crate::bench_data::run(a),
         None => bench_infer(args.infer),
     }
 }
@@ -167,8 +172,7 @@ fn bench_infer(args: BenchInferArgs) -> Result<()> {
     let (input, _) = det.preprocess(&images);
     // The task's own thresholds (RTMDet-Ins: NMS 0.6, 100 masks; RTMDet-R: its test_cfg).
     let params = det.params;
-    let name =
-        format!("rtmdet-{}{}", if det.config().task == Task::Segment { "ins-" } else { "" }, det.config().size.name());
+    let name = model_name(det.config());
     println!("{name}, {s}x{s}, batch {b}; model alone and end to end (decode + preprocess + model + post-process)");
     println!(
         "{:>7} {:>6} {:>11} {:>9} {:>9} {:>11} {:>9} {:>8} {:>13} {:>8}",
@@ -246,6 +250,16 @@ fn bench_infer(args: BenchInferArgs) -> Result<()> {
         println!("results written to {}", path.display());
     }
     Ok(())
+}
+
+/// `rtmdet-tiny`, `rtmdet-ins-s`, `rtmdet-r-l`: the model's name in reports.
+pub fn model_name(cfg: &ModelConfig) -> String {
+    let task = match cfg.task {
+        Task::Detect => "",
+        Task::Segment => "ins-",
+        Task::Rotated => "r-",
+    };
+    format!("rtmdet-{task}{}", cfg.size.name())
 }
 
 /// Per-iteration times (ms) of decode → preprocess → model → post-process.
@@ -367,9 +381,60 @@ pub fn peak_rss_mib() -> f64 {
         .map_or(0.0, |kib| kib / 1024.0)
 }
 
+/// The median time (s) of each phase of the timed training steps, and of the whole step.
+#[derive(Serialize, Clone, Copy)]
+pub struct StepSummary {
+    pub step_s: f64,
+    pub forward_s: f64,
+    pub loss_s: f64,
+    pub backward_s: f64,
+    pub optimizer_s: f64,
+}
+
+impl StepSummary {
+    fn of(times: &[StepTimes]) -> StepSummary {
+        let col = |f: fn(&StepTimes) -> f64| median(&mut times.iter().map(f).collect::<Vec<_>>());
+        StepSummary {
+            step_s: col(|t| t.forward + t.loss + t.backward + t.optimizer),
+            forward_s: col(|t| t.forward),
+            loss_s: col(|t| t.loss),
+            backward_s: col(|t| t.backward),
+            optimizer_s: col(|t| t.optimizer),
+        }
+    }
+}
+
+/// `iters` optimisation steps (after one warm-up step, which allocates) of a freshly
+/// initialised `cfg` model on one batch (`input` NCHW at `imgsz`, one target set per image),
+/// on the current rayon pool: the measurement of `bench train` and of the model in
+/// `bench data`.
+pub fn time_training_steps(
+    cfg: &ModelConfig,
+    input: &[f32],
+    targets: &[Instances],
+    imgsz: usize,
+    iters: usize,
+) -> Result<StepSummary> {
+    let device = rtmdet::burn::tensor::Device::flex().autodiff();
+    let dims = [targets.len(), 3, imgsz, imgsz];
+    let mut model = RtmDet::new(cfg, &device)?;
+    let (mut opt, mut ema) = (AdamW::default(), ExpMomentumEma::default());
+    let assigner = DynamicSoftLabelAssigner::default();
+    let mut times = Vec::new();
+    for _ in 0..iters + 1 {
+        let x = rtmdet::burn::tensor::Tensor::<4>::from_data(
+            rtmdet::burn::tensor::TensorData::new(input.to_vec(), dims),
+            &device,
+        );
+        let step = optimisation_step(&mut model, &mut opt, &mut ema, x, targets, &assigner, 1e-4)?
+            .map_err(|l| anyhow::anyhow!("the loss is not finite: {l:?}"))?;
+        times.push(step.times);
+    }
+    Ok(StepSummary::of(&times[1..]))
+}
+
 fn bench_train(args: BenchTrainArgs) -> Result<()> {
     let cfg = ModelConfig::new(Size::parse(&args.model)?);
-    let device = rtmdet::burn::tensor::Device::flex().autodiff();
     args::check_memory(args.batch, args.imgsz, args::TRAIN_BYTES_PER_PIXEL, "a training step")?;
     let (b, s) = (args.batch, args.imgsz);
     // A fixed pseudo-random input and 8 objects per image.
@@ -392,33 +457,10 @@ fn bench_train(args: BenchTrainArgs) -> Result<()> {
     );
     for &t in &args.threads {
         let pool = rayon::ThreadPoolBuilder::new().num_threads(t).build()?;
-        let times = pool.install(|| -> Result<Vec<[f64; 4]>> {
-            let mut model = RtmDet::new(&cfg, &device)?;
-            let (mut opt, mut ema) = (AdamW::default(), ExpMomentumEma::default());
-            let assigner = DynamicSoftLabelAssigner::default();
-            let mut out = Vec::new();
-            for _ in 0..args.iters + 1 {
-                let x = rtmdet::burn::tensor::Tensor::<4>::from_data(
-                    rtmdet::burn::tensor::TensorData::new(input.clone(), [b, 3, s, s]),
-                    &device,
-                );
-                let step = optimisation_step(&mut model, &mut opt, &mut ema, x, &targets, &assigner, 1e-4)?
-                    .map_err(|l| anyhow::anyhow!("the loss is not finite: {l:?}"))?;
-                let t = step.times;
-                out.push([t.forward, t.loss, t.backward, t.optimizer]);
-            }
-            Ok(out[1..].to_vec())
-        })?;
-        let col = |i: usize| median(&mut times.iter().map(|r| r[i]).collect::<Vec<_>>());
-        let parts = [col(0), col(1), col(2), col(3)];
-        let mut totals: Vec<f64> = times.iter().map(|r| r.iter().sum()).collect();
+        let m = pool.install(|| time_training_steps(&cfg, &input, &targets, s, args.iters))?;
         println!(
             "{t:>8} {:>10.3} {:>10.3} {:>10.3} {:>10.3} {:>10.3}",
-            median(&mut totals),
-            parts[0],
-            parts[1],
-            parts[2],
-            parts[3]
+            m.step_s, m.forward_s, m.loss_s, m.backward_s, m.optimizer_s
         );
     }
     Ok(())

@@ -2,6 +2,7 @@
 
 mod args;
 mod bench;
+mod bench_data;
 mod dota_split;
 mod eval;
 mod exit;
@@ -33,7 +34,8 @@ enum Command {
     Train(train::TrainArgs),
     /// Save augmented training batches of a dataset, without training.
     Browse(train::BrowseArgs),
-    /// Measure inference speed (or `bench train`: a training step).
+    /// Measure inference speed (or `bench train`: a training step; `bench data`: the data
+    /// pipeline against it).
     Bench(bench::BenchArgs),
     /// Split large aerial images and their DOTA labels into overlapping patches (mmrotate's
     /// img_split).

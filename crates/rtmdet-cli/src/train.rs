@@ -102,44 +102,82 @@ fn resume_trainer(dir: &std::path::Path, device: Device) -> Result<Trainer> {
     Ok(t)
 }
 
-/// A new run from the flags, after the checks that need no data loaded.
-fn new_trainer(args: &TrainArgs, device: Device) -> Result<Trainer> {
-    let Some(data) = args.data.clone() else { bail!("give --data DATA (or --resume RUN_DIR)") };
-    if args.out.exists() && !args.out.is_dir() {
-        bail!("--out {} is a file; give a folder for the run folders", args.out.display());
-    }
-    check_data_path(&data)?;
-    let rotated = rtmdet::train::trainer::is_rotated_data(&data);
-    let (task, size) = rtmdet::config::parse_model(&args.model)?;
-    if args.mosaic && !rotated {
+/// The flags that choose what a run trains on and how its data is augmented, shared by
+/// `train` and `bench data` (which must see the same data, model and pipeline stages).
+pub struct DataFlags<'a> {
+    pub data: &'a std::path::Path,
+    pub model: &'a str,
+    pub classes: Option<&'a str>,
+    pub mosaic: bool,
+    pub imgsz: Option<usize>,
+    pub batch: usize,
+    pub workers: usize,
+}
+
+/// A run's options from its data flags, with the recipe's defaults for the rest, after the
+/// checks that need no data loaded (path, model name, `--mosaic`, memory).
+pub fn run_options(f: &DataFlags) -> Result<TrainOptions> {
+    check_data_path(f.data)?;
+    let rotated = rtmdet::train::trainer::is_rotated_data(f.data);
+    let (task, size) = rtmdet::config::parse_model(f.model)?;
+    if f.mosaic && !rotated {
         bail!(
             "--mosaic selects RTMDet-R's \"aug\" recipe for DOTA folders; detection always trains with Mosaic/MixUp in stage 1"
         );
     }
-    let imgsz = args.imgsz.unwrap_or(if rotated { 1024 } else { 640 });
-    args::check_memory(args.batch, imgsz, args::TRAIN_BYTES_PER_PIXEL, "a training step")?;
-    let opts = TrainOptions {
-        data,
-        val_data: args.val_data.clone(),
+    let imgsz = f.imgsz.unwrap_or(if rotated { 1024 } else { 640 });
+    args::check_memory(f.batch, imgsz, args::TRAIN_BYTES_PER_PIXEL, "a training step")?;
+    Ok(TrainOptions {
+        data: f.data.to_path_buf(),
+        val_data: None,
         size,
-        weights: args.weights.clone(),
-        epochs: args.epochs.unwrap_or(match (rotated, args.mosaic) {
+        weights: None,
+        epochs: match (rotated, f.mosaic) {
             (true, true) => 100,
             (true, false) => 36,
             _ => 300,
-        }),
-        batch: args.batch,
+        },
+        batch: f.batch,
         imgsz,
+        workers: f.workers,
+        val_interval: 10,
+        seed: 0,
+        lr: None,
+        scale_lr: false,
+        warmup_iters: None,
+        stage2_epochs: None,
+        classes: f.classes.map(rtmdet::classes::rotated_preset),
+        mosaic: f.mosaic,
+        task,
+    })
+}
+
+/// A new run from the flags, after the checks that need no data loaded.
+fn new_trainer(args: &TrainArgs, device: Device) -> Result<Trainer> {
+    let Some(data) = &args.data else { bail!("give --data DATA (or --resume RUN_DIR)") };
+    if args.out.exists() && !args.out.is_dir() {
+        bail!("--out {} is a file; give a folder for the run folders", args.out.display());
+    }
+    let recipe = run_options(&DataFlags {
+        data,
+        model: &args.model,
+        classes: args.classes.as_deref(),
+        mosaic: args.mosaic,
+        imgsz: args.imgsz,
+        batch: args.batch,
         workers: args.workers,
+    })?;
+    let opts = TrainOptions {
+        val_data: args.val_data.clone(),
+        weights: args.weights.clone(),
+        epochs: args.epochs.unwrap_or(recipe.epochs),
         val_interval: args.val_interval,
         seed: args.seed,
         lr: args.lr,
         scale_lr: args.scale_lr,
         warmup_iters: args.warmup_iters,
         stage2_epochs: args.stage2_epochs,
-        classes: args.classes.as_deref().map(rtmdet::classes::rotated_preset),
-        mosaic: args.mosaic,
-        task,
+        ..recipe
     };
     Ok(Trainer::new(&opts, &args.out, device)?)
 }

@@ -35,6 +35,42 @@ pub fn coco8_yaml(dir: &Path, root: &Path, val: &str) -> PathBuf {
     p
 }
 
+/// A YOLO-seg copy of coco8's training images under `dir/data` (each box's inscribed diamond
+/// as its polygon, validated on the same images) and its YAML.
+pub fn coco8_seg_yaml(dir: &Path) -> PathBuf {
+    let src = shared("assets/coco8");
+    let (images, labels) = (dir.join("data/images/train"), dir.join("data/labels/train"));
+    std::fs::create_dir_all(&images).unwrap();
+    std::fs::create_dir_all(&labels).unwrap();
+    for e in std::fs::read_dir(src.join("images/train")).unwrap() {
+        let p = e.unwrap().path();
+        std::fs::copy(&p, images.join(p.file_name().unwrap())).unwrap();
+        let stem = p.file_stem().unwrap().to_str().unwrap().to_string();
+        let rows = std::fs::read_to_string(src.join(format!("labels/train/{stem}.txt"))).unwrap();
+        let seg: String = rows
+            .lines()
+            .filter_map(|l| {
+                let v: Vec<f64> = l.split_whitespace().map(|x| x.parse().unwrap()).collect();
+                let (c, cx, cy, w, h) = (v.first()?, v[1], v[2], v[3], v[4]);
+                Some(format!(
+                    "{c} {cx} {} {} {cy} {cx} {} {} {cy}\n",
+                    cy - h / 2.0,
+                    cx + w / 2.0,
+                    cy + h / 2.0,
+                    cx - w / 2.0
+                ))
+            })
+            .collect();
+        std::fs::write(labels.join(format!("{stem}.txt")), seg).unwrap();
+    }
+    let names: String = rtmdet::classes::COCO.iter().map(|n| format!("  - {n}\n")).collect();
+    let yaml = dir.join("seg.yaml");
+    let root = dir.join("data");
+    std::fs::write(&yaml, format!("path: {}\ntrain: images/train\nval: images/train\nnames:\n{names}", root.display()))
+        .unwrap();
+    yaml
+}
+
 pub fn read_json(p: &Path) -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
 }

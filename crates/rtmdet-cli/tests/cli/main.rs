@@ -4,6 +4,7 @@
 mod common;
 
 mod bad_inputs;
+mod bench_cli;
 mod dota_cli;
 mod export_cli;
 mod predict_cli;

@@ -4,7 +4,7 @@
 
 use std::process::Command;
 
-use crate::common::{coco8_yaml, shared, tmp};
+use crate::common::{coco8_seg_yaml, coco8_yaml, shared, tmp};
 
 /// No --lr or --warm-up: the defaults must suit 4 images (60 iterations). The recipe's lr
 /// scaled to batch 4 (6e-5) with its 1000-iteration warm-up left the loss where it started.
@@ -281,36 +281,8 @@ fn a_checkpoint_that_does_not_fit_names_the_file_and_leaves_no_temporary() {
 #[test]
 fn ins_fine_tuning_on_yolo_seg_learns() {
     let dir = tmp("train-ins");
-    let src = shared("assets/coco8");
-    let (images, labels) = (dir.join("data/images/train"), dir.join("data/labels/train"));
-    std::fs::create_dir_all(&images).unwrap();
-    std::fs::create_dir_all(&labels).unwrap();
-    for e in std::fs::read_dir(src.join("images/train")).unwrap() {
-        let p = e.unwrap().path();
-        std::fs::copy(&p, images.join(p.file_name().unwrap())).unwrap();
-        let stem = p.file_stem().unwrap().to_str().unwrap().to_string();
-        let rows = std::fs::read_to_string(src.join(format!("labels/train/{stem}.txt"))).unwrap();
-        let seg: String = rows
-            .lines()
-            .filter_map(|l| {
-                let v: Vec<f64> = l.split_whitespace().map(|x| x.parse().unwrap()).collect();
-                let (c, cx, cy, w, h) = (v.first()?, v[1], v[2], v[3], v[4]);
-                Some(format!(
-                    "{c} {cx} {} {} {cy} {cx} {} {} {cy}\n",
-                    cy - h / 2.0,
-                    cx + w / 2.0,
-                    cy + h / 2.0,
-                    cx - w / 2.0
-                ))
-            })
-            .collect();
-        std::fs::write(labels.join(format!("{stem}.txt")), seg).unwrap();
-    }
-    let names: String = rtmdet::classes::COCO.iter().map(|n| format!("  - {n}\n")).collect();
-    let yaml = dir.join("seg.yaml");
-    let root = dir.join("data");
-    std::fs::write(&yaml, format!("path: {}\ntrain: images/train\nval: images/train\nnames:\n{names}", root.display()))
-        .unwrap();
+    let yaml = coco8_seg_yaml(&dir);
+    let images = dir.join("data/images/train");
     let out = dir.join("runs");
     let weights = shared("reference/checkpoints/rtmdet_ins_tiny_ref_seed1.pth");
     let o = Command::new(env!("CARGO_BIN_EXE_rtmdet"))

@@ -373,20 +373,38 @@ fn check_iters_per_epoch(run_dir: &Path, cfg: &mut TrainConfig, train_images: us
     Ok(())
 }
 
-impl Trainer {
-    /// A new run in the next free `out/<n>` folder.
-    pub fn new(opts: &TrainOptions, out: &Path, device: Device) -> Result<Self> {
+/// A new run's training set: the dataset, its trainable items and the configuration resolved
+/// from them (model, both pipeline stages). What [`Trainer::new`] starts from, and what
+/// `rtmdet bench data` feeds through the pipeline, so that both see the same data and stages.
+pub struct TrainData {
+    pub cfg: TrainConfig,
+    pub dataset: Dataset,
+    pub items: Vec<TrainItem>,
+}
+
+impl TrainData {
+    /// Reads the training split and resolves the run's configuration; data that leaves
+    /// nothing to train on (or, for RTMDet-Ins, no polygon mask) is refused here.
+    pub fn load(opts: &TrainOptions) -> Result<Self> {
         let dota = opts.classes.clone().unwrap_or_else(|| crate::data::dota::default_classes(&opts.data));
-        let train = load_data(&opts.data, "train", &dota)?;
-        let items = train_items(&train);
+        let dataset = load_data(&opts.data, "train", &dota)?;
+        let items = train_items(&dataset);
         if items.is_empty() {
-            return Err(nothing_to_train(&opts.data, &train));
+            return Err(nothing_to_train(&opts.data, &dataset));
         }
-        let cfg = TrainConfig::resolve(opts, train.class_names(), items.len())?;
-        let val = load_val(&cfg, &train)?;
+        let cfg = TrainConfig::resolve(opts, dataset.class_names(), items.len())?;
         if cfg.model.task == Task::Segment {
             check_masks(&cfg.data, &items)?;
         }
+        Ok(TrainData { cfg, dataset, items })
+    }
+}
+
+impl Trainer {
+    /// A new run in the next free `out/<n>` folder.
+    pub fn new(opts: &TrainOptions, out: &Path, device: Device) -> Result<Self> {
+        let TrainData { cfg, dataset: train, items } = TrainData::load(opts)?;
+        let val = load_val(&cfg, &train)?;
         let mut model = RtmDet::new(&cfg.model, &device)?;
         if let Some(w) = &cfg.weights {
             init_from(&mut model, &cfg.model, w, &device)?;

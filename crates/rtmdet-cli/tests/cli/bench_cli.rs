@@ -1,0 +1,100 @@
+//! `rtmdet bench data`: the training data pipeline against the model's training step, on the
+//! datasets `train` accepts (small sizes, so each run takes about a second).
+
+use std::path::Path;
+
+use serde_json::Value;
+
+use crate::common::{coco8_seg_yaml, coco8_yaml, read_json, rtmdet, shared, tmp};
+
+/// `bench data` on `data` with 2 batches of 2 per stage and worker count (1 and 2) and one
+/// timed step; returns the `--json` report after checking what holds for every dataset.
+fn bench_data(data: &Path, extra: &[&str], json: &Path) -> Value {
+    let mut args = vec!["bench", "data", "--data", data.to_str().unwrap(), "--batch", "2", "--iters", "2"];
+    args.extend(["--steps", "1", "--workers", "1,2", "--json", json.to_str().unwrap()]);
+    args.extend(extra);
+    let o = rtmdet(&args);
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{}\n{stdout}", String::from_utf8_lossy(&o.stderr));
+    let r = read_json(json);
+    let model_ips = r["model"]["images_per_s"].as_f64().unwrap();
+    assert!(model_ips > 0.0 && r["model"]["step_s"].as_f64().unwrap() > 0.0, "{r}");
+    let stage = |row: &Value| row["stage"].as_u64().unwrap();
+    for row in r["data"].as_array().unwrap() {
+        // Every worker count builds --iters full batches, even from 4 images.
+        assert_eq!(row["images"], 4, "{row}");
+        let ips = row["images_per_s"].as_f64().unwrap();
+        assert!(ips > 0.0, "{row}");
+        assert_eq!(row["keeps_up"].as_bool().unwrap(), ips >= model_ips, "{row}");
+    }
+    let verdict = &r["verdict"];
+    if verdict["keeps_up"].as_bool().unwrap() {
+        // The fewest measured workers that keep up in every stage.
+        let rows = r["data"].as_array().unwrap();
+        let fewest = |s: u64| {
+            let keeping_up = rows.iter().filter(|row| stage(row) == s && row["keeps_up"] == true);
+            keeping_up.map(|row| row["workers"].as_u64().unwrap()).min().unwrap()
+        };
+        let needed = rows.iter().map(stage).map(fewest).max();
+        assert_eq!(verdict["workers_needed"].as_u64(), needed, "{r}");
+    }
+    assert!(stdout.contains(&format!("verdict: {}", verdict["text"].as_str().unwrap())), "{stdout}");
+    r
+}
+
+fn stages_and_augmentations(r: &Value) -> Vec<(u64, String, u64)> {
+    r["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|row| {
+            (
+                row["stage"].as_u64().unwrap(),
+                row["augmentation"].as_str().unwrap().to_string(),
+                row["workers"].as_u64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn bench_data_on_coco8_reports_both_stages_against_the_model() {
+    let dir = tmp("bench-data");
+    let yaml = coco8_yaml(&dir, &shared("assets/coco8"), "train");
+    let json = dir.join("data.json");
+    let r = bench_data(&yaml, &["--imgsz", "160"], &json);
+    assert_eq!(
+        (r["dataset"].as_str(), r["batch"].as_u64(), r["imgsz"].as_u64()),
+        (Some("coco8_train"), Some(2), Some(160))
+    );
+    assert_eq!(r["model"]["name"], "rtmdet-tiny");
+    let rows = stages_and_augmentations(&r);
+    let want = [(1, "Mosaic/MixUp", 1), (1, "Mosaic/MixUp", 2), (2, "no Mosaic/MixUp", 1), (2, "no Mosaic/MixUp", 2)];
+    assert_eq!(rows, want.map(|(s, a, w)| (s, a.to_string(), w)));
+
+    // The report is never written over without --exist-ok.
+    let before = std::fs::read(&json).unwrap();
+    let o = rtmdet(&["bench", "data", "--data", yaml.to_str().unwrap(), "--json", json.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("already exists"));
+    assert_eq!(std::fs::read(&json).unwrap(), before);
+}
+
+/// RTMDet-Ins augments masks, and a DOTA folder trains RTMDet-R with its one-stage recipe
+/// (two stages with `--mosaic`), as `train` would.
+#[test]
+fn bench_data_follows_the_task_of_the_data() {
+    let dir = tmp("bench-data-tasks");
+    let seg = coco8_seg_yaml(&dir);
+    let r = bench_data(&seg, &["--imgsz", "160", "--model", "ins-tiny"], &dir.join("ins.json"));
+    assert_eq!(r["model"]["name"], "rtmdet-ins-tiny");
+    assert!(stages_and_augmentations(&r).iter().all(|(_, a, _)| a.ends_with("masks")), "{r}");
+
+    let dota = shared("assets/dota");
+    let r = bench_data(&dota, &["--imgsz", "256"], &dir.join("r.json"));
+    assert_eq!(r["model"]["name"], "rtmdet-r-tiny");
+    let rows = stages_and_augmentations(&r);
+    assert_eq!(rows.iter().map(|r| (r.0, r.2)).collect::<Vec<_>>(), [(1, 1), (1, 2)], "one stage: {r}");
+    let r = bench_data(&dota, &["--imgsz", "256", "--mosaic"], &dir.join("r-aug.json"));
+    assert_eq!(stages_and_augmentations(&r).iter().map(|r| r.0).collect::<Vec<_>>(), [1, 1, 2, 2], "{r}");
+}
