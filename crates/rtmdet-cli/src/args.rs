@@ -14,7 +14,8 @@ use rtmdet::{DetectParams, Detector, LoadOptions, Size};
 
 #[derive(Args, Clone, Debug)]
 pub struct DetectorArgs {
-    /// Weights: an OpenMMLab .pth, our .safetensors, or a BN-folded ONNX export.
+    /// Weights: an OpenMMLab .pth, our .safetensors, or an ONNX export (ours or mmdeploy's
+    /// BN-folded one). Without --weights and --model: the embedded RTMDet-nano person detector.
     #[arg(long)]
     pub weights: Option<PathBuf>,
     /// Official model name (rtmdet-tiny, -s, -m, -l, -x, -nano): downloaded when no --weights
@@ -42,13 +43,19 @@ impl DetectorArgs {
         let engine = EngineKind::parse(&self.engine)?;
         let cpu = CpuOptions { threads: self.threads, ..Default::default() };
         let size = self.model.as_deref().map(Size::parse).transpose()?;
+        let read = ReadOptions { size, exp_on_reg: self.exp_on_reg };
+        let opts = LoadOptions { read, device: Some(device), engine, cpu };
         let path = match (&self.weights, &self.model) {
             (Some(w), _) => w.clone(),
             (None, Some(m)) => hub::fetch(&hub::find(m)?)?,
-            (None, None) => bail!("give --weights FILE or --model NAME (e.g. --model rtmdet-tiny)"),
+            (None, None) => {
+                eprintln!(
+                    "no --weights or --model: using the embedded RTMDet-nano person detector (RTMPose, \
+                     Apache-2.0); --model rtmdet-tiny (or -s, -m, -l, -x) downloads a COCO detector"
+                );
+                return Ok(Detector::embedded(&opts)?);
+            }
         };
-        let read = ReadOptions { size, exp_on_reg: self.exp_on_reg };
-        let opts = LoadOptions { read, device: Some(device), engine, cpu };
         Ok(Detector::load(&path, &opts)?)
     }
 }

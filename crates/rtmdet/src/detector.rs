@@ -52,6 +52,13 @@ impl Detector {
         Self::load(path.as_ref(), &LoadOptions::default())
     }
 
+    /// The default model built into the library (RTMPose's RTMDet-nano person detector,
+    /// [`weights::embedded`]) on the engine and device `opts` name.
+    pub fn embedded(opts: &LoadOptions) -> Result<Self> {
+        let (config, map) = weights::embedded::nano_person()?;
+        Self::with_engine(config, map, opts.device.clone().unwrap_or_default(), opts.engine, opts.cpu)
+    }
+
     /// Official weights by model name (`rtmdet-tiny`, ...), downloaded once into the cache.
     pub fn from_pretrained(name: &str) -> Result<Self> {
         let official = weights::hub::find(name)?;

@@ -215,3 +215,28 @@ fn ins_sliced_predict_moves_masks_into_the_image() {
         assert_eq!(det["segmentation"]["size"], serde_json::json!([640, 640]), "{det}");
     }
 }
+
+/// The README's first command: no weights, no network, the bundled image; the embedded person
+/// detector finds the skier and says which model it is.
+#[test]
+fn predict_without_weights_runs_the_embedded_person_detector() {
+    let d = tmp("embedded");
+    let image = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../assets/person.jpg");
+    let json = d.join("dets.json");
+    let o = rtmdet(&[
+        "predict",
+        image.to_str().unwrap(),
+        "--out",
+        d.to_str().unwrap(),
+        "--save-json",
+        json.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("embedded RTMDet-nano person detector"));
+    let v: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let dets = v[0]["detections"].as_array().unwrap();
+    assert_eq!(dets.len(), 1, "{dets:?}");
+    assert_eq!(dets[0]["class"], "person");
+    assert!(dets[0]["score"].as_f64().unwrap() > 0.8);
+    assert!(d.join("person.jpg").is_file());
+}

@@ -6,6 +6,7 @@
 //! The in-memory tensor map and the visitor that walks the burn model by checkpoint name live
 //! in [`crate::model::params`] (re-exported here).
 
+pub mod embedded;
 pub mod hub;
 pub mod onnx;
 pub mod pth;

@@ -59,7 +59,12 @@ fn tensor_values(t: &TensorProto, path: &Path) -> Result<HostTensor> {
 /// Reads and parses an ONNX file.
 pub fn read_model(path: &Path) -> Result<ModelProto> {
     let bytes = std::fs::read(path).map_err(|e| Error::weights(path, e))?;
-    ModelProto::parse_from_bytes(&bytes).map_err(|e| Error::weights(path, format!("not an ONNX model ({e})")))
+    parse_model(&bytes, path)
+}
+
+/// Parses ONNX bytes; `path` names them in messages.
+fn parse_model(bytes: &[u8], path: &Path) -> Result<ModelProto> {
+    ModelProto::parse_from_bytes(bytes).map_err(|e| Error::weights(path, format!("not an ONNX model ({e})")))
 }
 
 /// The metadata value stored under `key`.
@@ -152,9 +157,18 @@ fn shapes_match(slots: &[Slot], convs: &[GraphConv]) -> bool {
 /// Imports a BN-folded ONNX detector. The size is recognised from the conv shapes unless
 /// `hint` names it; heads are imported unshared (folding gives every level its own convs).
 pub fn import(path: &Path, hint: Option<Size>) -> Result<(ModelConfig, TensorMap)> {
-    let model = read_model(path)?;
-    let convs = read_convs(&model, path)?;
-    if let Some(cfg) = recorded_config(&model, path)? {
+    import_model(&read_model(path)?, path, hint)
+}
+
+/// [`import`] of ONNX bytes in memory (the embedded default model); `name` labels messages.
+pub fn import_bytes(bytes: &[u8], name: &str, hint: Option<Size>) -> Result<(ModelConfig, TensorMap)> {
+    let path = Path::new(name);
+    import_model(&parse_model(bytes, path)?, path, hint)
+}
+
+fn import_model(model: &ModelProto, path: &Path, hint: Option<Size>) -> Result<(ModelConfig, TensorMap)> {
+    let convs = read_convs(model, path)?;
+    if let Some(cfg) = recorded_config(model, path)? {
         if hint.is_some_and(|h| h != cfg.size) {
             let h = hint.map_or("", |h| h.name());
             return Err(Error::weights(path, format!("it holds RTMDet-{}, not {h}", cfg.size.name())));

@@ -78,3 +78,16 @@ fn onnx_model_survives_a_round_trip_through_our_format() {
     assert_eq!(a, b);
     std::fs::remove_dir_all(dir).ok();
 }
+
+/// The model built into the library is the shared nano person export, byte for byte: same
+/// configuration, same tensors.
+#[test]
+fn embedded_default_model_is_the_nano_person_detector() {
+    let shared_copy = std::fs::read(shared("assets/onnx/rtmdet_nano_person.onnx")).unwrap();
+    assert!(rtmdet::weights::embedded::NANO_PERSON_ONNX == shared_copy.as_slice());
+    let det = Detector::embedded(&LoadOptions::default()).unwrap();
+    let file = Detector::from_checkpoint(shared("assets/onnx/rtmdet_nano_person.onnx")).unwrap();
+    assert_eq!(det.config(), file.config());
+    assert_eq!(det.config().class_name(0), "person");
+    assert_eq!(det.weights(), file.weights());
+}
