@@ -33,20 +33,14 @@ fn randomise(map: &mut TensorMap) {
     }
 }
 
-/// Shared head convs hold the level-0 values at every level (the loader checks it).
-fn share_head_convs(map: &mut TensorMap) {
-    let shared: Vec<(String, String)> = map
-        .keys()
-        .filter_map(|k| {
-            let rest = k.strip_prefix("bbox_head.")?;
-            let (tower, tail) = rest.split_once('.')?;
-            let (level, conv) = tail.split_once('.')?;
-            (level != "0" && conv.ends_with("conv.weight")).then(|| (k.clone(), format!("bbox_head.{tower}.0.{conv}")))
-        })
-        .collect();
-    for (k, src) in shared {
-        let v = map[&src].clone();
-        map.insert(k, v);
+/// Shared head convs hold the same values under every level's name (the loader checks it):
+/// the graph lists those names on one conv parameter.
+fn share_head_convs(map: &mut TensorMap, graph: &Graph) {
+    for p in graph.convs.iter().filter(|p| p.weight.len() > 1) {
+        let v = map[&p.weight[0]].clone();
+        for name in &p.weight[1..] {
+            map.insert(name.clone(), v.clone());
+        }
     }
 }
 
@@ -56,17 +50,18 @@ fn input(s: usize) -> Vec<f32> {
 
 #[test]
 fn engine_equals_burn_for_every_size() {
-    // Every detection size, and RTMDet-R (its angle predictor) on tiny.
-    let configs = Size::ALL.map(ModelConfig::new).into_iter().chain([ModelConfig::rotated(Size::Tiny)]);
+    // Every detection size, RTMDet-R (its angle predictor) on tiny, and RTMDet-Ins of every
+    // COCO size (kernels, ReLU distances and the mask feature module; the reference data has
+    // Ins-tiny only).
+    let ins = [Size::Tiny, Size::S, Size::M, Size::L, Size::X].map(ModelConfig::ins);
+    let configs = Size::ALL.map(ModelConfig::new).into_iter().chain([ModelConfig::rotated(Size::Tiny)]).chain(ins);
     for cfg in configs {
         let size = (cfg.size, cfg.task);
         let device = Device::flex();
         let mut model = RtmDet::new(&cfg, &device).unwrap();
         let mut map = rtmdet::weights::collect(&mut model);
         randomise(&mut map);
-        if cfg.share_conv {
-            share_head_convs(&mut map);
-        }
+        share_head_convs(&mut map, &Graph::new(&cfg).unwrap());
         let det = Detector::with_engine(cfg.clone(), map, device, EngineKind::Burn, CpuOptions::default()).unwrap();
         // 96 is odd at stride 32 (3×3 maps): Winograd tiles hang over the edge.
         let s = 96;
@@ -82,11 +77,22 @@ fn engine_equals_burn_for_every_size() {
                     a.iter().zip(b).map(|(x, y)| (x - y).abs() / y.abs().max(1.0)).fold(0f32, f32::max)
                 };
                 let (dc, dr) = (worst(&g.cls, &w.cls), worst(&g.reg, &w.reg).max(worst(&g.angle, &w.angle)));
-                assert_eq!(g.angle.len(), w.angle.len(), "{size:?}");
+                let dk = worst(&g.kernel, &w.kernel);
+                assert_eq!((g.angle.len(), g.kernel.len()), (w.angle.len(), w.kernel.len()), "{size:?}");
                 let spread = w.cls.iter().fold(0f32, |m, v| m.max((v - w.cls[0]).abs()));
                 assert!(spread > 0.01, "{size:?}: the logits barely vary ({spread}), the test would be blind");
-                println!("{size:?} stride {} direct {direct_3x3}: cls {dc:.2e} reg {dr:.2e}", g.stride);
-                assert!(dc < 1e-4 && dr < 1e-4, "{size:?} stride {}: cls {dc}, reg {dr}", g.stride);
+                println!("{size:?} stride {} direct {direct_3x3}: cls {dc:.2e} reg {dr:.2e} kernel {dk:.2e}", g.stride);
+                assert!(
+                    dc < 1e-4 && dr < 1e-4 && dk < 1e-4,
+                    "{size:?} stride {}: cls {dc}, reg {dr}, kernel {dk}",
+                    g.stride
+                );
+            }
+            assert_eq!(got.mask_feat.is_some(), want.mask_feat.is_some(), "{size:?}");
+            if let (Some(g), Some(w)) = (&got.mask_feat, &want.mask_feat) {
+                let dp = g.data.iter().zip(&w.data).map(|(x, y)| (x - y).abs() / y.abs().max(1.0)).fold(0f32, f32::max);
+                println!("{size:?} direct {direct_3x3}: prototypes {dp:.2e}");
+                assert!(dp < 1e-4, "{size:?}: prototypes differ by {dp}");
             }
         }
     }
