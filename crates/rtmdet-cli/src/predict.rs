@@ -16,9 +16,13 @@ use crate::{output, sources};
 
 #[derive(Args)]
 pub struct PredictArgs {
-    /// Images or folders of images.
+    /// Images, folders of images, glob patterns (quoted: "imgs/*.jpg", "**/*.png") or `.txt`
+    /// files listing image paths (one per line, relative to the list's folder).
     #[arg(required = true)]
     pub sources: Vec<PathBuf>,
+    /// Also take the images in the subfolders of folder sources.
+    #[arg(long)]
+    pub recursive: bool,
     #[command(flatten)]
     pub detector: DetectorArgs,
     #[command(flatten)]
@@ -110,7 +114,7 @@ pub fn run(args: PredictArgs) -> Result<()> {
     {
         bail!("--slice-overlap ({}) must be smaller than --slice ({s})", args.slice_overlap);
     }
-    let paths = sources::expand(&args.sources)?;
+    let sources::Expanded { paths, skipped } = sources::expand(&args.sources, args.recursive)?;
     if let Some(json) = &args.save_json {
         let mut inputs: Vec<&std::path::Path> = paths.iter().map(PathBuf::as_path).collect();
         inputs.extend(args.detector.weights.as_deref());
@@ -143,7 +147,8 @@ pub fn run(args: PredictArgs) -> Result<()> {
     };
 
     let mut records = Vec::new();
-    let (mut failures, started) = (0usize, Instant::now());
+    // Sources that gave nothing (reported by `expand`) count with the unreadable images.
+    let (mut failures, started) = (skipped, Instant::now());
     for chunk in paths.chunks(args.batch) {
         let mut images: Vec<(PathBuf, BgrImage)> = Vec::new();
         for p in chunk {
@@ -225,7 +230,8 @@ pub fn run(args: PredictArgs) -> Result<()> {
         eprintln!("annotated images saved to {}", run_dir.display());
     }
     if failures > 0 {
-        return Err(Skipped(format!("{failures} of {} images could not be read", paths.len())).into());
+        let inputs = paths.len() + skipped;
+        return Err(Skipped(format!("{failures} of {inputs} inputs were skipped")).into());
     }
     Ok(())
 }

@@ -1,6 +1,8 @@
 //! The `rtmdet predict` contract: flags, run folder, and the JSON format.
 
-use crate::common::{predict_with_eval_settings, rtmdet, shared, tmp};
+use std::path::{Path, PathBuf};
+
+use crate::common::{predict_with_eval_settings, rtmdet, shared, tiny_weights, tmp};
 use serde_json::Value;
 
 /// `(bbox, score, label)` of one image in the JSON output.
@@ -214,4 +216,48 @@ fn ins_sliced_predict_moves_masks_into_the_image() {
     for det in dets {
         assert_eq!(det["segmentation"]["size"], serde_json::json!([640, 640]), "{det}");
     }
+}
+
+/// The images a predict run reported, as paths relative to `root`.
+fn reported_images(json: &Path, root: &Path) -> Vec<String> {
+    let v: Value = serde_json::from_str(&std::fs::read_to_string(json).unwrap()).unwrap();
+    let images = v.as_array().unwrap().iter().map(|r| PathBuf::from(r["image"].as_str().unwrap()));
+    images.map(|p| p.strip_prefix(root).unwrap().display().to_string()).collect()
+}
+
+/// Folders (recursive on request), glob patterns and lists of paths all name the images to
+/// predict; a missing listed file is skipped (exit code 3) and the rest is still predicted.
+#[test]
+fn predict_takes_folders_globs_and_lists() {
+    let d = tmp("sources");
+    let root = d.join("imgs");
+    std::fs::create_dir_all(root.join("sub")).unwrap();
+    std::fs::copy(shared("assets/images/demo.jpg"), root.join("a.jpg")).unwrap();
+    std::fs::copy(shared("assets/images/demo.jpg"), root.join("sub/b.jpg")).unwrap();
+    std::fs::write(root.join("list.txt"), "# picks\nsub/b.jpg\n\nmissing.jpg\n").unwrap();
+    let weights = tiny_weights();
+    let run = |name: &str, sources: &[&str]| {
+        let json = d.join(format!("{name}.json"));
+        let mut args = sources.to_vec();
+        args.splice(0..0, ["predict"]);
+        args.extend(["--weights", &weights, "--no-draw", "--imgsz", "320", "--save-json", json.to_str().unwrap()]);
+        let o = rtmdet(&args);
+        (o.status.code(), String::from_utf8_lossy(&o.stderr).into_owned(), json)
+    };
+    let folder = root.to_str().unwrap();
+    let (code, err, json) = run("flat", &[folder]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(reported_images(&json, &root), ["a.jpg"]);
+    let (code, err, json) = run("deep", &[folder, "--recursive"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(reported_images(&json, &root), ["a.jpg", "sub/b.jpg"]);
+    let pattern = root.join("**/*.jpg");
+    let (code, err, json) = run("glob", &[pattern.to_str().unwrap()]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(reported_images(&json, &root), ["a.jpg", "sub/b.jpg"]);
+    let list = root.join("list.txt");
+    let (code, err, json) = run("list", &[list.to_str().unwrap()]);
+    assert_eq!(code, Some(3), "{err}");
+    assert!(err.contains("missing.jpg (listed in"), "{err}");
+    assert_eq!(reported_images(&json, &root), ["sub/b.jpg"]);
 }
