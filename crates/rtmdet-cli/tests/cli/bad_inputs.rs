@@ -604,6 +604,20 @@ const CASES: &[Case] = &[
         message: "1 of 2 inputs were skipped",
     },
     Case {
+        name: "slice overlap 1.5",
+        setup: copy_demo,
+        args: &["predict", "{d}/demo.jpg", "--weights", W, "--slice", "512", "--slice-overlap", "1.5"],
+        code: 2,
+        message: "a fraction of the slice size from 0 to below 1",
+    },
+    Case {
+        name: "slice overlap as large as the slice",
+        setup: copy_demo,
+        args: &["predict", "{d}/demo.jpg", "--weights", W, "--slice", "512", "--slice-overlap", "512"],
+        code: 1,
+        message: "must be smaller than --slice (512)",
+    },
+    Case {
         name: "empty glob alone",
         setup: copy_demo,
         args: &["predict", "{d}/*.gif", "--weights", W, "--no-draw"],
