@@ -202,6 +202,41 @@ pub fn slice_size(s: &str) -> Result<usize, String> {
     Ok(v as usize)
 }
 
+/// The overlap of neighbouring slices: a fraction of the slice size, or pixels.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Overlap {
+    Fraction(f64),
+    Pixels(usize),
+}
+
+impl Overlap {
+    /// The overlap in pixels between slices of `size` pixels. A fraction rounds down, so it
+    /// always stays below the slice size.
+    pub fn pixels(self, size: usize) -> usize {
+        match self {
+            Overlap::Fraction(f) => (f * size as f64).floor() as usize,
+            Overlap::Pixels(p) => p,
+        }
+    }
+}
+
+/// A slice overlap: a number below 1 is a fraction of the slice size (0.2 = 20 %), from 1 on
+/// a whole number of pixels (so the pixel default of rotated models keeps its meaning).
+pub fn slice_overlap(s: &str) -> Result<Overlap, String> {
+    const RANGE: &str = "must be a fraction of the slice size from 0 to below 1 (0.2 = 20 %) or whole pixels";
+    let v = number(s)?;
+    if v < 0.0 {
+        return Err(RANGE.into());
+    }
+    if v < 1.0 {
+        return Ok(Overlap::Fraction(v));
+    }
+    if v.fract() != 0.0 || v > u32::MAX as f64 {
+        return Err(format!("{RANGE} (from 1 to {})", u32::MAX));
+    }
+    Ok(Overlap::Pixels(v as usize))
+}
+
 /// A CPU thread count: 1 to 4 × the cores (more only slows down: the threads time-share).
 pub fn threads(s: &str) -> Result<usize, String> {
     let max = 4 * default_threads();
@@ -263,6 +298,14 @@ mod tests {
             assert!(unit_interval(bad).is_err(), "{bad}");
         }
         assert!(match_iou("0").is_err());
+        assert_eq!(slice_overlap("0.2"), Ok(Overlap::Fraction(0.2)));
+        assert_eq!(slice_overlap("0.2").unwrap().pixels(640), 128);
+        assert_eq!(slice_overlap("0.999").unwrap().pixels(1), 0);
+        assert_eq!(slice_overlap("200"), Ok(Overlap::Pixels(200)));
+        for bad in ["-0.1", "1.5", "1e20"] {
+            assert!(slice_overlap(bad).unwrap_err().contains("fraction of the slice size"), "{bad}");
+        }
+        assert!(slice_overlap("NaN").unwrap_err().contains("not a finite number"));
         assert!(threads("0").is_err());
         assert!(threads("1000000").unwrap_err().contains("cores"));
         assert!(positive_number("0").is_err());

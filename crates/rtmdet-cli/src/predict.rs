@@ -16,9 +16,13 @@ use crate::{output, sources};
 
 #[derive(Args)]
 pub struct PredictArgs {
-    /// Images or folders of images.
+    /// Images, folders of images, glob patterns (quoted: "imgs/*.jpg", "**/*.png") or `.txt`
+    /// files listing image paths (one per line, relative to the list's folder).
     #[arg(required = true)]
     pub sources: Vec<PathBuf>,
+    /// Also take the images in the subfolders of folder sources.
+    #[arg(long)]
+    pub recursive: bool,
     #[command(flatten)]
     pub detector: DetectorArgs,
     #[command(flatten)]
@@ -46,9 +50,10 @@ pub struct PredictArgs {
     /// when an image side exceeds twice the input size; `--slice 0` turns that off.
     #[arg(long, value_parser = args::slice_size, allow_negative_numbers = true)]
     pub slice: Option<usize>,
-    /// Overlap between neighbouring slices, in pixels.
-    #[arg(long, default_value_t = 200, value_parser = args::non_negative, allow_negative_numbers = true)]
-    pub slice_overlap: usize,
+    /// Overlap between neighbouring slices: below 1 a fraction of the slice size (0.2 = 20 %),
+    /// from 1 on pixels.
+    #[arg(long, default_value = "200", value_parser = args::slice_overlap, allow_negative_numbers = true)]
+    pub slice_overlap: args::Overlap,
     /// (RTMDet-Ins) A pixel belongs to a mask where its probability exceeds this.
     #[arg(long, default_value_t = 0.5, value_parser = args::unit_interval, allow_negative_numbers = true)]
     pub mask_thr: f32,
@@ -106,11 +111,11 @@ struct JsonImage {
 pub fn run(args: PredictArgs) -> Result<()> {
     if let Some(s) = args.slice
         && s != 0
-        && args.slice_overlap >= s
+        && args.slice_overlap.pixels(s) >= s
     {
-        bail!("--slice-overlap ({}) must be smaller than --slice ({s})", args.slice_overlap);
+        bail!("--slice-overlap ({} pixels) must be smaller than --slice ({s})", args.slice_overlap.pixels(s));
     }
-    let paths = sources::expand(&args.sources)?;
+    let sources::Expanded { paths, skipped } = sources::expand(&args.sources, args.recursive)?;
     if let Some(json) = &args.save_json {
         let mut inputs: Vec<&std::path::Path> = paths.iter().map(PathBuf::as_path).collect();
         inputs.extend(args.detector.weights.as_deref());
@@ -143,7 +148,8 @@ pub fn run(args: PredictArgs) -> Result<()> {
     };
 
     let mut records = Vec::new();
-    let (mut failures, started) = (0usize, Instant::now());
+    // Sources that gave nothing (reported by `expand`) count with the unreadable images.
+    let (mut failures, started) = (skipped, Instant::now());
     for chunk in paths.chunks(args.batch) {
         let mut images: Vec<(PathBuf, BgrImage)> = Vec::new();
         for p in chunk {
@@ -169,14 +175,14 @@ pub fn run(args: PredictArgs) -> Result<()> {
         for &i in &sliced {
             let img = &images[i].1;
             let size = slice_for(&args, &det, img).expect("sliced");
+            let overlap = args.slice_overlap.pixels(size);
             eprintln!(
-                "{}: {}x{} in {size}px slices, overlap {}",
+                "{}: {}x{} in {size}px slices, overlap {overlap}px",
                 images[i].0.display(),
                 img.width,
-                img.height,
-                args.slice_overlap
+                img.height
             );
-            results[i] = det.predict_sliced(img, size, args.slice_overlap, args.batch)?;
+            results[i] = det.predict_sliced(img, size, overlap, args.batch)?;
         }
         let ms = t.elapsed().as_secs_f64() * 1e3 / images.len() as f64;
         for ((path, img), dets) in images.iter().zip(results) {
@@ -225,7 +231,8 @@ pub fn run(args: PredictArgs) -> Result<()> {
         eprintln!("annotated images saved to {}", run_dir.display());
     }
     if failures > 0 {
-        return Err(Skipped(format!("{failures} of {} images could not be read", paths.len())).into());
+        let inputs = paths.len() + skipped;
+        return Err(Skipped(format!("{failures} of {inputs} inputs were skipped")).into());
     }
     Ok(())
 }

@@ -1,5 +1,7 @@
-//! Expanding SOURCE arguments (files and folders) into image paths, and run folders.
+//! Expanding SOURCE arguments (files, folders, glob patterns and lists of paths) into image
+//! paths, and run folders.
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Result, bail};
@@ -12,32 +14,136 @@ fn is_image(path: &Path) -> bool {
         .is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
 }
 
-/// Files as given; folders expand to their image files (sorted, not recursive).
-pub fn expand(sources: &[PathBuf]) -> Result<Vec<PathBuf>> {
-    let mut out = Vec::new();
+/// The images named by the sources, and how many inputs were skipped on the way (a listed
+/// path that is missing, a glob pattern that matches no image): each was reported, and like
+/// an unreadable image it makes the run end with exit code 3.
+#[derive(Debug, Default, PartialEq)]
+pub struct Expanded {
+    pub paths: Vec<PathBuf>,
+    pub skipped: usize,
+}
+
+/// Each source in turn: a file as given, a `.txt` file as a list of paths, a folder as its
+/// images (sorted; with `recursive` also those of its subfolders), and a path that does not
+/// exist but holds `*`, `?` or `[` as a glob pattern. A source that gives no image is
+/// reported; when no source gives any, that is an error.
+pub fn expand(sources: &[PathBuf], recursive: bool) -> Result<Expanded> {
+    let mut out = Expanded::default();
     for s in sources {
         if s.is_dir() {
-            let mut files: Vec<PathBuf> = std::fs::read_dir(s)
-                .map_err(|e| anyhow::anyhow!("cannot list {}: {e}", s.display()))?
-                .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| p.is_file() && is_image(p))
-                .collect();
-            files.sort();
-            if files.is_empty() {
-                eprintln!("warning: no images in folder {}", s.display());
-            }
-            out.extend(files);
+            out.paths.extend(folder_images(s, recursive));
+        } else if is_list(s) {
+            read_list(s, recursive, &mut out)?;
         } else if s.is_file() {
-            out.push(s.clone());
+            out.paths.push(s.clone());
+        } else if is_pattern(s) {
+            let files = glob_images(s)?;
+            out.skipped += usize::from(files.is_empty());
+            out.paths.extend(files);
         } else {
             let why = rtmdet::files::not_a_regular_file(s).unwrap_or_default();
             bail!("source {} {why}", s.display());
         }
     }
-    if out.is_empty() {
+    if out.paths.is_empty() {
         bail!("no images to process");
     }
     Ok(out)
+}
+
+fn is_list(path: &Path) -> bool {
+    path.is_file() && path.extension().is_some_and(|e| e.eq_ignore_ascii_case("txt"))
+}
+
+/// Only a path that does not exist is read as a pattern, so that a file whose name holds
+/// `[` is still that file.
+fn is_pattern(path: &Path) -> bool {
+    path.to_str().is_some_and(|s| s.contains(['*', '?', '[']))
+}
+
+/// The image files matching a glob pattern (`imgs/*.jpg`, `**/*.png`), in path order.
+fn glob_images(pattern: &Path) -> Result<Vec<PathBuf>> {
+    let text = pattern.to_str().expect("patterns are UTF-8");
+    let matches = glob::glob(text).map_err(|e| anyhow::anyhow!("bad glob pattern '{text}': {e}"))?;
+    let mut files = Vec::new();
+    // `**` follows symlinked folders, so a link back up the tree yields each file again under
+    // ever longer paths (until the system's link limit): only the first path of a file counts.
+    let mut seen = HashSet::new();
+    for m in matches {
+        match m {
+            Ok(p) if p.is_file() && is_image(&p) => {
+                if std::fs::canonicalize(&p).is_ok_and(|real| seen.insert(real)) {
+                    files.push(p);
+                }
+            }
+            Ok(_) => {}
+            // A folder the pattern could not look into: the rest still counts.
+            Err(e) => eprintln!("warning: glob '{text}': {e}"),
+        }
+    }
+    if files.is_empty() {
+        eprintln!("warning: no images match the glob pattern '{text}'");
+    }
+    Ok(files)
+}
+
+/// A list file: one path per line, relative to the list's folder; blank lines and lines
+/// starting with `#` are skipped. A listed folder expands as a folder source; a listed path
+/// that is missing is reported and counted, and the others are still processed.
+fn read_list(list: &Path, recursive: bool, out: &mut Expanded) -> Result<()> {
+    let text = rtmdet::files::read_text(list)?;
+    let base = list.parent().unwrap_or(Path::new(""));
+    let before = out.paths.len();
+    for line in text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')) {
+        let path = base.join(line);
+        if path.is_dir() {
+            out.paths.extend(folder_images(&path, recursive));
+        } else if path.is_file() {
+            out.paths.push(path);
+        } else {
+            let why = rtmdet::files::not_a_regular_file(&path).unwrap_or_default();
+            eprintln!("skipping {} (listed in {}): {why}", path.display(), list.display());
+            out.skipped += 1;
+        }
+    }
+    if out.paths.len() == before {
+        eprintln!("warning: no images in list {}", list.display());
+    }
+    Ok(())
+}
+
+/// The image files of a folder, sorted by path; with `recursive` those of its subfolders
+/// too. Subfolders are followed through symlinks, each real folder once, so a link back up
+/// the tree does not loop. An unreadable folder is reported and skipped.
+fn folder_images(dir: &Path, recursive: bool) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    let mut seen = HashSet::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        if !std::fs::canonicalize(&d).is_ok_and(|real| seen.insert(real)) {
+            continue;
+        }
+        let entries = match std::fs::read_dir(&d) {
+            Ok(entries) => entries,
+            Err(e) => {
+                eprintln!("warning: cannot list {}: {e}", d.display());
+                continue;
+            }
+        };
+        for p in entries.filter_map(|e| e.ok().map(|e| e.path())) {
+            if p.is_file() && is_image(&p) {
+                files.push(p);
+            } else if recursive && p.is_dir() {
+                todo.push(p);
+            }
+        }
+    }
+    files.sort();
+    if files.is_empty() {
+        let which = if recursive { "folder (or its subfolders)" } else { "folder" };
+        eprintln!("warning: no images in {which} {}", dir.display());
+    }
+    files
 }
 
 /// The run folder: `out` when given (created if needed), else the next free `base/<n>`.
@@ -76,4 +182,56 @@ pub fn free_path(dir: &Path, stem: &str, ext: &str) -> PathBuf {
         return first;
     }
     (2..).map(|i| dir.join(format!("{stem}_{i}.{ext}"))).find(|p| !p.exists()).unwrap()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `root/a.jpg`, `root/notes.md`, `root/sub/b.png`, `root/sub/deeper/c.jpg` and a link
+    /// `root/sub/up` back to `root`.
+    fn tree(name: &str) -> PathBuf {
+        let root = std::env::temp_dir().join(format!("rtmdet-sources-{}-{name}", std::process::id()));
+        std::fs::create_dir_all(root.join("sub/deeper")).unwrap();
+        for f in ["a.jpg", "notes.md", "sub/b.png", "sub/deeper/c.jpg"] {
+            std::fs::write(root.join(f), "").unwrap();
+        }
+        let _ = std::os::unix::fs::symlink(&root, root.join("sub/up"));
+        root
+    }
+
+    fn names(root: &Path, paths: &[PathBuf]) -> Vec<String> {
+        paths.iter().map(|p| p.strip_prefix(root).unwrap().display().to_string()).collect()
+    }
+
+    #[test]
+    fn folders_recurse_only_when_asked_and_a_link_loop_ends() {
+        let root = tree("recurse");
+        let flat = expand(std::slice::from_ref(&root), false).unwrap();
+        assert_eq!(names(&root, &flat.paths), ["a.jpg"]);
+        let deep = expand(std::slice::from_ref(&root), true).unwrap();
+        assert_eq!(names(&root, &deep.paths), ["a.jpg", "sub/b.png", "sub/deeper/c.jpg"]);
+        assert_eq!(deep.skipped, 0);
+    }
+
+    #[test]
+    fn globs_match_images_and_an_empty_one_is_skipped() {
+        let root = tree("glob");
+        let all = expand(&[root.join("**/*.jpg")], false).unwrap();
+        assert_eq!(names(&root, &all.paths), ["a.jpg", "sub/deeper/c.jpg"]);
+        let mixed = expand(&[root.join("sub/*.png"), root.join("*.gif")], false).unwrap();
+        assert_eq!((names(&root, &mixed.paths), mixed.skipped), (vec!["sub/b.png".to_string()], 1));
+        let none = expand(&[root.join("*.gif")], false).unwrap_err();
+        assert!(none.to_string().contains("no images to process"), "{none}");
+    }
+
+    #[test]
+    fn lists_are_relative_to_their_folder_and_count_missing_paths() {
+        let root = tree("list");
+        let list = root.join("sub/list.txt");
+        std::fs::write(&list, "# my picks\n\n../a.jpg\n  deeper/c.jpg  \nmissing.jpg\n").unwrap();
+        let got = expand(&[list], false).unwrap();
+        assert_eq!(names(&root, &got.paths), ["sub/../a.jpg", "sub/deeper/c.jpg"]);
+        assert_eq!(got.skipped, 1);
+    }
 }

@@ -48,6 +48,12 @@ fn one_bad_image(d: &Path) {
     std::fs::write(d.join("broken.jpg"), "not an image").unwrap();
 }
 
+/// A list of two images, one of which does not exist.
+fn list_with_missing(d: &Path) {
+    copy_demo(d);
+    std::fs::write(d.join("list.txt"), "# picks\ndemo.jpg\nmissing.jpg\n").unwrap();
+}
+
 fn truncated_jpeg(d: &Path) {
     let bytes = std::fs::read(demo()).unwrap();
     std::fs::write(d.join("cut.jpg"), &bytes[..bytes.len() * 2 / 3]).unwrap();
@@ -595,7 +601,49 @@ const CASES: &[Case] = &[
         setup: one_bad_image,
         args: &["predict", "{d}/demo.jpg", "{d}/broken.jpg", "--weights", W, "--no-draw"],
         code: 3,
-        message: "1 of 2 images could not be read",
+        message: "1 of 2 inputs were skipped",
+    },
+    Case {
+        name: "slice overlap 1.5",
+        setup: copy_demo,
+        args: &["predict", "{d}/demo.jpg", "--weights", W, "--slice", "512", "--slice-overlap", "1.5"],
+        code: 2,
+        message: "a fraction of the slice size from 0 to below 1",
+    },
+    Case {
+        name: "slice overlap as large as the slice",
+        setup: copy_demo,
+        args: &["predict", "{d}/demo.jpg", "--weights", W, "--slice", "512", "--slice-overlap", "512"],
+        code: 1,
+        message: "must be smaller than --slice (512)",
+    },
+    Case {
+        name: "empty glob alone",
+        setup: copy_demo,
+        args: &["predict", "{d}/*.gif", "--weights", W, "--no-draw"],
+        code: 1,
+        message: "no images match the glob pattern",
+    },
+    Case {
+        name: "empty glob with an image",
+        setup: copy_demo,
+        args: &["predict", "{d}/demo.jpg", "{d}/*.gif", "--weights", W, "--no-draw"],
+        code: 3,
+        message: "1 of 2 inputs were skipped",
+    },
+    Case {
+        name: "list names a missing file",
+        setup: list_with_missing,
+        args: &["predict", "{d}/list.txt", "--weights", W, "--no-draw"],
+        code: 3,
+        message: "missing.jpg (listed in",
+    },
+    Case {
+        name: "folder without images",
+        setup: nothing,
+        args: &["predict", "{d}", "--recursive", "--weights", W, "--no-draw"],
+        code: 1,
+        message: "no images in folder (or its subfolders)",
     },
     // Messages that name the cause.
     Case {

@@ -1,6 +1,8 @@
 //! The `rtmdet predict` contract: flags, run folder, and the JSON format.
 
-use crate::common::{predict_with_eval_settings, rtmdet, shared, tmp};
+use std::path::{Path, PathBuf};
+
+use crate::common::{predict_with_eval_settings, rtmdet, shared, tiny_weights, tmp};
 use serde_json::Value;
 
 /// `(bbox, score, label)` of one image in the JSON output.
@@ -239,4 +241,111 @@ fn predict_without_weights_runs_the_embedded_person_detector() {
     assert_eq!(dets[0]["class"], "person");
     assert!(dets[0]["score"].as_f64().unwrap() > 0.8);
     assert!(d.join("person.jpg").is_file());
+
+/// The images a predict run reported, as paths relative to `root`.
+fn reported_images(json: &Path, root: &Path) -> Vec<String> {
+    let v: Value = serde_json::from_str(&std::fs::read_to_string(json).unwrap()).unwrap();
+    let images = v.as_array().unwrap().iter().map(|r| PathBuf::from(r["image"].as_str().unwrap()));
+    images.map(|p| p.strip_prefix(root).unwrap().display().to_string()).collect()
+}
+
+/// Folders (recursive on request), glob patterns and lists of paths all name the images to
+/// predict; a missing listed file is skipped (exit code 3) and the rest is still predicted.
+#[test]
+fn predict_takes_folders_globs_and_lists() {
+    let d = tmp("sources");
+    let root = d.join("imgs");
+    std::fs::create_dir_all(root.join("sub")).unwrap();
+    std::fs::copy(shared("assets/images/demo.jpg"), root.join("a.jpg")).unwrap();
+    std::fs::copy(shared("assets/images/demo.jpg"), root.join("sub/b.jpg")).unwrap();
+    std::fs::write(root.join("list.txt"), "# picks\nsub/b.jpg\n\nmissing.jpg\n").unwrap();
+    let weights = tiny_weights();
+    let run = |name: &str, sources: &[&str]| {
+        let json = d.join(format!("{name}.json"));
+        let mut args = sources.to_vec();
+        args.splice(0..0, ["predict"]);
+        args.extend(["--weights", &weights, "--no-draw", "--imgsz", "320", "--save-json", json.to_str().unwrap()]);
+        let o = rtmdet(&args);
+        (o.status.code(), String::from_utf8_lossy(&o.stderr).into_owned(), json)
+    };
+    let folder = root.to_str().unwrap();
+    let (code, err, json) = run("flat", &[folder]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(reported_images(&json, &root), ["a.jpg"]);
+    let (code, err, json) = run("deep", &[folder, "--recursive"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(reported_images(&json, &root), ["a.jpg", "sub/b.jpg"]);
+    let pattern = root.join("**/*.jpg");
+    let (code, err, json) = run("glob", &[pattern.to_str().unwrap()]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(reported_images(&json, &root), ["a.jpg", "sub/b.jpg"]);
+    let list = root.join("list.txt");
+    let (code, err, json) = run("list", &[list.to_str().unwrap()]);
+    assert_eq!(code, Some(3), "{err}");
+    assert!(err.contains("missing.jpg (listed in"), "{err}");
+    assert_eq!(reported_images(&json, &root), ["sub/b.jpg"]);
+}
+
+fn iou(a: &[f64; 4], b: &[f64; 4]) -> f64 {
+    let w = (a[2].min(b[2]) - a[0].max(b[0])).max(0.0);
+    let h = (a[3].min(b[3]) - a[1].max(b[1])).max(0.0);
+    let area = |r: &[f64; 4]| (r[2] - r[0]) * (r[3] - r[1]);
+    w * h / (area(a) + area(b) - w * h)
+}
+
+/// Whether box `b` reaches into window `w` and across one of its edges inside the image:
+/// that window saw only part of the object.
+fn cut_by(b: &[f64; 4], w: &[usize; 4], (width, height): (usize, usize)) -> bool {
+    let [x1, y1, x2, y2] = w.map(|v| v as f64);
+    let overlaps = b[0] < x2 && b[2] > x1 && b[1] < y2 && b[3] > y1;
+    let crosses = (x1 > 0.0 && b[0] < x1)
+        || (w[2] < width && b[2] > x2)
+        || (y1 > 0.0 && b[1] < y1)
+        || (w[3] < height && b[3] > y2);
+    overlaps && crosses
+}
+
+/// Sliced prediction with a fractional overlap (0.2 of 512 px = 102 px) reports an object cut
+/// by a tile border once: some merged detection crosses a window's inner border, and no two
+/// detections of one class overlap beyond the NMS threshold.
+#[test]
+fn sliced_predict_reports_an_object_cut_by_a_tile_border_once() {
+    use rtmdet::data::split::{SplitSettings, windows};
+    let d = tmp("slice-border");
+    let json = d.join("dets.json");
+    let image = shared("assets/images/people.jpg");
+    let weights = tiny_weights();
+    let o = rtmdet(&[
+        "predict",
+        image.to_str().unwrap(),
+        "--weights",
+        &weights,
+        "--no-draw",
+        "--slice",
+        "512",
+        "--slice-overlap",
+        "0.2",
+        "--iou",
+        "0.5",
+        "--save-json",
+        json.to_str().unwrap(),
+    ]);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{stderr}");
+    assert!(stderr.contains("in 512px slices, overlap 102px"), "{stderr}");
+    let v: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let size = (v[0]["width"].as_u64().unwrap() as usize, v[0]["height"].as_u64().unwrap() as usize);
+    assert_eq!(size, (1024, 707));
+    let wins = windows(size.0, size.1, &[(512, 102)], SplitSettings::default().img_rate_thr);
+    assert!(wins.len() > 1, "{wins:?}");
+    let found = dets(&v[0]);
+    assert!(
+        found.iter().any(|(b, _, _)| wins.iter().any(|w| cut_by(b, w, size))),
+        "no detection crosses a window border: {found:?}"
+    );
+    for (i, (a, _, la)) in found.iter().enumerate() {
+        for (b, _, lb) in &found[i + 1..] {
+            assert!(la != lb || iou(a, b) <= 0.5, "reported twice: {a:?} and {b:?} (label {la})");
+        }
+    }
 }
