@@ -241,6 +241,7 @@ fn predict_without_weights_runs_the_embedded_person_detector() {
     assert_eq!(dets[0]["class"], "person");
     assert!(dets[0]["score"].as_f64().unwrap() > 0.8);
     assert!(d.join("person.jpg").is_file());
+}
 
 /// The images a predict run reported, as paths relative to `root`.
 fn reported_images(json: &Path, root: &Path) -> Vec<String> {
