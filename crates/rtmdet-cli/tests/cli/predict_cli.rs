@@ -95,9 +95,11 @@ fn bad_arguments_are_clear_errors() {
     ]);
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("nope.jpg"));
-    let o = rtmdet(&["predict", shared("assets/images/demo.jpg").to_str().unwrap()]);
+    // Without --weights the embedded model runs (`predict_without_weights_...`); an unknown
+    // model name is an error that names it.
+    let o = rtmdet(&["predict", shared("assets/images/demo.jpg").to_str().unwrap(), "--model", "rtmdet-huge"]);
     assert!(!o.status.success());
-    assert!(String::from_utf8_lossy(&o.stderr).contains("--weights"));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("rtmdet-huge"));
     let o = rtmdet(&["predict", shared("assets/images/demo.jpg").to_str().unwrap(), "--weights", "missing.pth"]);
     assert!(String::from_utf8_lossy(&o.stderr).contains("missing.pth"));
 }
