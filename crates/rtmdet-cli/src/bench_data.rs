@@ -15,7 +15,7 @@ use rtmdet::data::pipeline::{Batch, EpochLoader, PipelineConfig, TrainItem};
 use rtmdet::train::trainer::{TrainConfig, TrainData};
 use serde::Serialize;
 
-use crate::bench::{StepSummary, model_name, time_training_steps};
+use crate::measure::{StepSummary, model_name, time_training_steps};
 use crate::train::{DataFlags, print_report, run_options};
 use crate::{args, output};
 

@@ -7,6 +7,7 @@ mod dota_split;
 mod eval;
 mod exit;
 mod export;
+mod measure;
 mod output;
 mod predict;
 mod sources;
