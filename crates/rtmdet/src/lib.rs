@@ -42,6 +42,7 @@ pub mod postprocess;
 pub mod preprocess;
 pub mod priors;
 pub mod structures;
+pub mod track;
 pub mod train;
 pub mod viz;
 pub mod weights;

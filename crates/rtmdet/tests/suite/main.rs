@@ -23,5 +23,6 @@ mod robustness;
 mod rotated;
 mod rotated_train;
 mod structures_reference;
+mod tracking;
 mod train_resume;
 mod train_step;
