@@ -11,13 +11,18 @@ mod measure;
 mod output;
 mod predict;
 mod sources;
+mod track;
 mod train;
 mod val;
 
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "rtmdet", version, about = "RTMDet real-time object detection: predict, val, eval, train, export")]
+#[command(
+    name = "rtmdet",
+    version,
+    about = "RTMDet real-time object detection: predict, track, val, eval, train, export"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -42,6 +47,7 @@ enum Command {
     /// img_split).
     DotaSplit(dota_split::SplitArgs),
     Export(export::ExportArgs),
+    Track(track::TrackArgs),
 }
 
 fn main() {
@@ -55,6 +61,7 @@ fn main() {
         Command::Bench(args) => bench::run(args),
         Command::DotaSplit(args) => dota_split::run(args),
         Command::Export(args) => export::run(args),
+        Command::Track(args) => track::run(args),
     };
     if let Err(e) = result {
         let (code, message) = exit::code_and_message(&e);

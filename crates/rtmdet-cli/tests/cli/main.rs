@@ -8,5 +8,6 @@ mod bench_cli;
 mod dota_cli;
 mod export_cli;
 mod predict_cli;
+mod track_cli;
 mod train_cli;
 mod val_eval_cli;

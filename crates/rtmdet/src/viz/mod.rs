@@ -88,6 +88,17 @@ fn fill_masks(img: &mut RgbImage, set: &Instances) {
     }
 }
 
+/// Draws each track's recent centres as a polyline in its colour (`rtmdet track`): `trails`
+/// are `(track id, centres oldest first)`.
+pub fn draw_trails(img: &mut RgbImage, trails: &[(usize, Vec<[f32; 2]>)]) {
+    for (id, points) in trails {
+        let color = class_color(*id);
+        for pair in points.windows(2) {
+            imageproc::drawing::draw_line_segment_mut(img, (pair[0][0], pair[0][1]), (pair[1][0], pair[1][1]), color);
+        }
+    }
+}
+
 /// Draws every instance onto `img`; `name` gives the text for a label. Instances without
 /// scores (ground truth) are labelled with the name alone.
 pub fn draw_instances(img: &mut RgbImage, set: &Instances, name: impl Fn(usize) -> String) {
