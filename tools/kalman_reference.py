@@ -37,7 +37,7 @@ for z in ([104.0, 52.0, 0.52, 82.0], [109.0, 55.0, 0.51, 83.0]):
     m, p = predict(m, p)
     m, p = update(m, p, np.array(z))
 np.set_printoptions(precision=17, floatmode='unique')
-print('mean', repr(m))
+print("mean", [repr(float(v)) for v in m])
 print('cov[0]', repr(p[0]))
 print('cov[4]', repr(p[4]))
 print('cov[3][3], cov[7][7], cov[2][6]', repr(p[3, 3]), repr(p[7, 7]), repr(p[2, 6]))
