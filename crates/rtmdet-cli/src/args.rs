@@ -60,6 +60,37 @@ impl DetectorArgs {
     }
 }
 
+// The images a command reads (`predict`, `track`): files, folders, globs and lists
+// (`sources::expand`). Not doc comments on these structs: clap would show them as the
+// subcommand's description.
+#[derive(Args, Clone, Debug)]
+pub struct SourceArgs {
+    /// Images, folders of images, glob patterns (quoted: "imgs/*.jpg", "**/*.png") or `.txt`
+    /// files listing image paths (one per line, relative to the list's folder).
+    #[arg(required = true)]
+    pub sources: Vec<PathBuf>,
+    /// Also take the images in the subfolders of folder sources.
+    #[arg(long)]
+    pub recursive: bool,
+}
+
+// What a command that draws and reports writes (`predict`, `track`).
+#[derive(Args, Clone, Debug)]
+pub struct OutputArgs {
+    /// Run folder for the annotated images (default: runs/<command>/<n>).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Write the results to this JSON file (`track`: JSON Lines), a new file unless --exist-ok.
+    #[arg(long)]
+    pub save_json: Option<PathBuf>,
+    /// Replace existing output files (by default rtmdet refuses to overwrite a file).
+    #[arg(long)]
+    pub exist_ok: bool,
+    /// Do not write annotated images.
+    #[arg(long)]
+    pub no_draw: bool,
+}
+
 // Post-processing thresholds (`predict`, `export`); each defaults to the task's deployment
 // setting (the loaded detector's: for an end-to-end export, the thresholds it carries). Not a
 // doc comment: clap would show it as the subcommand's description.

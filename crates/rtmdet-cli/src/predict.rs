@@ -10,19 +10,14 @@ use rtmdet::structures::rotated::corners;
 use rtmdet::{Detector, Instances};
 use serde::Serialize;
 
-use crate::args::{self, DetectorArgs, ThresholdArgs};
+use crate::args::{self, DetectorArgs, OutputArgs, SourceArgs, ThresholdArgs};
 use crate::exit::Skipped;
 use crate::{output, sources};
 
 #[derive(Args)]
 pub struct PredictArgs {
-    /// Images, folders of images, glob patterns (quoted: "imgs/*.jpg", "**/*.png") or `.txt`
-    /// files listing image paths (one per line, relative to the list's folder).
-    #[arg(required = true)]
-    pub sources: Vec<PathBuf>,
-    /// Also take the images in the subfolders of folder sources.
-    #[arg(long)]
-    pub recursive: bool,
+    #[command(flatten)]
+    pub input: SourceArgs,
     #[command(flatten)]
     pub detector: DetectorArgs,
     #[command(flatten)]
@@ -33,18 +28,8 @@ pub struct PredictArgs {
     /// Images per forward pass.
     #[arg(long, default_value_t = 1, value_parser = args::positive, allow_negative_numbers = true)]
     pub batch: usize,
-    /// Run folder (default: runs/predict/<n>).
-    #[arg(long)]
-    pub out: Option<PathBuf>,
-    /// Write all detections to this JSON file (a new file, unless --exist-ok).
-    #[arg(long)]
-    pub save_json: Option<PathBuf>,
-    /// Replace existing output files (by default rtmdet refuses to overwrite a file).
-    #[arg(long)]
-    pub exist_ok: bool,
-    /// Do not write annotated images.
-    #[arg(long)]
-    pub no_draw: bool,
+    #[command(flatten)]
+    pub output: OutputArgs,
     /// Sliced inference for large images: windows of this many pixels, detections merged by
     /// NMS (the DOTA patch scheme). Rotated models slice automatically at their input size
     /// when an image side exceeds twice the input size; `--slice 0` turns that off.
@@ -115,11 +100,11 @@ pub fn run(args: PredictArgs) -> Result<()> {
     {
         bail!("--slice-overlap ({} pixels) must be smaller than --slice ({s})", args.slice_overlap.pixels(s));
     }
-    let sources::Expanded { paths, skipped } = sources::expand(&args.sources, args.recursive)?;
-    if let Some(json) = &args.save_json {
+    let sources::Expanded { paths, skipped } = sources::expand(&args.input.sources, args.input.recursive)?;
+    if let Some(json) = &args.output.save_json {
         let mut inputs: Vec<&std::path::Path> = paths.iter().map(PathBuf::as_path).collect();
         inputs.extend(args.detector.weights.as_deref());
-        output::check(json, args.exist_ok, &inputs)?;
+        output::check(json, args.output.exist_ok, &inputs)?;
     }
     let mut det = args.detector.load()?;
     if let Some(s) = args.imgsz {
@@ -141,10 +126,10 @@ pub fn run(args: PredictArgs) -> Result<()> {
         det.input_size
     );
 
-    let run_dir = if args.no_draw && args.out.is_none() && !args.save_masks {
+    let run_dir = if args.output.no_draw && args.output.out.is_none() && !args.save_masks {
         PathBuf::new()
     } else {
-        sources::run_dir(args.out.as_deref(), "runs/predict")?
+        sources::run_dir(args.output.out.as_deref(), "runs/predict")?
     };
 
     let mut records = Vec::new();
@@ -187,7 +172,7 @@ pub fn run(args: PredictArgs) -> Result<()> {
         let ms = t.elapsed().as_secs_f64() * 1e3 / images.len() as f64;
         for ((path, img), dets) in images.iter().zip(results) {
             eprintln!("{}: {}x{} {}, {ms:.1} ms", path.display(), img.width, img.height, summary(&dets, &det));
-            if !args.no_draw {
+            if !args.output.no_draw {
                 save_annotated(&run_dir, path, img, &dets, &det)?;
             }
             if args.save_masks {
@@ -223,11 +208,11 @@ pub fn run(args: PredictArgs) -> Result<()> {
         // Nothing to report: an existing results file is left as it is rather than emptied.
         bail!("none of the {} images could be read; nothing was written", paths.len());
     }
-    if let Some(json) = &args.save_json {
-        output::write_json(json, &records, args.exist_ok)?;
+    if let Some(json) = &args.output.save_json {
+        output::write_json(json, &records, args.output.exist_ok)?;
         eprintln!("detections written to {}", json.display());
     }
-    if !args.no_draw {
+    if !args.output.no_draw {
         eprintln!("annotated images saved to {}", run_dir.display());
     }
     if failures > 0 {

@@ -11,19 +11,15 @@ use rtmdet::track::{ByteTracker, TrackedObject, TrackerConfig};
 use rtmdet::{Detection, Instances};
 use serde::Serialize;
 
-use crate::args::{self, DetectorArgs, ThresholdArgs};
+use crate::args::{self, DetectorArgs, OutputArgs, SourceArgs, ThresholdArgs};
 use crate::exit::Skipped;
 use crate::{output, sources};
 
 /// Track objects through a sequence of frames (ByteTrack): stable ids in drawings and JSON Lines.
 #[derive(Args)]
 pub struct TrackArgs {
-    /// Frames: image files, folders (in path order), glob patterns or .txt lists.
-    #[arg(required = true)]
-    pub sources: Vec<PathBuf>,
-    /// Also take the images of subfolders.
-    #[arg(long)]
-    pub recursive: bool,
+    #[command(flatten)]
+    pub input: SourceArgs,
     #[command(flatten)]
     pub detector: DetectorArgs,
     #[command(flatten)]
@@ -52,17 +48,8 @@ pub struct TrackArgs {
     /// Frames per second of the sequence (scales --track-buffer).
     #[arg(long, default_value_t = 30.0, value_parser = args::positive_number, allow_negative_numbers = true)]
     pub frame_rate: f64,
-    /// Run folder (default: runs/track/<n>).
-    #[arg(long)]
-    pub out: Option<PathBuf>,
-    /// Write the tracks as JSON Lines, one object per frame (a new file, unless --exist-ok).
-    #[arg(long)]
-    pub save_json: Option<PathBuf>,
-    #[arg(long)]
-    pub exist_ok: bool,
-    /// Do not write annotated frames.
-    #[arg(long)]
-    pub no_draw: bool,
+    #[command(flatten)]
+    pub output: OutputArgs,
 }
 
 #[derive(Serialize)]
@@ -85,11 +72,11 @@ struct JsonFrame {
 const TRAIL: usize = 30;
 
 pub fn run(args: TrackArgs) -> Result<()> {
-    let sources::Expanded { paths, skipped } = sources::expand(&args.sources, args.recursive)?;
-    if let Some(json) = &args.save_json {
+    let sources::Expanded { paths, skipped } = sources::expand(&args.input.sources, args.input.recursive)?;
+    if let Some(json) = &args.output.save_json {
         let mut inputs: Vec<&std::path::Path> = paths.iter().map(PathBuf::as_path).collect();
         inputs.extend(args.detector.weights.as_deref());
-        output::check(json, args.exist_ok, &inputs)?;
+        output::check(json, args.output.exist_ok, &inputs)?;
     }
     let mut det = args.detector.load()?;
     if let Some(s) = args.imgsz {
@@ -108,10 +95,10 @@ pub fn run(args: TrackArgs) -> Result<()> {
         frame_rate: args.frame_rate as f32,
     };
     let mut tracker = ByteTracker::new(cfg);
-    let run_dir = if args.no_draw && args.out.is_none() {
+    let run_dir = if args.output.no_draw && args.output.out.is_none() {
         PathBuf::new()
     } else {
-        sources::run_dir(args.out.as_deref(), "runs/track")?
+        sources::run_dir(args.output.out.as_deref(), "runs/track")?
     };
     let (mut lines, mut failures) = (String::new(), 0usize);
     let mut trails: HashMap<usize, Vec<[f32; 2]>> = HashMap::new();
@@ -134,7 +121,7 @@ pub fn run(args: TrackArgs) -> Result<()> {
                 trail.remove(0);
             }
         }
-        if !args.no_draw {
+        if !args.output.no_draw {
             save_frame(&run_dir, path, &img, &tracks, &trails, &det)?;
         }
         let record = JsonFrame {
@@ -157,11 +144,11 @@ pub fn run(args: TrackArgs) -> Result<()> {
     if lines.is_empty() {
         bail!("none of the {} frames could be read; nothing was written", paths.len());
     }
-    if let Some(json) = &args.save_json {
-        output::write(json, lines.as_bytes(), args.exist_ok)?;
+    if let Some(json) = &args.output.save_json {
+        output::write(json, lines.as_bytes(), args.output.exist_ok)?;
         eprintln!("tracks written to {} (JSON Lines, one frame per line)", json.display());
     }
-    if !args.no_draw {
+    if !args.output.no_draw {
         eprintln!("annotated frames saved to {}", run_dir.display());
     }
     if failures + skipped > 0 {
