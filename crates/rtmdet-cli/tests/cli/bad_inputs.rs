@@ -780,6 +780,35 @@ const CASES: &[Case] = &[
         code: 1,
         message: "input of this command",
     },
+    // rtmdet track: the same sources and output rules as predict, its own flags checked.
+    Case {
+        name: "track empty glob",
+        setup: nothing,
+        args: &["track", "{d}/*.jpg", "--no-draw"],
+        code: 1,
+        message: "no image",
+    },
+    Case {
+        name: "track buffer 0",
+        setup: copy_demo,
+        args: &["track", "{d}/demo.jpg", "--track-buffer", "0"],
+        code: 2,
+        message: "--track-buffer",
+    },
+    Case {
+        name: "track frame rate negative",
+        setup: copy_demo,
+        args: &["track", "{d}/demo.jpg", "--frame-rate", "-5"],
+        code: 2,
+        message: "above 0",
+    },
+    Case {
+        name: "track json over an existing file",
+        setup: results_file,
+        args: &["track", "{d}/demo.jpg", "--no-draw", "--save-json", "{d}/results.json"],
+        code: 1,
+        message: "already exists",
+    },
 ];
 
 /// Content hash of every file under `dir` (symlinks and FIFOs by their kind, not read).
