@@ -91,3 +91,27 @@ fn a_random_m_model_round_trips_through_our_format() {
     assert_eq!(det.weights(), &map);
     std::fs::remove_file(path).ok();
 }
+
+/// Every size of every task is recognised from its tensor names and shapes alone (what a
+/// held-out official checkpoint of a size without reference data relies on): task, size,
+/// classes and decoding.
+#[test]
+fn every_size_and_task_is_recognised_from_its_tensors() {
+    use rtmdet::config::Task;
+    use rtmdet::weights::recognise::recognise;
+    let sizes = [Size::Tiny, Size::S, Size::M, Size::L, Size::X];
+    let configs = sizes
+        .iter()
+        .flat_map(|&s| [ModelConfig::new(s), ModelConfig::ins(s), ModelConfig::rotated(s)])
+        .chain([ModelConfig::new(Size::Nano)]);
+    for cfg in configs {
+        let mut model = rtmdet::model::RtmDet::new(&cfg, &Default::default()).unwrap();
+        let map = rtmdet::weights::collect(&mut model);
+        let got = recognise(&map, None, None).unwrap();
+        let what = format!("{:?} {:?}", cfg.task, cfg.size);
+        assert_eq!((got.task, got.size, got.num_classes), (cfg.task, cfg.size, cfg.num_classes), "{what}");
+        // Distances: exp for detection m/l/x, ReLU (no exp) for Ins, the size's rule for R.
+        let expected_exp = cfg.task != Task::Segment && cfg.exp_on_reg;
+        assert_eq!(got.exp_on_reg && got.task != Task::Segment, expected_exp, "{what}");
+    }
+}
