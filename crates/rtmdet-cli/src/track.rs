@@ -61,11 +61,15 @@ struct JsonTrack {
     class: String,
 }
 
+/// One line of the JSON Lines output: the per-frame record (`frame`, `time_s`,
+/// `detections`), each detection with its track id.
 #[derive(Serialize)]
 struct JsonFrame {
     frame: usize,
+    /// `frame / --frame-rate`.
+    time_s: f64,
     image: String,
-    tracks: Vec<JsonTrack>,
+    detections: Vec<JsonTrack>,
 }
 
 /// Centres kept per track for the drawn trails.
@@ -126,8 +130,9 @@ pub fn run(args: TrackArgs) -> Result<()> {
         }
         let record = JsonFrame {
             frame,
+            time_s: frame as f64 / args.frame_rate,
             image: path.display().to_string(),
-            tracks: tracks
+            detections: tracks
                 .iter()
                 .map(|t| JsonTrack {
                     id: t.id,

@@ -30,7 +30,8 @@ fn a_walking_person_keeps_one_id() {
     assert_eq!(lines.len(), 8);
     for (f, line) in lines.iter().enumerate() {
         assert_eq!(line["frame"], f);
-        let tracks = line["tracks"].as_array().unwrap();
+        assert_eq!(line["time_s"].as_f64().unwrap(), f as f64 / 30.0);
+        let tracks = line["detections"].as_array().unwrap();
         let people: Vec<&serde_json::Value> =
             tracks.iter().filter(|t| t["class"] == "person" && t["score"].as_f64().unwrap() > 0.5).collect();
         assert_eq!(people.len(), 1, "frame {f}: {tracks:?}");
