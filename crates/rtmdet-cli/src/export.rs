@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Result, bail};
 use clap::Args;
 use rtmdet::config::Task;
-use rtmdet::export::{ExportOptions, Mode, OPSETS, check_options, export};
+use rtmdet::export::{ExportOptions, Mode, check_opset, check_options, export};
 
 use crate::args::{self, DetectorArgs, ThresholdArgs};
 use crate::output;
@@ -66,15 +66,8 @@ fn default_out(args: &ExportArgs, mode: Mode) -> PathBuf {
 
 pub fn run(args: ExportArgs) -> Result<()> {
     let mode = Mode::parse(&args.mode)?;
-    if !OPSETS.contains(&args.opset) {
-        bail!(
-            "--opset {} is not supported: the exporter writes opsets {} to {}{}",
-            args.opset,
-            OPSETS.start(),
-            OPSETS.end(),
-            if args.half { " (--half needs 13 or later)" } else { "" }
-        );
-    }
+    // Before loading the model: a wrong opset should not cost a checkpoint read.
+    check_opset(args.opset, args.half)?;
     let out = args.out.clone().unwrap_or_else(|| default_out(&args, mode));
     let inputs: Vec<&Path> = args.detector.weights.as_deref().into_iter().collect();
     if out == Path::new("") || out.extension().is_none_or(|e| !e.eq_ignore_ascii_case("onnx")) {

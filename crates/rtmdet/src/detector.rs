@@ -68,18 +68,18 @@ impl Detector {
     }
 
     pub fn load(path: &Path, opts: &LoadOptions) -> Result<Self> {
-        let (config, map) = weights::read(path, &opts.read)?;
+        let (config, map, record) = weights::read_with_record(path, &opts.read)?;
         let device = opts.device.clone().unwrap_or_default();
         let mut det = Self::with_engine(config, map, device, opts.engine, opts.cpu).map_err(|e| match e {
             Error::Weights { .. } => e,
             other => Error::weights(path, other),
         })?;
         // An end-to-end export of ours carries its thresholds: predict with the same ones.
-        if weights::WeightsFormat::detect(path)? == weights::WeightsFormat::Onnx
-            && let Some(info) = crate::export::read_info(path)?
-            && info.options.mode == crate::export::Mode::End2end
-        {
-            det.params = info.options.params;
+        if let Some(json) = record {
+            let info = crate::export::ExportInfo::from_record(&json, path)?;
+            if info.options.mode == crate::export::Mode::End2end {
+                det.params = info.options.params;
+            }
         }
         Ok(det)
     }

@@ -76,26 +76,30 @@ pub struct ExportInfo {
     pub options: ExportOptions,
 }
 
-/// The record of an export of ours; `None` for other ONNX files.
-pub fn read_info(path: &std::path::Path) -> Result<Option<ExportInfo>> {
-    let model = crate::weights::onnx::read_model(path)?;
-    let Some(json) = crate::weights::onnx::metadata(&model, METADATA_KEY) else { return Ok(None) };
-    serde_json::from_str(json)
-        .map(Some)
-        .map_err(|e| Error::weights(path, format!("its '{METADATA_KEY}' metadata is not an export record ({e})")))
+impl ExportInfo {
+    /// The record `weights::read_with_record` found in the export at `path`.
+    pub fn from_record(json: &str, path: &std::path::Path) -> Result<ExportInfo> {
+        serde_json::from_str(json)
+            .map_err(|e| Error::weights(path, format!("its '{METADATA_KEY}' metadata is not an export record ({e})")))
+    }
+}
+
+/// An opset the exporter writes (checked before a model is loaded, and again with the rest).
+pub fn check_opset(opset: i64, half: bool) -> Result<()> {
+    if OPSETS.contains(&opset) {
+        return Ok(());
+    }
+    Err(Error::Config(format!(
+        "opset {opset} is not supported (the exporter writes opsets {} to {}{})",
+        OPSETS.start(),
+        OPSETS.end(),
+        if half { "; --half needs 13 or later" } else { "" }
+    )))
 }
 
 /// Checks the options against the model before anything is written.
 pub fn check_options(config: &ModelConfig, opts: &ExportOptions) -> Result<()> {
-    if !OPSETS.contains(&opts.opset) {
-        return Err(Error::Config(format!(
-            "opset {} is not supported (the exporter writes opsets {} to {}{})",
-            opts.opset,
-            OPSETS.start(),
-            OPSETS.end(),
-            if opts.half { "; --half needs 13 or later" } else { "" }
-        )));
-    }
+    check_opset(opts.opset, opts.half)?;
     if opts.batch == 0 {
         return Err(Error::Config("the batch size must be at least 1".into()));
     }

@@ -54,7 +54,6 @@ impl Default for TrackerConfig {
 enum State {
     Tracked,
     Lost,
-    Removed,
 }
 
 /// One track (`STrack`).
@@ -128,7 +127,7 @@ impl ByteTracker {
         let low: Vec<Det> =
             all.iter().copied().filter(|d| d.score > c.track_low_thresh && d.score < c.track_high_thresh).collect();
 
-        let (confirmed, mut unconfirmed): (Vec<Track>, Vec<Track>) =
+        let (confirmed, unconfirmed): (Vec<Track>, Vec<Track>) =
             std::mem::take(&mut self.tracked).into_iter().partition(|t| t.activated);
         let mut pool: Vec<Track> = confirmed.into_iter().chain(std::mem::take(&mut self.lost)).collect();
         for t in &mut pool {
@@ -141,37 +140,21 @@ impl ByteTracker {
         // First association: high-score detections against tracked and lost tracks.
         let first = self.associate(&pool, &high, c.match_thresh, c.fuse_score);
         let mut out_tracks: Vec<Track> = Vec::new();
-        for &(ti, di) in &first.matches {
-            let mut t = pool[ti].clone();
-            self.correct(&mut t, &high[di]);
-            out_tracks.push(t);
-        }
-        // Second: low-score detections rescue still-tracked ones.
-        let remaining: Vec<Track> =
-            first.unmatched_rows.iter().map(|&i| pool[i].clone()).filter(|t| t.state == State::Tracked).collect();
-        let lost_before: Vec<Track> =
-            first.unmatched_rows.iter().map(|&i| pool[i].clone()).filter(|t| t.state != State::Tracked).collect();
+        self.take_matches(&pool, &high, &first.matches, &mut out_tracks);
+        // Second: low-score detections rescue the still-tracked ones; lost ones wait.
+        let (remaining, mut lost): (Vec<Track>, Vec<Track>) =
+            first.unmatched_rows.iter().map(|&i| pool[i].clone()).partition(|t| t.state == State::Tracked);
         let second = self.associate(&remaining, &low, 0.5, false);
-        for &(ti, di) in &second.matches {
-            let mut t = remaining[ti].clone();
-            self.correct(&mut t, &low[di]);
-            out_tracks.push(t);
-        }
-        let mut lost: Vec<Track> = lost_before;
+        self.take_matches(&remaining, &low, &second.matches, &mut out_tracks);
         for &i in &second.unmatched_rows {
             let mut t = remaining[i].clone();
             t.state = State::Lost;
             lost.push(t);
         }
-        // Unconfirmed tracks (started last frame) need a match now.
+        // Unconfirmed tracks (started last frame) need a match now, or are dropped.
         let rest: Vec<Det> = first.unmatched_cols.iter().map(|&i| high[i]).collect();
         let third = self.associate(&unconfirmed, &rest, 0.7, c.fuse_score);
-        for &(ti, di) in &third.matches {
-            let mut t = unconfirmed[ti].clone();
-            self.correct(&mut t, &rest[di]);
-            out_tracks.push(t);
-        }
-        unconfirmed.clear();
+        self.take_matches(&unconfirmed, &rest, &third.matches, &mut out_tracks);
         // New tracks from confident unmatched detections.
         for &di in &third.unmatched_cols {
             let d = rest[di];
@@ -193,12 +176,7 @@ impl ByteTracker {
             self.next_id += 1;
         }
         // Lost tracks expire after the buffer.
-        for t in &mut lost {
-            if self.frame - t.frame > self.max_time_lost {
-                t.state = State::Removed;
-            }
-        }
-        lost.retain(|t| t.state == State::Lost);
+        lost.retain(|t| self.frame - t.frame <= self.max_time_lost);
         let (tracked, lost) = remove_duplicates(out_tracks, lost);
         self.tracked = tracked;
         self.lost = lost;
@@ -222,6 +200,15 @@ impl ByteTracker {
             }
         }
         linear_assignment(&cost, tracks.len(), dets.len(), thresh as f64)
+    }
+
+    /// Each matched `(track, detection)` pair's track, corrected, into `out`.
+    fn take_matches(&self, tracks: &[Track], dets: &[Det], matches: &[(usize, usize)], out: &mut Vec<Track>) {
+        for &(ti, di) in matches {
+            let mut t = tracks[ti].clone();
+            self.correct(&mut t, &dets[di]);
+            out.push(t);
+        }
     }
 
     /// The track corrected by its matched detection (`update` / `re_activate`).

@@ -110,10 +110,16 @@ impl WeightsFormat {
 
 /// Reads any supported weights file into a configuration and a tensor map.
 pub fn read(path: &Path, opts: &ReadOptions) -> Result<(ModelConfig, TensorMap)> {
+    read_with_record(path, opts).map(|(cfg, map, _)| (cfg, map))
+}
+
+/// [`read`], plus the JSON record an ONNX export of ours carries (`export::ExportInfo`; `None`
+/// for every other file), from the same single read of the file.
+pub fn read_with_record(path: &Path, opts: &ReadOptions) -> Result<(ModelConfig, TensorMap, Option<String>)> {
     if let Some(why) = crate::files::not_a_regular_file(path) {
         return Err(Error::weights(path, format!("{why}; give a weights file")));
     }
-    let (mut cfg, map) = match WeightsFormat::detect(path)? {
+    let (mut cfg, map, record) = match WeightsFormat::detect(path)? {
         WeightsFormat::Pth => {
             let map = pth::read_state_dict(path)?;
             let meta = pth::read_meta(path);
@@ -121,7 +127,7 @@ pub fn read(path: &Path, opts: &ReadOptions) -> Result<(ModelConfig, TensorMap)>
             if let Some(classes) = meta.classes.filter(|c| c.len() == cfg.num_classes) {
                 cfg.class_names = classes;
             }
-            (cfg, map)
+            (cfg, map, None)
         }
         WeightsFormat::SafeTensors => {
             let (cfg, map) = safetensors::load(path)?;
@@ -129,7 +135,7 @@ pub fn read(path: &Path, opts: &ReadOptions) -> Result<(ModelConfig, TensorMap)>
                 Some(c) => c,
                 None => recognise::recognise(&map, opts.size, None)?,
             };
-            (cfg, map)
+            (cfg, map, None)
         }
         WeightsFormat::Onnx => onnx::import(path, opts.size)?,
     };
@@ -137,7 +143,7 @@ pub fn read(path: &Path, opts: &ReadOptions) -> Result<(ModelConfig, TensorMap)>
         cfg.exp_on_reg = e;
     }
     warn_non_finite(path, &map);
-    Ok((cfg, map))
+    Ok((cfg, map, record))
 }
 
 /// Weights holding NaN or ±inf load (a diverged training saves them) but predict nothing

@@ -57,7 +57,7 @@ fn tensor_values(t: &TensorProto, path: &Path) -> Result<HostTensor> {
 }
 
 /// Reads and parses an ONNX file.
-pub fn read_model(path: &Path) -> Result<ModelProto> {
+fn read_model(path: &Path) -> Result<ModelProto> {
     let bytes = std::fs::read(path).map_err(|e| Error::weights(path, e))?;
     parse_model(&bytes, path)
 }
@@ -68,7 +68,7 @@ fn parse_model(bytes: &[u8], path: &Path) -> Result<ModelProto> {
 }
 
 /// The metadata value stored under `key`.
-pub fn metadata<'a>(model: &'a ModelProto, key: &str) -> Option<&'a str> {
+fn metadata<'a>(model: &'a ModelProto, key: &str) -> Option<&'a str> {
     model.metadata_props.iter().find(|p| p.key == key).map(|p| p.value.as_str())
 }
 
@@ -156,8 +156,12 @@ fn shapes_match(slots: &[Slot], convs: &[GraphConv]) -> bool {
 
 /// Imports a BN-folded ONNX detector. The size is recognised from the conv shapes unless
 /// `hint` names it; heads are imported unshared (folding gives every level its own convs).
-pub fn import(path: &Path, hint: Option<Size>) -> Result<(ModelConfig, TensorMap)> {
-    import_model(&read_model(path)?, path, hint)
+/// Also returns the JSON record under [`METADATA_KEY`] of an export of ours (read once with
+/// the weights; `export::ExportInfo` interprets it).
+pub fn import(path: &Path, hint: Option<Size>) -> Result<(ModelConfig, TensorMap, Option<String>)> {
+    let model = read_model(path)?;
+    let (cfg, map) = import_model(&model, path, hint)?;
+    Ok((cfg, map, metadata(&model, METADATA_KEY).map(str::to_string)))
 }
 
 /// [`import`] of ONNX bytes in memory (the embedded default model); `name` labels messages.
