@@ -16,6 +16,8 @@ pub enum Error {
     UnexpectedTensors { names: String },
     #[error("invalid model configuration: {0}")]
     Config(String),
+    #[error("video {input}: {reason}")]
+    Video { input: String, reason: String },
     #[error("download of {url} failed: {reason}")]
     Download { url: String, reason: String },
     #[error("cannot write {path}: {source}")]

@@ -8,30 +8,46 @@ use crate::error::{Error, Result};
 
 /// Writes `bytes` to `path` through a synced temporary file and a rename (replacing `path`).
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = write_temporary(path, bytes)?;
-    std::fs::rename(&tmp, path).map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        write_error(path, e)
-    })
+    publish(&write_temporary(path, bytes)?, path, true)
 }
 
 /// Like [`write_atomically`], but fails when `path` exists (also when another process creates
 /// it meanwhile: the file appears by a hard link, which never replaces an existing name).
 pub fn write_new_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = write_temporary(path, bytes)?;
-    let linked = std::fs::hard_link(&tmp, path);
-    let result = match linked {
+    publish(&write_temporary(path, bytes)?, path, false)
+}
+
+/// Gives a complete, synced temporary file (from [`temporary_path`]) its name: renamed over
+/// `path` with `replace`, otherwise linked as a new name (failing when `path` exists). The
+/// temporary is gone afterwards either way.
+pub fn publish(tmp: &Path, path: &Path, replace: bool) -> Result<()> {
+    if replace {
+        return std::fs::rename(tmp, path).map_err(|e| {
+            let _ = std::fs::remove_file(tmp);
+            write_error(path, e)
+        });
+    }
+    let result = match std::fs::hard_link(tmp, path) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Err(Error::Other(format!(
             "{} already exists; it is not replaced (give another path, or --exist-ok)",
             path.display()
         ))),
         // Filesystems without hard links: check, then rename (a race is then possible).
-        Err(_) if !path.exists() => return std::fs::rename(&tmp, path).map_err(|e| write_error(path, e)),
+        Err(_) if !path.exists() => return std::fs::rename(tmp, path).map_err(|e| write_error(path, e)),
         Err(e) => Err(write_error(path, e)),
     };
-    let _ = std::fs::remove_file(&tmp);
+    let _ = std::fs::remove_file(tmp);
     result
+}
+
+/// `.name.tmp<pid>` beside `path`, its folder created: where a file is written before
+/// [`publish`] names it.
+pub fn temporary_path(path: &Path) -> Result<PathBuf> {
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).map_err(|e| write_error(dir, e))?;
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("output");
+    Ok(dir.join(format!(".{name}.tmp{}", std::process::id())))
 }
 
 /// The error of a failed write, naming the file (a full disk says which file did not fit).
@@ -42,10 +58,7 @@ pub fn write_error(path: &Path, e: std::io::Error) -> Error {
 /// Writes and syncs `.name.tmp<pid>` beside `path`; on any failure (a full disk) the partial
 /// temporary file is removed before the error is returned.
 fn write_temporary(path: &Path, bytes: &[u8]) -> Result<PathBuf> {
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).map_err(|e| write_error(dir, e))?;
-    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("output");
-    let tmp = dir.join(format!(".{name}.tmp{}", std::process::id()));
+    let tmp = temporary_path(path)?;
     let written = (|| {
         let mut f = std::fs::File::create(&tmp)?;
         f.write_all(bytes)?;

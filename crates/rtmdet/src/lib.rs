@@ -44,6 +44,7 @@ pub mod priors;
 pub mod structures;
 pub mod track;
 pub mod train;
+pub mod video;
 pub mod viz;
 pub mod weights;
 

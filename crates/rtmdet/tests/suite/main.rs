@@ -26,3 +26,4 @@ mod structures_reference;
 mod tracking;
 mod train_resume;
 mod train_step;
+mod video;
