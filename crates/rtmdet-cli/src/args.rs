@@ -65,13 +65,27 @@ impl DetectorArgs {
 // subcommand's description.
 #[derive(Args, Clone, Debug)]
 pub struct SourceArgs {
-    /// Images, folders of images, glob patterns (quoted: "imgs/*.jpg", "**/*.png") or `.txt`
-    /// files listing image paths (one per line, relative to the list's folder).
-    #[arg(required = true)]
+    /// Images, videos (H.264 MP4/MOV built in; other formats through an installed FFmpeg),
+    /// folders of them, glob patterns (quoted: "imgs/*.jpg", "**/*.png"), `.txt` files listing
+    /// paths (one per line, relative to the list's folder), camera numbers (0) and stream URLs
+    /// (rtsp://, rtmp://, http(s)://).
+    #[arg(required_unless_present = "source")]
     pub sources: Vec<PathBuf>,
-    /// Also take the images in the subfolders of folder sources.
+    /// A source given by flag (as Ultralytics' `source=`), e.g. `--source 0` for the first
+    /// webcam; may be repeated, and mixed with positional sources.
+    #[arg(long = "source", value_name = "SOURCE")]
+    pub source: Vec<PathBuf>,
+    /// Also take the images and videos in the subfolders of folder sources.
     #[arg(long)]
     pub recursive: bool,
+}
+
+impl SourceArgs {
+    /// The sources, positional first, expanded into images and videos.
+    pub fn expand(&self) -> Result<crate::sources::Expanded> {
+        let all: Vec<PathBuf> = self.sources.iter().chain(&self.source).cloned().collect();
+        crate::sources::expand(&all, self.recursive)
+    }
 }
 
 // What a command that draws and reports writes (`predict`, `track`).

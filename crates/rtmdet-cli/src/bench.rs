@@ -28,6 +28,8 @@ pub enum BenchCommand {
     /// Augmented images/s of the training data pipeline per worker count, against the
     /// model's training images/s.
     Data(crate::bench_data::BenchDataArgs),
+    /// The video pipeline (decode + infer + draw + encode) against inference alone.
+    Video(crate::bench_video::BenchVideoArgs),
 }
 
 #[derive(Args)]
@@ -99,6 +101,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
     match args.command {
         Some(BenchCommand::Train(a)) => bench_train(a),
         Some(BenchCommand::Data(a)) => crate::bench_data::run(a),
+        Some(BenchCommand::Video(a)) => crate::bench_video::run(a),
         None => bench_infer(args.infer),
     }
 }

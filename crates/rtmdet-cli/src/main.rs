@@ -3,10 +3,12 @@
 mod args;
 mod bench;
 mod bench_data;
+mod bench_video;
 mod dota_split;
 mod eval;
 mod exit;
 mod export;
+mod interrupt;
 mod measure;
 mod output;
 mod predict;
@@ -14,6 +16,7 @@ mod sources;
 mod track;
 mod train;
 mod val;
+mod video_job;
 
 use clap::{Parser, Subcommand};
 
@@ -30,7 +33,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Detect objects in images or folders of images.
+    /// Detect objects in images, videos, folders, cameras and streams.
     Predict(predict::PredictArgs),
     /// Evaluate a model on a dataset (COCO mAP, per-class AP, plots).
     Val(val::ValArgs),

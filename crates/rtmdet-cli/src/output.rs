@@ -76,3 +76,55 @@ pub fn inside(file: &Path, dir: &Path) -> bool {
         _ => false,
     }
 }
+
+/// A JSON Lines file written as a run goes (one object per line, flushed line by line into a
+/// temporary file) and named by [`JsonLines::finish`] under the rule above: a long video's
+/// results do not wait in memory, and an interrupted run still gets a complete file.
+pub struct JsonLines {
+    path: std::path::PathBuf,
+    tmp: std::path::PathBuf,
+    file: Option<std::io::BufWriter<std::fs::File>>,
+    exist_ok: bool,
+    lines: usize,
+}
+
+impl JsonLines {
+    pub fn create(path: &Path, exist_ok: bool) -> Result<Self> {
+        let tmp = rtmdet::files::temporary_path(path)?;
+        let file = std::fs::File::create(&tmp).map_err(|e| rtmdet::files::write_error(&tmp, e))?;
+        Ok(JsonLines { path: path.to_path_buf(), tmp, file: Some(std::io::BufWriter::new(file)), exist_ok, lines: 0 })
+    }
+
+    pub fn push<T: serde::Serialize>(&mut self, value: &T) -> Result<()> {
+        use std::io::Write;
+        let f = self.file.as_mut().expect("open until finished");
+        serde_json::to_writer(&mut *f, value)?;
+        f.write_all(b"\n").map_err(|e| rtmdet::files::write_error(&self.path, e))?;
+        self.lines += 1;
+        Ok(())
+    }
+
+    /// Lines written so far.
+    pub fn lines(&self) -> usize {
+        self.lines
+    }
+
+    /// Syncs the file and gives it its name.
+    pub fn finish(mut self) -> Result<()> {
+        let f = self.file.take().expect("finished once");
+        let file = f.into_inner().map_err(|e| rtmdet::files::write_error(&self.path, e.into_error()))?;
+        file.sync_all().map_err(|e| rtmdet::files::write_error(&self.path, e))?;
+        rtmdet::files::publish(&self.tmp, &self.path, self.exist_ok)?;
+        Ok(())
+    }
+}
+
+impl Drop for JsonLines {
+    /// Dropped without `finish` (the run failed before anything was worth keeping): no
+    /// temporary is left behind.
+    fn drop(&mut self) {
+        if self.file.take().is_some() {
+            let _ = std::fs::remove_file(&self.tmp);
+        }
+    }
+}

@@ -1,6 +1,9 @@
-//! `rtmdet predict`: detections drawn into a run folder and, optionally, written as JSON.
+//! `rtmdet predict`: detections drawn into a run folder (annotated images, and annotated
+//! videos for video sources) and, optionally, written as JSON (JSON Lines when videos are
+//! among the sources).
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
@@ -11,7 +14,8 @@ use rtmdet::{Detector, Instances};
 use serde::Serialize;
 
 use crate::args::{self, DetectorArgs, OutputArgs, SourceArgs, ThresholdArgs};
-use crate::exit::Skipped;
+use crate::exit::{Interrupted, Skipped};
+use crate::video_job::{self, DrawJob, VideoJob};
 use crate::{output, sources};
 
 #[derive(Args)]
@@ -46,6 +50,9 @@ pub struct PredictArgs {
     /// instance ids (1 = the first detection of the JSON, 0 = background).
     #[arg(long)]
     pub save_masks: bool,
+    /// Videos, cameras and streams: process every N-th frame.
+    #[arg(long, default_value_t = 1, value_parser = args::positive, allow_negative_numbers = true)]
+    pub vid_stride: usize,
 }
 
 /// A COCO compressed RLE, as `pycocotools.mask.encode` writes it.
@@ -93,6 +100,49 @@ struct JsonImage {
     detections: Vec<JsonDetection>,
 }
 
+/// One line of the JSON Lines output for a video frame.
+#[derive(Serialize)]
+struct JsonVideoFrame {
+    /// The video file, camera number or stream URL.
+    source: String,
+    /// Index in the source (with `--vid-stride`, every N-th).
+    frame: usize,
+    /// Presentation time in the source, in seconds.
+    time_s: f64,
+    width: usize,
+    height: usize,
+    detections: Vec<JsonDetection>,
+}
+
+fn json_detections(dets: &Instances, cfg: &rtmdet::ModelConfig) -> Vec<JsonDetection> {
+    (0..dets.len())
+        .map(|k| {
+            let d = dets.get(k);
+            let rbox = dets.rboxes.get(k).copied();
+            JsonDetection {
+                bbox: d.bbox,
+                score: d.score,
+                label: d.label,
+                class: cfg.class_name(d.label),
+                rbox,
+                poly: rbox.map(|r| corners(&r).as_flattened().try_into().expect("8 numbers")),
+                segmentation: dets
+                    .masks
+                    .get(k)
+                    .map(|m| JsonRle { size: [m.height, m.width], counts: rtmdet::structures::mask::to_compressed(m) }),
+            }
+        })
+        .collect()
+}
+
+/// Detections of one image: sliced when `--slice` (or a rotated model on a large image) asks.
+fn detect_one(args: &PredictArgs, det: &Detector, img: &BgrImage) -> Result<Instances> {
+    Ok(match slice_for(args, det, img) {
+        Some(size) => det.predict_sliced(img, size, args.slice_overlap.pixels(size), args.batch)?,
+        None => det.predict(img)?,
+    })
+}
+
 pub fn run(args: PredictArgs) -> Result<()> {
     if let Some(s) = args.slice
         && s != 0
@@ -100,9 +150,13 @@ pub fn run(args: PredictArgs) -> Result<()> {
     {
         bail!("--slice-overlap ({} pixels) must be smaller than --slice ({s})", args.slice_overlap.pixels(s));
     }
-    let sources::Expanded { paths, skipped } = sources::expand(&args.input.sources, args.input.recursive)?;
+    let sources::Expanded { paths, videos, skipped } = args.input.expand()?;
     if let Some(json) = &args.output.save_json {
         let mut inputs: Vec<&std::path::Path> = paths.iter().map(PathBuf::as_path).collect();
+        inputs.extend(videos.iter().filter_map(|v| match v {
+            rtmdet::video::VideoSource::File(p) => Some(p.as_path()),
+            _ => None,
+        }));
         inputs.extend(args.detector.weights.as_deref());
         output::check(json, args.output.exist_ok, &inputs)?;
     }
@@ -111,7 +165,7 @@ pub fn run(args: PredictArgs) -> Result<()> {
         det.input_size = s;
     }
     // A batch never holds more images than there are.
-    args::check_memory(args.batch.min(paths.len()), det.input_size, args::INFER_BYTES_PER_PIXEL, "inference")?;
+    args::check_memory(args.batch.min(paths.len().max(1)), det.input_size, args::INFER_BYTES_PER_PIXEL, "inference")?;
     // The task's defaults (deployment settings, or RTMDet-R's test_cfg), overridden by flags.
     let d = det.params;
     det.params = args.thresholds.over(d);
@@ -160,14 +214,14 @@ pub fn run(args: PredictArgs) -> Result<()> {
         for &i in &sliced {
             let img = &images[i].1;
             let size = slice_for(&args, &det, img).expect("sliced");
-            let overlap = args.slice_overlap.pixels(size);
             eprintln!(
-                "{}: {}x{} in {size}px slices, overlap {overlap}px",
+                "{}: {}x{} in {size}px slices, overlap {}px",
                 images[i].0.display(),
                 img.width,
-                img.height
+                img.height,
+                args.slice_overlap.pixels(size)
             );
-            results[i] = det.predict_sliced(img, size, overlap, args.batch)?;
+            results[i] = detect_one(&args, &det, img)?;
         }
         let ms = t.elapsed().as_secs_f64() * 1e3 / images.len() as f64;
         for ((path, img), dets) in images.iter().zip(results) {
@@ -182,44 +236,104 @@ pub fn run(args: PredictArgs) -> Result<()> {
                 image: path.display().to_string(),
                 width: img.width,
                 height: img.height,
-                detections: (0..dets.len())
-                    .map(|k| {
-                        let d = dets.get(k);
-                        let rbox = dets.rboxes.get(k).copied();
-                        JsonDetection {
-                            bbox: d.bbox,
-                            score: d.score,
-                            label: d.label,
-                            class: cfg.class_name(d.label),
-                            rbox,
-                            poly: rbox.map(|r| corners(&r).as_flattened().try_into().expect("8 numbers")),
-                            segmentation: dets.masks.get(k).map(|m| JsonRle {
-                                size: [m.height, m.width],
-                                counts: rtmdet::structures::mask::to_compressed(m),
-                            }),
-                        }
-                    })
-                    .collect(),
+                detections: json_detections(&dets, &cfg),
             });
         }
     }
-    eprintln!("{} images in {:.2} s", records.len(), started.elapsed().as_secs_f64());
-    if records.is_empty() {
+    if !paths.is_empty() {
+        eprintln!("{} images in {:.2} s", records.len(), started.elapsed().as_secs_f64());
+    }
+    if records.is_empty() && videos.is_empty() {
         // Nothing to report: an existing results file is left as it is rather than emptied.
         bail!("none of the {} images could be read; nothing was written", paths.len());
     }
-    if let Some(json) = &args.output.save_json {
-        output::write_json(json, &records, args.output.exist_ok)?;
-        eprintln!("detections written to {}", json.display());
+    let mut interrupted = false;
+    if videos.is_empty() {
+        if let Some(json) = &args.output.save_json {
+            output::write_json(json, &records, args.output.exist_ok)?;
+            eprintln!("detections written to {}", json.display());
+        }
+    } else {
+        // Videos among the sources: JSON Lines, the images' records first.
+        let mut lines =
+            args.output.save_json.as_deref().map(|j| output::JsonLines::create(j, args.output.exist_ok)).transpose()?;
+        if let Some(l) = &mut lines {
+            for r in &records {
+                l.push(r)?;
+            }
+        }
+        let stop = crate::interrupt::stop_flag("stopping after this frame; finishing the video and results");
+        for source in &videos {
+            let outcome = predict_video(&args, &det, source, &run_dir, &stop, lines.as_mut());
+            match outcome {
+                Ok(o) => {
+                    failures += usize::from(video_job::report(source, &o));
+                    interrupted = o.interrupted;
+                }
+                Err(e) => {
+                    eprintln!("skipping {}: {e:#}", source.display());
+                    failures += 1;
+                }
+            }
+            if interrupted {
+                break;
+            }
+        }
+        if let (Some(l), Some(json)) = (lines, &args.output.save_json) {
+            let n = l.lines();
+            l.finish()?;
+            eprintln!("detections written to {} (JSON Lines, {n} lines: one per image or frame)", json.display());
+        }
     }
-    if !args.output.no_draw {
+    if !args.output.no_draw && !paths.is_empty() {
         eprintln!("annotated images saved to {}", run_dir.display());
     }
+    if interrupted {
+        return Err(Interrupted("the results up to the last frame were saved".into()).into());
+    }
     if failures > 0 {
-        let inputs = paths.len() + skipped;
-        return Err(Skipped(format!("{failures} of {inputs} inputs were skipped")).into());
+        let inputs = paths.len() + videos.len() + skipped;
+        return Err(Skipped(format!("{failures} of {inputs} inputs were skipped or incomplete")).into());
     }
     Ok(())
+}
+
+/// One video source: each kept frame detected, drawn into `<run>/<name>.mp4` and written as a
+/// JSON line.
+fn predict_video(
+    args: &PredictArgs,
+    det: &Detector,
+    source: &rtmdet::video::VideoSource,
+    run_dir: &std::path::Path,
+    stop: &std::sync::atomic::AtomicBool,
+    mut lines: Option<&mut output::JsonLines>,
+) -> Result<video_job::Outcome> {
+    let out = (!args.output.no_draw).then(|| sources::free_path(run_dir, &source.stem(), "mp4"));
+    let job = VideoJob { source, stride: args.vid_stride, out, replace: false, stop, max_frames: None };
+    let cfg = Arc::new(det.config().clone());
+    video_job::run(job, |frame, _| {
+        let dets = detect_one(args, det, &frame.image)?;
+        if let Some(l) = lines.as_deref_mut() {
+            l.push(&JsonVideoFrame {
+                source: source.display(),
+                frame: frame.index,
+                time_s: frame.time_s,
+                width: frame.image.width,
+                height: frame.image.height,
+                detections: json_detections(&dets, &cfg),
+            })?;
+        }
+        if args.output.no_draw {
+            return Ok(None);
+        }
+        let (image, cfg) = (frame.image.clone(), cfg.clone());
+        let draw: DrawJob = Box::new(move || {
+            let mut canvas = image.to_rgb();
+            rtmdet::viz::draw_instances(&mut canvas, &dets, |l| cfg.class_name(l));
+            canvas
+        });
+        Ok(Some(draw))
+    })
 }
 
 /// `<stem>_masks.png`: the instance-id map of an image (nothing for models without masks).

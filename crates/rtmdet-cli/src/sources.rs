@@ -1,10 +1,11 @@
-//! Expanding SOURCE arguments (files, folders, glob patterns and lists of paths) into image
-//! paths, and run folders.
+//! Expanding SOURCE arguments (files, folders, glob patterns, lists of paths, camera numbers
+//! and stream URLs) into images and videos, and run folders.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Result, bail};
+use rtmdet::video::{VideoSource, is_video_file};
 
 const IMAGE_EXTENSIONS: [&str; 9] = ["jpg", "jpeg", "png", "bmp", "tif", "tiff", "webp", "jfif", "jpe"];
 
@@ -14,23 +15,35 @@ fn is_image(path: &Path) -> bool {
         .is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
 }
 
-/// The images named by the sources, and how many inputs were skipped on the way (a listed
-/// path that is missing, a glob pattern that matches no image): each was reported, and like
-/// an unreadable image it makes the run end with exit code 3.
+/// An image or a video file, by extension: what folders, globs and lists contribute.
+fn is_media(path: &Path) -> bool {
+    is_image(path) || is_video_file(path)
+}
+
+/// The images and videos named by the sources, and how many inputs were skipped on the way (a
+/// listed path that is missing, a glob pattern that matches nothing): each was reported, and
+/// like an unreadable image it makes the run end with exit code 3.
 #[derive(Debug, Default, PartialEq)]
 pub struct Expanded {
+    /// Still images, in source order.
     pub paths: Vec<PathBuf>,
+    /// Video files, cameras and streams, in source order.
+    pub videos: Vec<VideoSource>,
     pub skipped: usize,
 }
 
-/// Each source in turn: a file as given, a `.txt` file as a list of paths, a folder as its
-/// images (sorted; with `recursive` also those of its subfolders), and a path that does not
-/// exist but holds `*`, `?` or `[` as a glob pattern. A source that gives no image is
-/// reported; when no source gives any, that is an error.
+/// Each source in turn: a stream URL (`rtsp://`, `http://`, ...) or a camera number (`0`), a
+/// file as given, a `.txt` file as a list of paths, a folder as its images and videos (sorted;
+/// with `recursive` also those of its subfolders), and a path that does not exist but holds
+/// `*`, `?` or `[` as a glob pattern. Video files are told from images by their extension. A
+/// source that gives nothing is reported; when no source gives anything, that is an error.
 pub fn expand(sources: &[PathBuf], recursive: bool) -> Result<Expanded> {
     let mut out = Expanded::default();
     for s in sources {
-        if s.is_dir() {
+        let camera_or_stream = s.to_str().and_then(VideoSource::parse).filter(|v| !matches!(v, VideoSource::File(_)));
+        if let Some(v) = camera_or_stream {
+            out.videos.push(v);
+        } else if s.is_dir() {
             out.paths.extend(folder_images(s, recursive));
         } else if is_list(s) {
             read_list(s, recursive, &mut out)?;
@@ -45,8 +58,12 @@ pub fn expand(sources: &[PathBuf], recursive: bool) -> Result<Expanded> {
             bail!("source {} {why}", s.display());
         }
     }
-    if out.paths.is_empty() {
-        bail!("no images to process");
+    // Video files found among the paths move to the videos, in their order.
+    let (videos, images): (Vec<PathBuf>, Vec<PathBuf>) = out.paths.drain(..).partition(|p| is_video_file(p));
+    out.paths = images;
+    out.videos.extend(videos.into_iter().map(VideoSource::File));
+    if out.paths.is_empty() && out.videos.is_empty() {
+        bail!("no images or videos to process");
     }
     Ok(out)
 }
@@ -61,7 +78,7 @@ fn is_pattern(path: &Path) -> bool {
     path.to_str().is_some_and(|s| s.contains(['*', '?', '[']))
 }
 
-/// The image files matching a glob pattern (`imgs/*.jpg`, `**/*.png`), in path order.
+/// The image and video files matching a glob pattern (`imgs/*.jpg`, `**/*.png`), in path order.
 fn glob_images(pattern: &Path) -> Result<Vec<PathBuf>> {
     let text = pattern.to_str().expect("patterns are UTF-8");
     let matches = glob::glob(text).map_err(|e| anyhow::anyhow!("bad glob pattern '{text}': {e}"))?;
@@ -71,7 +88,7 @@ fn glob_images(pattern: &Path) -> Result<Vec<PathBuf>> {
     let mut seen = HashSet::new();
     for m in matches {
         match m {
-            Ok(p) if p.is_file() && is_image(&p) => {
+            Ok(p) if p.is_file() && is_media(&p) => {
                 if std::fs::canonicalize(&p).is_ok_and(|real| seen.insert(real)) {
                     files.push(p);
                 }
@@ -82,7 +99,7 @@ fn glob_images(pattern: &Path) -> Result<Vec<PathBuf>> {
         }
     }
     if files.is_empty() {
-        eprintln!("warning: no images match the glob pattern '{text}'");
+        eprintln!("warning: no images or videos match the glob pattern '{text}'");
     }
     Ok(files)
 }
@@ -107,12 +124,12 @@ fn read_list(list: &Path, recursive: bool, out: &mut Expanded) -> Result<()> {
         }
     }
     if out.paths.len() == before {
-        eprintln!("warning: no images in list {}", list.display());
+        eprintln!("warning: no images or videos in list {}", list.display());
     }
     Ok(())
 }
 
-/// The image files of a folder, sorted by path; with `recursive` those of its subfolders
+/// The image and video files of a folder, sorted by path; with `recursive` those of its subfolders
 /// too. Subfolders are followed through symlinks, each real folder once, so a link back up
 /// the tree does not loop. An unreadable folder is reported and skipped.
 fn folder_images(dir: &Path, recursive: bool) -> Vec<PathBuf> {
@@ -131,7 +148,7 @@ fn folder_images(dir: &Path, recursive: bool) -> Vec<PathBuf> {
             }
         };
         for p in entries.filter_map(|e| e.ok().map(|e| e.path())) {
-            if p.is_file() && is_image(&p) {
+            if p.is_file() && is_media(&p) {
                 files.push(p);
             } else if recursive && p.is_dir() {
                 todo.push(p);
@@ -141,7 +158,7 @@ fn folder_images(dir: &Path, recursive: bool) -> Vec<PathBuf> {
     files.sort();
     if files.is_empty() {
         let which = if recursive { "folder (or its subfolders)" } else { "folder" };
-        eprintln!("warning: no images in {which} {}", dir.display());
+        eprintln!("warning: no images or videos in {which} {}", dir.display());
     }
     files
 }
@@ -193,7 +210,7 @@ mod tests {
     fn tree(name: &str) -> PathBuf {
         let root = std::env::temp_dir().join(format!("rtmdet-sources-{}-{name}", std::process::id()));
         std::fs::create_dir_all(root.join("sub/deeper")).unwrap();
-        for f in ["a.jpg", "notes.md", "sub/b.png", "sub/deeper/c.jpg"] {
+        for f in ["a.jpg", "notes.md", "sub/b.png", "sub/deeper/c.jpg", "sub/clip.mp4"] {
             std::fs::write(root.join(f), "").unwrap();
         }
         let _ = std::os::unix::fs::symlink(&root, root.join("sub/up"));
@@ -211,7 +228,15 @@ mod tests {
         assert_eq!(names(&root, &flat.paths), ["a.jpg"]);
         let deep = expand(std::slice::from_ref(&root), true).unwrap();
         assert_eq!(names(&root, &deep.paths), ["a.jpg", "sub/b.png", "sub/deeper/c.jpg"]);
+        assert_eq!(deep.videos, [VideoSource::File(root.join("sub/clip.mp4"))]);
         assert_eq!(deep.skipped, 0);
+    }
+
+    #[test]
+    fn cameras_and_streams_are_video_sources() {
+        let got = expand(&["0".into(), "rtsp://cam.local/live".into()], false).unwrap();
+        assert_eq!(got.videos, [VideoSource::Webcam(0), VideoSource::Stream("rtsp://cam.local/live".into())]);
+        assert!(got.paths.is_empty());
     }
 
     #[test]
@@ -222,7 +247,7 @@ mod tests {
         let mixed = expand(&[root.join("sub/*.png"), root.join("*.gif")], false).unwrap();
         assert_eq!((names(&root, &mixed.paths), mixed.skipped), (vec!["sub/b.png".to_string()], 1));
         let none = expand(&[root.join("*.gif")], false).unwrap_err();
-        assert!(none.to_string().contains("no images to process"), "{none}");
+        assert!(none.to_string().contains("no images or videos to process"), "{none}");
     }
 
     #[test]

@@ -2,7 +2,6 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{Result, bail};
 use clap::Args;
@@ -189,14 +188,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
         None => new_trainer(&args, device)?,
     };
     // Installed before the run is announced, so a Ctrl-C after the announcement always saves.
-    let stop = Arc::new(AtomicBool::new(false));
-    {
-        let stop = stop.clone();
-        let _ = ctrlc::set_handler(move || {
-            eprintln!("\nstopping after this iteration; saving weights/last.safetensors");
-            stop.store(true, Ordering::SeqCst);
-        });
-    }
+    let stop = crate::interrupt::stop_flag("stopping after this iteration; saving weights/last.safetensors");
     let recipe = if trainer.cfg.stage1.rotated.as_ref().is_some_and(|r| !r.random_resize_crop) {
         "RTMDet-R: resize, h/v/d flip, rotation".to_string()
     } else {

@@ -48,6 +48,15 @@ fn one_bad_image(d: &Path) {
     std::fs::write(d.join("broken.jpg"), "not an image").unwrap();
 }
 
+/// The library's test video cut in half, and an empty `.mp4`.
+fn broken_videos(d: &Path) {
+    let walk = Path::new(env!("CARGO_MANIFEST_DIR")).join("../rtmdet/tests/data/video/walk.mp4");
+    let bytes = std::fs::read(walk).unwrap();
+    std::fs::write(d.join("cut.mp4"), &bytes[..bytes.len() / 2]).unwrap();
+    std::fs::write(d.join("empty.mp4"), b"").unwrap();
+    copy_demo(d);
+}
+
 /// A list of two images, one of which does not exist.
 fn list_with_missing(d: &Path) {
     copy_demo(d);
@@ -622,7 +631,7 @@ const CASES: &[Case] = &[
         setup: copy_demo,
         args: &["predict", "{d}/*.gif", "--weights", W, "--no-draw"],
         code: 1,
-        message: "no images match the glob pattern",
+        message: "no images or videos match the glob pattern",
     },
     Case {
         name: "empty glob with an image",
@@ -639,11 +648,32 @@ const CASES: &[Case] = &[
         message: "missing.jpg (listed in",
     },
     Case {
+        name: "truncated video with an image",
+        setup: broken_videos,
+        args: &["predict", "{d}/demo.jpg", "{d}/cut.mp4", "--weights", W, "--save-json", "{d}/out.jsonl"],
+        code: 3,
+        message: "it may be truncated",
+    },
+    Case {
+        name: "empty video file",
+        setup: broken_videos,
+        args: &["track", "{d}/empty.mp4", "--weights", W, "--no-draw"],
+        code: 3,
+        message: "empty.mp4: not a readable MP4 file",
+    },
+    Case {
+        name: "vid-stride 0",
+        setup: broken_videos,
+        args: &["predict", "{d}/cut.mp4", "--weights", W, "--vid-stride", "0"],
+        code: 2,
+        message: "--vid-stride",
+    },
+    Case {
         name: "folder without images",
         setup: nothing,
         args: &["predict", "{d}", "--recursive", "--weights", W, "--no-draw"],
         code: 1,
-        message: "no images in folder (or its subfolders)",
+        message: "no images or videos in folder (or its subfolders)",
     },
     // Messages that name the cause.
     Case {

@@ -1,5 +1,6 @@
 //! `rtmdet bench data`: the training data pipeline against the model's training step, on the
-//! datasets `train` accepts (small sizes, so each run takes about a second).
+//! datasets `train` accepts (small sizes, so each run takes about a second); `rtmdet bench
+//! video`: the video pipeline against inference alone.
 
 use std::path::Path;
 
@@ -97,4 +98,35 @@ fn bench_data_follows_the_task_of_the_data() {
     assert_eq!(rows.iter().map(|r| (r.0, r.2)).collect::<Vec<_>>(), [(1, 1), (1, 2)], "one stage: {r}");
     let r = bench_data(&dota, &["--imgsz", "256", "--mosaic"], &dir.join("r-aug.json"));
     assert_eq!(stages_and_augmentations(&r).iter().map(|r| r.0).collect::<Vec<_>>(), [1, 1, 2, 2], "{r}");
+}
+
+/// `bench video` times the stages and the whole pipeline on the same frames and reports the
+/// pipeline's overhead over inference alone (numbers are measured, not asserted).
+#[test]
+fn bench_video_reports_pipeline_against_inference() {
+    let d = tmp("bench-video");
+    let walk = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../rtmdet/tests/data/video/walk.mp4");
+    let json = d.join("video.json");
+    let o = rtmdet(&[
+        "bench",
+        "video",
+        walk.to_str().unwrap(),
+        "--frames",
+        "12",
+        "--rounds",
+        "1",
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let r: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!((r["frames"].as_u64(), r["width"].as_u64(), r["height"].as_u64()), (Some(12), Some(480), Some(360)));
+    assert_eq!(r["model"], "rtmdet-nano");
+    for k in ["decode_fps", "encode_fps", "infer_fps", "pipeline_fps"] {
+        assert!(r[k].as_f64().unwrap() > 0.0, "{k}: {r}");
+    }
+    let overhead = r["infer_fps"].as_f64().unwrap() / r["pipeline_fps"].as_f64().unwrap() - 1.0;
+    assert!((r["overhead"].as_f64().unwrap() - overhead).abs() < 1e-9);
+    assert!(String::from_utf8_lossy(&o.stdout).contains("pipeline overhead over inference alone"));
+    let _ = std::fs::remove_dir_all(d);
 }

@@ -11,3 +11,4 @@ mod predict_cli;
 mod track_cli;
 mod train_cli;
 mod val_eval_cli;
+mod video_cli;

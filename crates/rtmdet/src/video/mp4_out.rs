@@ -83,11 +83,19 @@ impl VideoWriter {
 
     /// Encodes one frame (of the size given at creation).
     pub fn write(&mut self, img: &BgrImage) -> Result<()> {
-        let yuv = Yuv420::from_bgr(img);
+        self.encode(Yuv420::from_bgr(img))
+    }
+
+    /// [`VideoWriter::write`] for an RGB image.
+    pub fn write_rgb(&mut self, img: &image::RgbImage) -> Result<()> {
+        self.encode(Yuv420::from_rgb(img))
+    }
+
+    fn encode(&mut self, yuv: Yuv420) -> Result<()> {
         if (yuv.width, yuv.height) != (self.width, self.height) {
             return Err(Error::Other(format!(
                 "a {}x{} frame in a {}x{} video",
-                img.width, img.height, self.width, self.height
+                yuv.width, yuv.height, self.width, self.height
             )));
         }
         let buffer = YUVBuffer::from_vec(yuv.data, yuv.width, yuv.height);

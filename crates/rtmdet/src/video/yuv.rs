@@ -80,12 +80,22 @@ impl Yuv420 {
     /// From BGR, padded to even sides by repeating the last column and row (H.264 4:2:0
     /// pictures have even sides); chroma is the mean of each 2×2 block.
     pub fn from_bgr(img: &BgrImage) -> Self {
-        let (w, h) = (img.width + img.width % 2, img.height + img.height % 2);
+        Self::from_interleaved(img.width, img.height, &img.data, [2, 1, 0])
+    }
+
+    /// [`Yuv420::from_bgr`] for an RGB image (what the drawing functions produce).
+    pub fn from_rgb(img: &image::RgbImage) -> Self {
+        Self::from_interleaved(img.width() as usize, img.height() as usize, img.as_raw(), [0, 1, 2])
+    }
+
+    /// From 3-byte pixels whose red, green and blue bytes are at `order`.
+    fn from_interleaved(width: usize, height: usize, pixels: &[u8], [ri, gi, bi]: [usize; 3]) -> Self {
+        let (w, h) = (width + width % 2, height + height % 2);
         let (cw, ch) = (w / 2, h / 2);
         let px = |r: usize, c: usize| {
-            let i = (r.min(img.height - 1) * img.width + c.min(img.width - 1)) * 3;
-            let p = &img.data[i..i + 3];
-            (i32::from(p[2]), i32::from(p[1]), i32::from(p[0]))
+            let i = (r.min(height - 1) * width + c.min(width - 1)) * 3;
+            let p = &pixels[i..i + 3];
+            (i32::from(p[ri]), i32::from(p[gi]), i32::from(p[bi]))
         };
         let mut data = vec![0u8; w * h + 2 * cw * ch];
         let (yp, uv) = data.split_at_mut(w * h);
