@@ -43,6 +43,14 @@ pub struct PredictArgs {
     /// from 1 on pixels.
     #[arg(long, default_value = "200", value_parser = args::slice_overlap, allow_negative_numbers = true)]
     pub slice_overlap: args::Overlap,
+    /// With --slice: also detect on the whole image at the input size (objects larger than a
+    /// slice), merged with the slices.
+    #[arg(long)]
+    pub slice_full: bool,
+    /// With --slice: how slices merge: nms (class-aware, at --iou) or wbf (weighted box
+    /// fusion at --iou; axis-aligned models).
+    #[arg(long, default_value = "nms", value_parser = ["nms", "wbf"])]
+    pub slice_merge: String,
     /// (RTMDet-Ins) A pixel belongs to a mask where its probability exceeds this.
     #[arg(long, default_value_t = 0.5, value_parser = args::unit_interval, allow_negative_numbers = true)]
     pub mask_thr: f32,
@@ -138,7 +146,12 @@ fn json_detections(dets: &Instances, cfg: &rtmdet::ModelConfig) -> Vec<JsonDetec
 /// Detections of one image: sliced when `--slice` (or a rotated model on a large image) asks.
 fn detect_one(args: &PredictArgs, det: &Detector, img: &BgrImage) -> Result<Instances> {
     Ok(match slice_for(args, det, img) {
-        Some(size) => det.predict_sliced(img, size, args.slice_overlap.pixels(size), args.batch)?,
+        Some(size) => {
+            let merge = rtmdet::postprocess::merge::SliceMerge::parse(&args.slice_merge)?;
+            let overlap = args.slice_overlap.pixels(size);
+            let slicing = rtmdet::Slicing { size, overlap, batch: args.batch, full_image: args.slice_full, merge };
+            det.predict_sliced(img, &slicing)?
+        }
         None => det.predict(img)?,
     })
 }
@@ -215,11 +228,13 @@ pub fn run(args: PredictArgs) -> Result<()> {
             let img = &images[i].1;
             let size = slice_for(&args, &det, img).expect("sliced");
             eprintln!(
-                "{}: {}x{} in {size}px slices, overlap {}px",
+                "{}: {}x{} in {size}px slices, overlap {}px{}, merged by {}",
                 images[i].0.display(),
                 img.width,
                 img.height,
-                args.slice_overlap.pixels(size)
+                args.slice_overlap.pixels(size),
+                if args.slice_full { " and the whole image" } else { "" },
+                args.slice_merge,
             );
             results[i] = detect_one(&args, &det, img)?;
         }

@@ -46,6 +46,27 @@ pub struct Detector {
     pub input_size: usize,
 }
 
+/// How [`Detector::predict_sliced`] slices an image and merges the slices.
+#[derive(Clone, Copy, Debug)]
+pub struct Slicing {
+    /// Slice side in pixels.
+    pub size: usize,
+    /// Overlap of neighbouring slices in pixels (less than `size`).
+    pub overlap: usize,
+    /// Slices per forward pass.
+    pub batch: usize,
+    /// Also detect on the whole image at the input size.
+    pub full_image: bool,
+    pub merge: crate::postprocess::merge::SliceMerge,
+}
+
+impl Slicing {
+    /// `size` slices overlapping by `overlap`, one per pass, merged by NMS.
+    pub fn new(size: usize, overlap: usize) -> Self {
+        Slicing { size, overlap, batch: 1, full_image: false, merge: Default::default() }
+    }
+}
+
 impl Detector {
     /// Loads weights with everything inferred (format, size, classes, decoding).
     pub fn from_checkpoint(path: impl AsRef<Path>) -> Result<Self> {
@@ -181,27 +202,40 @@ impl Detector {
 
     /// Detections for a large image by the DOTA patch scheme: windows of `size` overlapping by
     /// `overlap` (mmrotate's `img_split` windows, edge patches padded with (104, 116, 124)),
-    /// `batch` patches per forward pass, each patch's detections moved to the image, and the
-    /// patches merged by class-aware NMS at the detector's IoU threshold (rotated NMS 0.1 for
-    /// RTMDet-R, as mmrotate's merge). RTMDet-Ins masks move into the image with their boxes
-    /// and survive with them.
-    pub fn predict_sliced(&self, image: &BgrImage, size: usize, overlap: usize, batch: usize) -> Result<Instances> {
+    /// `batch` patches per forward pass, each patch's detections moved to the image, with
+    /// `full_image` also the whole image at the input size (for objects larger than a slice),
+    /// and everything merged: class-aware NMS at the detector's IoU threshold (rotated NMS 0.1
+    /// for RTMDet-R, as mmrotate's merge) or weighted box fusion. RTMDet-Ins masks move into
+    /// the image with their boxes and survive with them.
+    pub fn predict_sliced(&self, image: &BgrImage, s: &Slicing) -> Result<Instances> {
         use crate::data::split::{SplitSettings, crop, windows};
-        if size == 0 || overlap >= size {
-            return Err(Error::Config(format!("slice size {size} must exceed the overlap {overlap}")));
+        use crate::postprocess::merge::{self, SliceMerge};
+        if s.size == 0 || s.overlap >= s.size {
+            return Err(Error::Config(format!("slice size {} must exceed the overlap {}", s.size, s.overlap)));
+        }
+        if s.merge == SliceMerge::Wbf && self.config.task == Task::Rotated {
+            return Err(Error::Config(
+                "weighted box fusion merges axis-aligned boxes; rotated slices merge by rotated NMS".into(),
+            ));
         }
         let pad = SplitSettings::default().padding;
-        let wins = windows(image.width, image.height, &[(size, overlap)], SplitSettings::default().img_rate_thr);
-        let mut parts = Vec::with_capacity(wins.len());
-        for chunk in wins.chunks(batch.max(1)) {
+        let wins = windows(image.width, image.height, &[(s.size, s.overlap)], SplitSettings::default().img_rate_thr);
+        let mut parts = Vec::with_capacity(wins.len() + 1);
+        for chunk in wins.chunks(s.batch.max(1)) {
             let crops: Vec<BgrImage> = chunk.iter().map(|w| crop(image, w, pad)).collect();
             for (w, mut set) in chunk.iter().zip(self.predict_batch(&crops)?) {
-                crate::postprocess::merge::translate(&mut set, w[0] as f32, w[1] as f32);
-                crate::postprocess::merge::translate_masks(&mut set, (w[0], w[1]), image.height, image.width)?;
+                merge::translate(&mut set, w[0] as f32, w[1] as f32);
+                merge::translate_masks(&mut set, (w[0], w[1]), image.height, image.width)?;
                 parts.push(set);
             }
         }
-        let mut merged = crate::postprocess::merge::merge_sets(&parts, self.params.iou_thr);
+        if s.full_image {
+            parts.push(self.predict(image)?);
+        }
+        let mut merged = match s.merge {
+            SliceMerge::Nms => merge::merge_sets(&parts, self.params.iou_thr),
+            SliceMerge::Wbf => merge::fuse_sets(&parts, self.params.iou_thr),
+        };
         merged.truncate(self.params.max_det);
         Ok(merged)
     }

@@ -51,7 +51,7 @@ pub mod weights;
 /// The burn version this crate is built on, for callers that build tensors or devices.
 pub use burn;
 pub use config::{ModelConfig, Size};
-pub use detector::{Detector, LoadOptions};
+pub use detector::{Detector, LoadOptions, Slicing};
 pub use engine::EngineKind;
 pub use error::{Error, Result};
 pub use postprocess::DetectParams;

@@ -352,3 +352,29 @@ fn sliced_predict_reports_an_object_cut_by_a_tile_border_once() {
         }
     }
 }
+
+/// `--slice-full --slice-merge wbf`: the slices and the whole image fused by weighted box
+/// fusion keep every confident person that NMS-merged slices find (IoU > 0.5), with the
+/// embedded (trained) person detector: a seeded checkpoint's hundreds of same-score boxes
+/// would make the 100 kept ones arbitrary.
+#[test]
+fn sliced_predict_with_full_image_and_box_fusion_keeps_every_object() {
+    let d = tmp("slice-wbf");
+    let image = shared("assets/images/people.jpg");
+    let run = |name: &str, extra: &[&str]| {
+        let json = d.join(format!("{name}.json"));
+        let mut a = vec!["predict", image.to_str().unwrap(), "--no-draw", "--iou", "0.5"];
+        a.extend(["--slice", "512", "--slice-overlap", "0.2", "--save-json", json.to_str().unwrap()]);
+        a.extend(extra);
+        let o = rtmdet(&a);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let v: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+        dets(&v[0])
+    };
+    let nms = run("nms", &[]);
+    let wbf = run("wbf", &["--slice-full", "--slice-merge", "wbf"]);
+    assert!(nms.iter().filter(|(_, s, _)| *s >= 0.5).count() >= 10, "{nms:?}");
+    for (b, s, l) in nms.iter().filter(|(_, s, _)| *s >= 0.5) {
+        assert!(wbf.iter().any(|(f, _, lf)| lf == l && iou(b, f) > 0.5), "{b:?} ({s}, label {l}) is lost by fusion");
+    }
+}

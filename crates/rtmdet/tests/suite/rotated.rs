@@ -274,10 +274,10 @@ fn sliced_prediction_equals_split_predict_merge() {
     use rtmdet::postprocess::merge::{MERGE_IOU, merge_patches};
     let det = detector(EngineKind::Cpu);
     let aerial = read_image(&shared("assets/dota/images/aerial_demo.jpg")).unwrap();
-    assert_eq!(det.predict_sliced(&aerial, 1024, 200, 1).unwrap(), det.predict(&aerial).unwrap());
+    assert_eq!(det.predict_sliced(&aerial, &rtmdet::Slicing::new(1024, 200)).unwrap(), det.predict(&aerial).unwrap());
 
     let image = read_image(&shared("assets/dota/images/dota_demo.jpg")).unwrap();
-    let sliced = det.predict_sliced(&image, 1024, 200, 2).unwrap();
+    let sliced = det.predict_sliced(&image, &rtmdet::Slicing { batch: 2, ..rtmdet::Slicing::new(1024, 200) }).unwrap();
     let out = std::env::temp_dir().join(format!("rtmdet-slice-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&out);
     let (patches, _) = split_image("dota_demo", &image, &[], &SplitSettings::default(), &out).unwrap();
