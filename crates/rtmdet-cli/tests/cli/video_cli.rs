@@ -196,3 +196,72 @@ fn bad_video_sources() {
     assert!(err.contains("no webcam 7") || err.contains("FFmpeg is not installed"), "{err}");
     let _ = std::fs::remove_dir_all(d);
 }
+
+/// FFmpeg, when installed, reads streams. CI installs it and sets `RTMDET_REQUIRE_FFMPEG=1`,
+/// so there these checks cannot be skipped.
+fn ffmpeg_or_skip() -> bool {
+    if video::ffmpeg::available() {
+        return true;
+    }
+    assert!(
+        std::env::var_os("RTMDET_REQUIRE_FFMPEG").is_none(),
+        "RTMDET_REQUIRE_FFMPEG is set but ffmpeg does not run"
+    );
+    eprintln!("ffmpeg is not installed: streams are not tested here");
+    false
+}
+
+/// A local HTTP server for `bytes`, sending the first `send` of them and then closing the
+/// connection (a stream that drops when `send` is short). Serves every request the same way.
+fn serve(bytes: Vec<u8>, send: usize) -> String {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/clip.mp4", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for mut conn in listener.incoming().map_while(Result::ok) {
+            let mut request = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                match conn.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => request.extend_from_slice(&buf[..n]),
+                }
+            }
+            let header = format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: video/mp4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                bytes.len()
+            );
+            let _ = conn.write_all(header.as_bytes());
+            let _ = conn.write_all(&bytes[..send]);
+        }
+    });
+    url
+}
+
+/// An HTTP stream is read through FFmpeg like a file; one that drops half-way is reported
+/// (exit code 3), and the frames up to the drop are a playable video and complete JSON Lines.
+#[test]
+fn http_streams_and_a_stream_that_drops() {
+    if !ffmpeg_or_skip() {
+        return;
+    }
+    let d = tmp("video-stream");
+    let bytes = std::fs::read(walk()).unwrap();
+    let run = |name: &str, url: &str| {
+        let (json, out) = (d.join(format!("{name}.jsonl")), d.join(name));
+        let o = rtmdet(&["predict", url, "--out", out.to_str().unwrap(), "--save-json", json.to_str().unwrap()]);
+        (o, json_lines(&json), decode(&out.join("stream.mp4")))
+    };
+    let (o, lines, annotated) = run("whole", &serve(bytes.clone(), bytes.len()));
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!((lines.len(), annotated.len()), (30, 30));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("ffmpeg reader"));
+
+    let (o, lines, annotated) = run("dropped", &serve(bytes.clone(), bytes.len() * 2 / 3));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(3), "{err}");
+    assert!(err.contains("ended with errors after") && err.contains("results up to there are kept"), "{err}");
+    assert!(!lines.is_empty() && lines.len() < 30, "{} frames", lines.len());
+    assert_eq!(annotated.len(), lines.len());
+    let _ = std::fs::remove_dir_all(d);
+}

@@ -125,6 +125,8 @@ pub struct FfmpegReader {
     stdout: ChildStdout,
     /// The last lines FFmpeg wrote to stderr, for the error message when it fails.
     stderr_tail: Arc<Mutex<VecDeque<String>>>,
+    /// The thread collecting stderr; it ends when FFmpeg closes the pipe.
+    stderr_thread: Option<std::thread::JoinHandle<()>>,
     info: VideoInfo,
     next_index: usize,
     stride: usize,
@@ -161,7 +163,7 @@ impl FfmpegReader {
         let stdout = child.stdout.take().expect("piped");
         let stderr = child.stderr.take().expect("piped");
         let stderr_tail = Arc::new(Mutex::new(VecDeque::new()));
-        {
+        let stderr_thread = {
             let tail = stderr_tail.clone();
             std::thread::spawn(move || {
                 for line in BufReader::new(stderr).lines().map_while(std::result::Result::ok) {
@@ -171,13 +173,14 @@ impl FfmpegReader {
                         t.pop_front();
                     }
                 }
-            });
-        }
+            })
+        };
         Ok(FfmpegReader {
             source: source.clone(),
             child,
             stdout,
             stderr_tail,
+            stderr_thread: Some(stderr_thread),
             info,
             next_index: 0,
             stride,
@@ -203,12 +206,23 @@ impl FfmpegReader {
         }
         self.ended = true;
         let status = self.child.wait().map_err(|e| video_error(&self.source, e))?;
-        // The stderr reader may still be collecting the last lines.
-        std::thread::sleep(std::time::Duration::from_millis(50));
+        // All of FFmpeg's messages, once the pipe is closed.
+        if let Some(t) = self.stderr_thread.take() {
+            let _ = t.join();
+        }
         let tail: Vec<String> = self.stderr_tail.lock().expect("not poisoned").iter().cloned().collect();
         if !status.success() {
             let why = if tail.is_empty() { status.to_string() } else { tail.join("; ") };
             return Err(video_error(&self.source, format!("ffmpeg stopped after {} frames: {why}", self.next_index)));
+        }
+        // FFmpeg ends a stream that dropped (or a damaged file) with success but reports the
+        // errors (it runs at `-loglevel error`, so anything it prints is one): the video is
+        // incomplete, and says why.
+        if !tail.is_empty() && self.next_index > 0 {
+            return Err(video_error(
+                &self.source,
+                format!("the video ended with errors after {} frames: {}", self.next_index, tail.join("; ")),
+            ));
         }
         if filled > 0 {
             return Err(video_error(&self.source, format!("the video ended inside frame {}", self.next_index)));
