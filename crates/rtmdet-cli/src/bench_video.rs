@@ -16,7 +16,7 @@ use serde::Serialize;
 use crate::args::{self, DetectorArgs};
 use crate::measure::model_name;
 use crate::output;
-use crate::video_job::{self, DrawJob, VideoJob};
+use crate::video_job::{self, VideoJob};
 
 #[derive(Args)]
 pub struct BenchVideoArgs {
@@ -110,14 +110,7 @@ pub fn run(args: BenchVideoArgs) -> Result<()> {
             VideoJob { source: &source, stride: 1, out: Some(out), replace: true, stop: &stop, max_frames: Some(n) };
         let t = Instant::now();
         let o = video_job::run(job, |frame, _| {
-            let dets = det.predict(&frame.image)?;
-            let (image, cfg) = (frame.image.clone(), cfg.clone());
-            let draw: DrawJob = Box::new(move || {
-                let mut canvas = image.to_rgb();
-                rtmdet::viz::draw_instances(&mut canvas, &dets, |l| cfg.class_name(l));
-                canvas
-            });
-            Ok(Some(draw))
+            Ok(Some(video_job::draw_detections(&frame.image, det.predict(&frame.image)?, &cfg)))
         })?;
         pipeline_s = pipeline_s.min(t.elapsed().as_secs_f64());
         if o.frames != n {

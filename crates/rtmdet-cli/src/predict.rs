@@ -15,7 +15,7 @@ use serde::Serialize;
 
 use crate::args::{self, DetectorArgs, OutputArgs, SourceArgs, ThresholdArgs};
 use crate::exit::{Interrupted, Skipped};
-use crate::video_job::{self, DrawJob, VideoJob};
+use crate::video_job::{self, VideoJob};
 use crate::{output, sources};
 
 #[derive(Args)]
@@ -277,23 +277,12 @@ pub fn run(args: PredictArgs) -> Result<()> {
                 l.push(r)?;
             }
         }
-        let stop = crate::interrupt::stop_flag("stopping after this frame; finishing the video and results");
-        for source in &videos {
-            let outcome = predict_video(&args, &det, source, &run_dir, &stop, lines.as_mut());
-            match outcome {
-                Ok(o) => {
-                    failures += usize::from(video_job::report(source, &o));
-                    interrupted = o.interrupted;
-                }
-                Err(e) => {
-                    eprintln!("skipping {}: {e:#}", source.display());
-                    failures += 1;
-                }
-            }
-            if interrupted {
-                break;
-            }
-        }
+        let on_stop = "stopping after this frame; finishing the video and results";
+        let (failed, stopped) = video_job::run_each(&videos, on_stop, |source, stop| {
+            predict_video(&args, &det, source, &run_dir, stop, lines.as_mut())
+        });
+        failures += failed;
+        interrupted = stopped;
         if let (Some(l), Some(json)) = (lines, &args.output.save_json) {
             let n = l.lines();
             l.finish()?;
@@ -341,13 +330,7 @@ fn predict_video(
         if args.output.no_draw {
             return Ok(None);
         }
-        let (image, cfg) = (frame.image.clone(), cfg.clone());
-        let draw: DrawJob = Box::new(move || {
-            let mut canvas = image.to_rgb();
-            rtmdet::viz::draw_instances(&mut canvas, &dets, |l| cfg.class_name(l));
-            canvas
-        });
-        Ok(Some(draw))
+        Ok(Some(video_job::draw_detections(&frame.image, dets, &cfg)))
     })
 }
 

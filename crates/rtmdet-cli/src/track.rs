@@ -173,22 +173,12 @@ pub fn run(args: TrackArgs) -> Result<()> {
     }
     let mut interrupted = false;
     if !videos.is_empty() {
-        let stop = crate::interrupt::stop_flag("stopping after this frame; finishing the video and tracks");
-        for source in &videos {
-            match track_video(&args, &det, source, &run_dir, &cfg, &stop, lines.as_mut()) {
-                Ok(o) => {
-                    failures += usize::from(video_job::report(source, &o));
-                    interrupted = o.interrupted;
-                }
-                Err(e) => {
-                    eprintln!("skipping {}: {e:#}", source.display());
-                    failures += 1;
-                }
-            }
-            if interrupted {
-                break;
-            }
-        }
+        let on_stop = "stopping after this frame; finishing the video and tracks";
+        let (failed, stopped) = video_job::run_each(&videos, on_stop, |source, stop| {
+            track_video(&args, &det, source, &run_dir, &cfg, stop, lines.as_mut())
+        });
+        failures += failed;
+        interrupted = stopped;
     }
     if let (Some(l), Some(json)) = (lines, &args.output.save_json) {
         if l.lines() == 0 {

@@ -154,6 +154,47 @@ pub fn run(
     })
 }
 
+/// The drawing of a frame's detections (boxes, labels, masks), as `predict` draws images.
+pub fn draw_detections(
+    image: &rtmdet::image_io::BgrImage,
+    dets: rtmdet::Instances,
+    cfg: &std::sync::Arc<rtmdet::ModelConfig>,
+) -> DrawJob {
+    let (image, cfg) = (image.clone(), cfg.clone());
+    Box::new(move || {
+        let mut canvas = image.to_rgb();
+        rtmdet::viz::draw_instances(&mut canvas, &dets, |l| cfg.class_name(l));
+        canvas
+    })
+}
+
+/// Runs `one` on each video source in turn, with Ctrl-C installed (printing `on_stop`), and
+/// reports each; a source that cannot be opened is reported and skipped. Returns how many
+/// sources were skipped or incomplete, and whether Ctrl-C ended the run.
+pub fn run_each(
+    videos: &[VideoSource],
+    on_stop: &'static str,
+    mut one: impl FnMut(&VideoSource, &AtomicBool) -> Result<Outcome>,
+) -> (usize, bool) {
+    let stop = crate::interrupt::stop_flag(on_stop);
+    let mut failures = 0;
+    for source in videos {
+        match one(source, &stop) {
+            Ok(o) => {
+                failures += usize::from(report(source, &o));
+                if o.interrupted {
+                    return (failures, true);
+                }
+            }
+            Err(e) => {
+                eprintln!("skipping {}: {e:#}", source.display());
+                failures += 1;
+            }
+        }
+    }
+    (failures, false)
+}
+
 /// Prints how a video went; true when it counts as incomplete (exit code 3 at the end).
 pub fn report(source: &VideoSource, o: &Outcome) -> bool {
     let rate = o.frames as f64 / o.seconds.max(1e-9);
