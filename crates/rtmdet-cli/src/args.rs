@@ -25,7 +25,7 @@ pub struct DetectorArgs {
     /// Override the box decoding: distances are exp(raw)*stride (true) or raw*stride (false).
     #[arg(long)]
     pub exp_on_reg: Option<bool>,
-    /// cpu, or cuda[:N] in CUDA builds.
+    /// cpu; cuda[:N] in CUDA builds; wgpu[:N|:cpu] / vulkan[:N|:cpu] in wgpu / Vulkan builds.
     #[arg(long, default_value = "cpu")]
     pub device: String,
     /// CPU threads (default: all cores; at most 4 × the cores).

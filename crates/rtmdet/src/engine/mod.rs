@@ -39,25 +39,46 @@ pub trait Engine: Send + Sync {
     }
 }
 
-/// `cpu` (burn's flex backend) or, in builds with the `cuda` feature, `cuda` / `cuda:N`.
+/// `cpu` (burn's flex backend); in builds with the `cuda` feature `cuda` / `cuda:N`; with the
+/// `wgpu` feature `wgpu` (the best adapter: Vulkan, Metal or DX12), `wgpu:N` (the N-th discrete
+/// GPU) or `wgpu:cpu` (a software adapter such as Mesa's lavapipe); with the `vulkan` feature
+/// the same as `vulkan`, `vulkan:N`, `vulkan:cpu` (Vulkan only, SPIR-V kernels).
 pub fn parse_device(name: &str) -> Result<Device> {
     let name = name.trim().to_ascii_lowercase();
-    match name.as_str() {
-        "cpu" | "flex" => Ok(Device::flex()),
+    let (kind, index) = match name.split_once(':') {
+        Some((k, i)) => (k, Some(i)),
+        None => (name.as_str(), None),
+    };
+    let number =
+        |i: &str| i.parse::<usize>().map_err(|_| Error::Config(format!("bad device '{name}': expected {kind}:N")));
+    match kind {
+        "cpu" | "flex" if index.is_none() => Ok(Device::flex()),
         #[cfg(feature = "cuda")]
-        n if n == "cuda" || n.starts_with("cuda:") => {
-            let index = n
-                .strip_prefix("cuda:")
-                .map_or(Ok(0), |i| i.parse::<usize>())
-                .map_err(|_| Error::Config(format!("bad device '{n}'")))?;
-            Ok(Device::cuda(index))
+        "cuda" => Ok(Device::cuda(index.map_or(Ok(0), number)?)),
+        #[cfg(feature = "wgpu")]
+        "wgpu" => Ok(Device::wgpu(graphics_device(index, number)?)),
+        #[cfg(feature = "vulkan")]
+        "vulkan" => Ok(Device::vulkan(graphics_device(index, number)?)),
+        // The kinds this build lacks (those it has matched above).
+        #[allow(unreachable_patterns)]
+        "cuda" | "wgpu" | "vulkan" => {
+            Err(Error::Config(format!("this build has no {kind} support; rebuild with `--features {kind}`")))
         }
-        #[cfg(not(feature = "cuda"))]
-        n if n.starts_with("cuda") => {
-            Err(Error::Config("this build has no CUDA support; rebuild with `--features cuda`".into()))
-        }
-        other => Err(Error::Config(format!("unknown device '{other}' (expected cpu or cuda[:N])"))),
+        _ => Err(Error::Config(format!(
+            "unknown device '{name}' (expected cpu, cuda[:N], wgpu[:N|:cpu] or vulkan[:N|:cpu])"
+        ))),
     }
+}
+
+/// The adapter a `wgpu`/`vulkan` device name selects.
+#[cfg(any(feature = "wgpu", feature = "vulkan"))]
+fn graphics_device(index: Option<&str>, number: impl Fn(&str) -> Result<usize>) -> Result<::burn::tensor::DeviceKind> {
+    use ::burn::tensor::DeviceKind;
+    Ok(match index {
+        None => DeviceKind::DefaultDevice,
+        Some("cpu") => DeviceKind::Cpu,
+        Some(i) => DeviceKind::DiscreteGpu(number(i)?),
+    })
 }
 
 /// Which engine runs inference.

@@ -14,6 +14,8 @@ mod dota_data;
 mod dota_eval;
 mod export;
 mod fuzz;
+#[cfg(any(feature = "wgpu", feature = "vulkan"))]
+mod gpu;
 mod ins;
 mod ins_train;
 mod losses;
