@@ -49,6 +49,8 @@ pub fn parse_device(name: &str) -> Result<Device> {
         Some((k, i)) => (k, Some(i)),
         None => (name.as_str(), None),
     };
+    // Used by the GPU kinds a build has.
+    #[cfg_attr(not(any(feature = "cuda", feature = "wgpu", feature = "vulkan")), allow(unused_variables))]
     let number =
         |i: &str| i.parse::<usize>().map_err(|_| Error::Config(format!("bad device '{name}': expected {kind}:N")));
     match kind {
