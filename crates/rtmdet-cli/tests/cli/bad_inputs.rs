@@ -647,6 +647,21 @@ const CASES: &[Case] = &[
         code: 3,
         message: "missing.jpg (listed in",
     },
+    // A GPU device in this CPU-only build (CI builds no GPU feature): the feature to rebuild with.
+    Case {
+        name: "wgpu device in a CPU build",
+        setup: copy_demo,
+        args: &["predict", "{d}/demo.jpg", "--weights", W, "--device", "wgpu", "--no-draw"],
+        code: 1,
+        message: "rebuild with `--features wgpu`",
+    },
+    Case {
+        name: "unknown device",
+        setup: copy_demo,
+        args: &["predict", "{d}/demo.jpg", "--weights", W, "--device", "tpu", "--no-draw"],
+        code: 1,
+        message: "unknown device 'tpu'",
+    },
     Case {
         name: "truncated video with an image",
         setup: broken_videos,
