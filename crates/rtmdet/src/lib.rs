@@ -10,7 +10,9 @@
 //!   configuration; the burn module) → [`assign`] / [`loss`] → [`train`];
 //! * [`model`] → [`engine`] (burn or the fused CPU engine, both giving
 //!   [`model::HeadOutputs`]) → [`postprocess`] → [`eval`] / [`viz`];
-//! * [`weights`] reads and writes checkpoints by the graph's tensor names.
+//! * [`weights`] reads and writes checkpoints by the graph's tensor names;
+//! * [`video`] reads frames from video files, cameras and streams and writes H.264 MP4;
+//!   [`track`] follows detections through frames (ByteTrack).
 //!
 //! ```no_run
 //! use rtmdet::{Detector, image_io::read_image};
