@@ -105,7 +105,7 @@ fn prefetch_is_transparent() {
 }
 
 /// What the writer encodes, the reader decodes: every frame, its rate, its size, and pictures
-/// within H.264's loss (PSNR over 35 dB at the writer's QP 22–26; measured 40.6–42.8 dB). An odd
+/// within H.264's loss (PSNR over 35 dB at the writer's QP 22–26; measured 40.5–42.7 dB). An odd
 /// size is padded by one pixel.
 #[test]
 fn writer_round_trip() {
