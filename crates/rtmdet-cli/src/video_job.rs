@@ -52,17 +52,63 @@ impl Outcome {
     }
 }
 
-fn progress_bar(info: &VideoInfo, stride: usize, name: &str) -> indicatif::ProgressBar {
-    let (bar, template) = match info.frames {
-        Some(n) => (
-            indicatif::ProgressBar::new(n.div_ceil(stride) as u64),
-            "{prefix} {bar:30} {pos}/{len} frames, {per_sec} [{elapsed_precise}<{eta_precise}]",
-        ),
-        None => (indicatif::ProgressBar::no_length(), "{prefix} {pos} frames, {per_sec} [{elapsed_precise}]"),
-    };
-    bar.set_style(indicatif::ProgressStyle::with_template(template).expect("template"));
-    bar.set_prefix(name.to_string());
-    bar
+/// Frame progress: a bar on a terminal; in a log (stderr redirected, as under `nohup`, CI or
+/// a service) a line at the first frame and then every [`LOG_EVERY`], since a bar draws
+/// nothing there and a long stream would otherwise say nothing for hours.
+struct Progress {
+    bar: indicatif::ProgressBar,
+    log: Option<LogProgress>,
+}
+
+struct LogProgress {
+    name: String,
+    total: Option<usize>,
+    started: Instant,
+    last: Option<Instant>,
+}
+
+/// How often a log line reports a video's progress.
+const LOG_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+
+impl Progress {
+    fn new(info: &VideoInfo, stride: usize, name: &str) -> Self {
+        use std::io::IsTerminal;
+        let total = info.frames.map(|n| n.div_ceil(stride));
+        let (bar, template) = match total {
+            Some(n) => (
+                indicatif::ProgressBar::new(n as u64),
+                "{prefix} {bar:30} {pos}/{len} frames, {per_sec} [{elapsed_precise}<{eta_precise}]",
+            ),
+            None => (indicatif::ProgressBar::no_length(), "{prefix} {pos} frames, {per_sec} [{elapsed_precise}]"),
+        };
+        bar.set_style(indicatif::ProgressStyle::with_template(template).expect("template"));
+        bar.set_prefix(name.to_string());
+        let log = (!std::io::stderr().is_terminal()).then(|| LogProgress {
+            name: name.to_string(),
+            total,
+            started: Instant::now(),
+            last: None,
+        });
+        Progress { bar, log }
+    }
+
+    /// One more frame processed (`done` in all).
+    fn inc(&mut self, done: usize) {
+        self.bar.inc(1);
+        let Some(log) = &mut self.log else { return };
+        let now = Instant::now();
+        if log.last.is_some_and(|t| now - t < LOG_EVERY) {
+            return;
+        }
+        log.last = Some(now);
+        let seconds = (now - log.started).as_secs_f64();
+        let of = log.total.map(|n| format!("/{n}")).unwrap_or_default();
+        eprintln!("{}: frame {done}{of}, {:.1} frames/s", log.name, done as f64 / seconds.max(1e-9));
+    }
+
+    fn finish(self) {
+        self.bar.finish_and_clear();
+    }
 }
 
 /// Runs `per_frame` on every kept frame of the source; it returns the drawing of the frame
@@ -101,7 +147,7 @@ pub fn run(
         }
         None => None,
     };
-    let bar = progress_bar(&info, job.stride, &job.source.stem());
+    let mut progress = Progress::new(&info, job.stride, &job.source.stem());
     let started = Instant::now();
     let (mut count, mut failure, mut error) = (0usize, None, None);
     let mut sender = encoder.as_ref().map(|(tx, _)| tx.clone());
@@ -129,9 +175,9 @@ pub fn run(
             }
         }
         count += 1;
-        bar.inc(1);
+        progress.inc(count);
     }
-    bar.finish_and_clear();
+    progress.finish();
     let seconds = started.elapsed().as_secs_f64();
     drop(sender);
     let video = match encoder {
