@@ -34,8 +34,13 @@ pub enum BenchCommand {
 
 #[derive(Args)]
 pub struct BenchTrainArgs {
+    /// Model, as for `train`: tiny, s, m, l, x (or nano); ins-tiny … ins-x for RTMDet-Ins.
     #[arg(long, default_value = "tiny")]
     pub model: String,
+    /// Objects per image, on a grid (with filled masks for RTMDet-Ins): many objects measure
+    /// a crowded batch.
+    #[arg(long, default_value_t = 8, value_parser = args::positive, allow_negative_numbers = true)]
+    pub objects: usize,
     #[arg(long, default_value_t = 8, value_parser = args::positive, allow_negative_numbers = true)]
     pub batch: usize,
     #[arg(long, default_value_t = 640, value_parser = args::imgsz, allow_negative_numbers = true)]
@@ -367,34 +372,55 @@ pub fn peak_rss_mib() -> f64 {
 }
 
 fn bench_train(args: BenchTrainArgs) -> Result<()> {
-    let cfg = ModelConfig::new(Size::parse(&args.model)?);
+    let (task, size) = rtmdet::config::parse_model(&args.model)?;
+    let cfg = if task == Task::Segment { ModelConfig::ins(size) } else { ModelConfig::new(size) };
     args::check_memory(args.batch, args.imgsz, args::TRAIN_BYTES_PER_PIXEL, "a training step")?;
     let (b, s) = (args.batch, args.imgsz);
-    // A fixed pseudo-random input and 8 objects per image.
+    // A fixed pseudo-random input.
     let input: Vec<f32> = (0..b * 3 * s * s).map(|i| ((i * 2654435761usize) % 1000) as f32 / 500.0 - 1.0).collect();
     let targets: Vec<Instances> = (0..b)
-        .map(|i| {
-            let boxes = (0..8)
-                .map(|k| {
-                    let o = (40 + 60 * ((i + k) % 8)) as f32 * s as f32 / 640.0;
-                    [o, o * 0.7, o + 80.0 * s as f32 / 640.0, o * 0.7 + 120.0 * s as f32 / 640.0]
-                })
-                .collect();
-            Instances::targets(boxes, (0..8).map(|k| (i * 8 + k) % cfg.num_classes).collect())
-        })
-        .collect();
-    println!("training step of RTMDet-{}, batch {b}, {s}x{s}", cfg.size.name());
+        .map(|i| grid_targets(args.objects, s, i, cfg.num_classes, task == Task::Segment))
+        .collect::<Result<_>>()?;
+    println!("training step of {}, batch {b}, {s}x{s}, {} objects per image", model_name(&cfg), args.objects);
     println!(
-        "{:>8} {:>10} {:>10} {:>10} {:>10} {:>10}",
-        "threads", "step (s)", "forward", "loss", "backward", "optim+ema"
+        "{:>8} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10}",
+        "threads", "step (s)", "forward", "loss", "backward", "optim+ema", "peak MiB"
     );
     for &t in &args.threads {
         let pool = rayon::ThreadPoolBuilder::new().num_threads(t).build()?;
         let m = pool.install(|| time_training_steps(&cfg, &input, &targets, s, args.iters))?;
         println!(
-            "{t:>8} {:>10.3} {:>10.3} {:>10.3} {:>10.3} {:>10.3}",
-            m.step_s, m.forward_s, m.loss_s, m.backward_s, m.optimizer_s
+            "{t:>8} {:>10.3} {:>10.3} {:>10.3} {:>10.3} {:>10.3} {:>10.0}",
+            m.step_s,
+            m.forward_s,
+            m.loss_s,
+            m.backward_s,
+            m.optimizer_s,
+            peak_rss_mib()
         );
     }
     Ok(())
+}
+
+/// `n` objects of image `i` on a square grid over an `s`×`s` input, each filling 80 % of its
+/// cell, with labels cycling over the classes and, for RTMDet-Ins, a mask filling the box.
+fn grid_targets(n: usize, s: usize, i: usize, classes: usize, masks: bool) -> Result<Instances> {
+    let per_row = (n as f64).sqrt().ceil() as usize;
+    let cell = s as f32 / per_row as f32;
+    let boxes: Vec<[f32; 4]> = (0..n)
+        .map(|k| {
+            let (x, y) = ((k % per_row) as f32 * cell, (k / per_row) as f32 * cell);
+            [x + 0.1 * cell, y + 0.1 * cell, x + 0.9 * cell, y + 0.9 * cell].map(f32::round)
+        })
+        .collect();
+    let labels = (0..n).map(|k| (i * n + k) % classes).collect();
+    let mut t = Instances::targets(boxes.clone(), labels);
+    if masks {
+        let rasterise = |b: &[f32; 4]| {
+            let xywh = [b[0], b[1], b[2] - b[0], b[3] - b[1]].map(f64::from);
+            rtmdet::structures::mask::from_bbox(xywh, s, s)
+        };
+        t.masks = boxes.iter().map(rasterise).collect::<Result<_, _>>()?;
+    }
+    Ok(t)
 }

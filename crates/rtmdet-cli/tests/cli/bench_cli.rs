@@ -130,3 +130,32 @@ fn bench_video_reports_pipeline_against_inference() {
     assert!(String::from_utf8_lossy(&o.stdout).contains("pipeline overhead over inference alone"));
     let _ = std::fs::remove_dir_all(d);
 }
+
+/// `bench train` runs the step of the task named by `--model`: RTMDet-Ins with crowded,
+/// masked objects reports every phase and the peak memory (values measured, not asserted).
+#[test]
+fn bench_train_runs_an_ins_step_on_a_crowded_batch() {
+    let o = rtmdet(&[
+        "bench",
+        "train",
+        "--model",
+        "ins-tiny",
+        "--batch",
+        "1",
+        "--imgsz",
+        "128",
+        "--objects",
+        "30",
+        "--threads",
+        "1",
+        "--iters",
+        "1",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("rtmdet-ins-tiny, batch 1, 128x128, 30 objects per image"), "{out}");
+    assert!(out.contains("peak MiB"), "{out}");
+    let row: Vec<f64> = out.lines().last().unwrap().split_whitespace().map(|v| v.parse().unwrap()).collect();
+    assert_eq!(row.len(), 7, "{out}");
+    assert!(row[1..].iter().all(|v| v.is_finite() && *v >= 0.0) && row[6] > 0.0, "{out}");
+}

@@ -16,7 +16,7 @@ use crate::model::head::{DYCONV_CHANNELS as DYCONV, KERNEL_PARAMS, MASK_FEAT_STR
 use crate::priors::{grid_priors, mask_relative_coords};
 use crate::structures::Instances;
 use crate::structures::boxes::Bbox;
-use crate::structures::mask::{Rle, decode};
+use crate::structures::mask::{Bitmap, Rle, decode};
 
 /// `loss_mask.loss_weight` and `eps` of the Ins configs.
 const DICE_WEIGHT: f32 = 2.0;
@@ -108,9 +108,10 @@ pub struct InsLoss {
     /// Per-positive weighted dice losses `2·(1 − dice)` before averaging (images in order,
     /// positives by prior index).
     pub dice: Tensor<1>,
-    /// Stride-4 mask logits of the positives `[K, H/4, W/4]`.
-    pub logits_s4: Tensor<3>,
-    /// `detection.total + mask`.
+    /// Stride-4 mask logits of the positives `[K, H/4, W/4]`, when asked for
+    /// ([`MaskLossOptions::keep_logits`]).
+    pub logits_s4: Option<Tensor<3>>,
+    /// `detection.total + mask`; its backward pass gives the gradients of both.
     pub total: Tensor<1>,
 }
 
@@ -123,16 +124,31 @@ impl InsLoss {
     }
 }
 
-/// Mask logits `[K, H, W]` at stride 8 of the positives `pos` (flattened prior index, prior
-/// `(x, y, stride)`) of one image: kernels `[P, 169]` and prototypes `[8, H, W]`.
-fn positive_mask_logits(kernels: Tensor<2>, proto: Tensor<3>, pos: &[(usize, [f32; 3])]) -> Tensor<3> {
+/// How the mask term is computed; the defaults are what training uses.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct MaskLossOptions {
+    /// Positives per chunk; `None`: as many as [`CHUNK_PROTOTYPE_PIXELS`] allows.
+    pub chunk: Option<usize>,
+    /// Keep the stride-4 logits of every positive in [`InsLoss::logits_s4`] (for parity tests:
+    /// they take `H/4·W/4` floats per positive).
+    pub keep_logits: bool,
+}
+
+/// The mask term runs over the positives in chunks of at most this many prototype pixels
+/// (64 positives at 640×640). Each chunk's dynamic convs, upsampled logits and dice are built,
+/// differentiated and freed before the next, so the memory of the term is that of one chunk
+/// however crowded the images are; built in one piece it took 1.4 MB per positive, 3.1 GB for
+/// two 640×640 images with 196 objects each (mmdetection issue #9616).
+pub const CHUNK_PROTOTYPE_PIXELS: usize = 64 * 80 * 80;
+
+/// Mask logits `[K, H, W]` at stride 8 of positives with kernels `[K, 169]` at priors
+/// `(x, y, stride)` on one image's prototypes `[8, H, W]`.
+fn positive_mask_logits(kernels: Tensor<2>, proto: Tensor<3>, priors: &[[f32; 3]]) -> Tensor<3> {
     let device = kernels.device();
     let [_, h, w] = proto.dims();
-    let (k, hw) = (pos.len(), h * w);
-    let idx: Vec<i64> = pos.iter().map(|p| p.0 as i64).collect();
-    let kernels = kernels.select(0, Tensor::<1, Int>::from_data(TensorData::new(idx, [k]), &device));
+    let (k, hw) = (priors.len(), h * w);
     // Relative coordinates (prior − location) / (8·stride), constant.
-    let rel: Vec<f32> = pos.iter().flat_map(|(_, p)| mask_relative_coords(*p, (h, w), PROTO_STRIDE)).collect();
+    let rel: Vec<f32> = priors.iter().flat_map(|p| mask_relative_coords(*p, (h, w), PROTO_STRIDE)).collect();
     let rel = Tensor::<3>::from_data(TensorData::new(rel, [k, 2, hw]), &device);
     let protos = proto.reshape([1, NUM_PROTOTYPES, hw]).expand([k, NUM_PROTOTYPES, hw]);
     let x = Tensor::cat(vec![rel, protos], 1); // [K, 10, HW]
@@ -152,22 +168,42 @@ fn positive_mask_logits(kernels: Tensor<2>, proto: Tensor<3>, pos: &[(usize, [f3
     (w2.matmul(h2) + b2).reshape([k, h, w])
 }
 
-/// The ground-truth masks of the positives subsampled at `[2::4, 2::4]` `[K, H/4, W/4]`:
-/// `masks` are the image's objects' masks in input pixels.
-fn positive_targets(t: &Instances, gt_of: &[usize], (h, w): (usize, usize)) -> Vec<f32> {
+/// One image's object masks subsampled at `[2::4, 2::4]` (`H/4·W/4` each; `None` for an
+/// object without a decodable mask, whose target is empty), from masks of `(h, w)` pixels.
+fn subsampled_targets(t: &Instances, (h, w): (usize, usize)) -> Vec<Option<Vec<u8>>> {
     let off = MASK_LOSS_STRIDE / 2;
     let (th, tw) = (h / MASK_LOSS_STRIDE, w / MASK_LOSS_STRIDE);
-    let bitmaps: Vec<_> = t.masks.iter().map(|m| decode(m).ok()).collect();
-    let mut out = vec![0f32; gt_of.len() * th * tw];
-    for (n, &g) in gt_of.iter().enumerate() {
-        let Some(Some(b)) = bitmaps.get(g) else { continue };
-        for y in 0..th {
-            for x in 0..tw {
-                out[(n * th + y) * tw + x] = b.get(off + y * MASK_LOSS_STRIDE, off + x * MASK_LOSS_STRIDE) as u8 as f32;
-            }
-        }
-    }
-    out
+    let sample = |b: Bitmap| -> Vec<u8> {
+        (0..th * tw)
+            .map(|i| b.get(off + (i / tw) * MASK_LOSS_STRIDE, off + (i % tw) * MASK_LOSS_STRIDE) as u8)
+            .collect()
+    };
+    t.masks.iter().map(|m| decode(m).ok().map(sample)).collect()
+}
+
+/// Stride-4 logits `[K, 2H, 2W]` (bilinear ×2 of the stride-8 `logits` `[K, H, W]`) and the
+/// non-naive dice loss `1 − 2·Σpg / ((Σp² + eps) + (Σg² + eps))` `[K]` against `target`
+/// `[K, 2H·2W]`.
+fn dice_losses(logits: Tensor<3>, target: Tensor<2>) -> (Tensor<3>, Tensor<1>) {
+    let [k, h, w] = logits.dims();
+    let scale = PROTO_STRIDE / MASK_LOSS_STRIDE;
+    let (h4, w4) = (h * scale, w * scale);
+    let opts = InterpolateOptions::new(InterpolateMode::Bilinear).with_align_corners(false).with_output_size([h4, w4]);
+    let logits_s4 = interpolate(logits.reshape([1, k, h, w]), opts).reshape([k, h4, w4]);
+    let p = activation::sigmoid(logits_s4.clone()).reshape([k, h4 * w4]);
+    let a = (p.clone() * target.clone()).sum_dim(1);
+    let b = (p.clone() * p).sum_dim(1).add_scalar(DICE_EPS);
+    let c = (target.clone() * target).sum_dim(1).add_scalar(DICE_EPS);
+    (logits_s4, (a.mul_scalar(2.0) / (b + c)).neg().add_scalar(1.0).reshape([k]))
+}
+
+/// A positive prior of the batch.
+struct Positive {
+    image: usize,
+    /// Flattened prior index over the levels.
+    prior: usize,
+    /// Index of its object in the image's targets.
+    gt: usize,
 }
 
 /// Computes the RTMDet-Ins training loss of head `outputs` and prototypes `proto`
@@ -179,13 +215,32 @@ pub fn ins_loss(
     targets: &[Instances],
     assigner: &DynamicSoftLabelAssigner,
 ) -> InsLoss {
+    ins_loss_with(outputs, proto, targets, assigner, MaskLossOptions::default())
+}
+
+/// [`ins_loss`] with the mask term's options.
+///
+/// The mask term is differentiated chunk by chunk (see [`CHUNK_PROTOTYPE_PIXELS`]): each
+/// chunk's kernels and its image's prototypes enter as fresh leaves, the chunk's share of
+/// `loss_mask` is back-propagated to them at once, and the summed gradients `G` come back into
+/// the batch's graph through `Σ kernels·G_k + Σ prototypes·G_p`, whose gradient is exactly `G`.
+/// `total` carries that sum minus its detached value (zero), so its value is
+/// `detection + loss_mask` and its backward pass reaches the head and neck as before.
+pub fn ins_loss_with(
+    outputs: &[LevelTensors],
+    proto: Tensor<4>,
+    targets: &[Instances],
+    assigner: &DynamicSoftLabelAssigner,
+    opts: MaskLossOptions,
+) -> InsLoss {
     let detection = dense_loss::<Masked>(outputs, targets, assigner);
     let device = proto.device();
     let [n, _, ph, pw] = proto.dims();
     let sizes: Vec<(usize, usize)> = outputs.iter().map(|o| (o.cls.dims()[2], o.cls.dims()[3])).collect();
     let strides: Vec<usize> = outputs.iter().map(|o| o.stride).collect();
     let priors = grid_priors(&sizes, &strides);
-    // [N, P, 169] kernels of all levels.
+    let p = priors.len();
+    // [N·P, 169] kernels of all levels.
     let kernels = Tensor::cat(
         outputs
             .iter()
@@ -196,47 +251,82 @@ pub fn ins_loss(
             })
             .collect(),
         1,
-    );
-    let (mut logits, mut gt) = (Vec::new(), Vec::new());
-    for (b, (r, t)) in detection.assignments.iter().zip(targets).enumerate() {
-        let pos: Vec<(usize, [f32; 3])> = (0..priors.len())
-            .filter(|&i| r.gt_inds[i] > 0)
-            .map(|i| (i, [priors[i][0], priors[i][1], priors[i][2]]))
-            .collect();
-        if pos.is_empty() {
-            continue;
-        }
-        let gt_of: Vec<usize> = pos.iter().map(|&(i, _)| (r.gt_inds[i] - 1) as usize).collect();
-        let p = priors.len();
-        let image_kernels = kernels.clone().narrow(0, b, 1).reshape([p, KERNEL_PARAMS]);
-        let image_proto = proto.clone().narrow(0, b, 1).reshape([NUM_PROTOTYPES, ph, pw]);
-        logits.push(positive_mask_logits(image_kernels, image_proto, &pos));
-        gt.extend(positive_targets(t, &gt_of, (ph * PROTO_STRIDE, pw * PROTO_STRIDE)));
-    }
-    let k: usize = logits.iter().map(|l| l.dims()[0]).sum();
+    )
+    .reshape([n * p, KERNEL_PARAMS]);
+    let positives: Vec<Positive> = detection
+        .assignments
+        .iter()
+        .enumerate()
+        .flat_map(|(image, r)| {
+            (0..p).filter(|&i| r.gt_inds[i] > 0).map(move |prior| Positive {
+                image,
+                prior,
+                gt: (r.gt_inds[prior] - 1) as usize,
+            })
+        })
+        .collect();
+    let k = positives.len();
     if k == 0 {
         // mmdet's `mask_feats.sum() * 0`: every prototype gets a (zero) gradient.
         let mask = proto.sum().mul_scalar(0.0);
-        let (h4, w4) = (ph * 2, pw * 2);
-        let logits_s4 = Tensor::<3>::zeros([0, h4, w4], &device);
+        let logits_s4 = opts.keep_logits.then(|| Tensor::<3>::zeros([0, ph * 2, pw * 2], &device));
         let total = detection.total.clone() + mask.clone();
         return InsLoss { detection, dice: Tensor::zeros([0], &device), mask, logits_s4, total };
     }
-    let scale = PROTO_STRIDE / MASK_LOSS_STRIDE;
-    let logits = Tensor::cat(logits, 0).reshape([1, k, ph, pw]);
-    let opts = InterpolateOptions::new(InterpolateMode::Bilinear)
-        .with_align_corners(false)
-        .with_output_size([ph * scale, pw * scale]);
-    let logits_s4 = interpolate(logits, opts).reshape([k, ph * scale, pw * scale]);
-    let target = Tensor::<2>::from_data(TensorData::new(gt, [k, ph * scale * pw * scale]), &device);
-    let p = activation::sigmoid(logits_s4.clone()).reshape([k, ph * scale * pw * scale]);
-    // Non-naive dice: 1 − 2·Σpg / ((Σp² + eps) + (Σg² + eps)).
-    let a = (p.clone() * target.clone()).sum_dim(1);
-    let b = (p.clone() * p).sum_dim(1).add_scalar(DICE_EPS);
-    let c = (target.clone() * target).sum_dim(1).add_scalar(DICE_EPS);
-    let dice = (a.mul_scalar(2.0) / (b + c)).neg().add_scalar(1.0).reshape([k]);
+    // loss_mask = weight · Σ dice / (K + eps); every chunk back-propagates its share.
+    let share = DICE_WEIGHT / (k as f32 + super::AVG_EPS);
+    let per_chunk = opts.chunk.unwrap_or(CHUNK_PROTOTYPE_PIXELS / (ph * pw)).max(1);
+    let (fixed_kernels, fixed_proto) = (kernels.clone().detach(), proto.clone().detach());
+    let (mut kernel_grads, mut proto_grads) = (Vec::new(), vec![None; n]);
+    let (mut dice, mut logits) = (Vec::new(), Vec::new());
+    let (th, tw) = (ph * 2, pw * 2);
+    let mut first = 0;
+    while first < k {
+        let image = positives[first].image;
+        let end = (first..k).find(|&i| positives[i].image != image).unwrap_or(k);
+        let goals = subsampled_targets(&targets[image], (ph * PROTO_STRIDE, pw * PROTO_STRIDE));
+        for chunk in positives[first..end].chunks(per_chunk) {
+            let c = chunk.len();
+            let rows: Vec<i64> = chunk.iter().map(|q| (q.image * p + q.prior) as i64).collect();
+            let rows = Tensor::<1, Int>::from_data(TensorData::new(rows, [c]), &device);
+            let leaf_kernels = fixed_kernels.clone().select(0, rows).require_grad();
+            let leaf_proto = fixed_proto.clone().narrow(0, image, 1).reshape([NUM_PROTOTYPES, ph, pw]).require_grad();
+            let at: Vec<[f32; 3]> =
+                chunk.iter().map(|q| [priors[q.prior][0], priors[q.prior][1], priors[q.prior][2]]).collect();
+            let mut goal = vec![0f32; c * th * tw];
+            for (row, q) in goal.chunks_mut(th * tw).zip(chunk) {
+                if let Some(Some(g)) = goals.get(q.gt) {
+                    row.iter_mut().zip(g).for_each(|(o, &v)| *o = v as f32);
+                }
+            }
+            let goal = Tensor::<2>::from_data(TensorData::new(goal, [c, th * tw]), &device);
+            let mask_logits = positive_mask_logits(leaf_kernels.clone(), leaf_proto.clone(), &at);
+            let (logits_s4, chunk_dice) = dice_losses(mask_logits, goal);
+            dice.push(chunk_dice.clone().without_autodiff());
+            if opts.keep_logits {
+                logits.push(logits_s4.clone().without_autodiff());
+            }
+            let grads = chunk_dice.sum().mul_scalar(share).backward();
+            kernel_grads.push(leaf_kernels.grad(&grads).expect("the chunk's kernels are a leaf"));
+            let g = leaf_proto.grad(&grads).expect("the chunk's prototypes are a leaf");
+            proto_grads[image] = Some(match proto_grads[image].take() {
+                Some(sum) => sum + g,
+                None => g,
+            });
+        }
+        first = end;
+    }
+    let dice = Tensor::cat(dice, 0);
     let mask = dice.clone().sum().div_scalar(k as f32 + super::AVG_EPS).mul_scalar(DICE_WEIGHT);
-    let total = detection.total.clone() + mask.clone();
+    // Σ kernels·G_k + Σ prototypes·G_p: its gradient is the chunks' summed gradients.
+    let rows: Vec<i64> = positives.iter().map(|q| (q.image * p + q.prior) as i64).collect();
+    let rows = Tensor::<1, Int>::from_data(TensorData::new(rows, [k]), &device);
+    let kernel_grads = Tensor::cat(kernel_grads, 0);
+    let zero = || Tensor::<3>::zeros([NUM_PROTOTYPES, ph, pw], &device).without_autodiff();
+    let proto_grads = Tensor::stack(proto_grads.into_iter().map(|g| g.unwrap_or_else(zero)).collect(), 0);
+    let carrier = (kernels.select(0, rows) * kernel_grads).sum() + (proto * proto_grads).sum();
+    let total = detection.total.clone() + mask.clone() + (carrier.clone() - carrier.detach());
+    let logits_s4 = opts.keep_logits.then(|| Tensor::cat(logits, 0));
     InsLoss { detection, mask, dice: dice.mul_scalar(DICE_WEIGHT), logits_s4, total }
 }
 

@@ -8,7 +8,7 @@ use crate::common::*;
 use burn::tensor::{Device, Tensor, TensorData};
 use rtmdet::Instances;
 use rtmdet::assign::DynamicSoftLabelAssigner;
-use rtmdet::loss::ins::ins_loss;
+use rtmdet::loss::ins::{MaskLossOptions, ins_loss_with};
 use rtmdet::model::{LevelTensors, RtmDet};
 use rtmdet::structures::mask::{Bitmap, encode};
 use rtmdet::weights::{ReadOptions, load_into, to_vec};
@@ -75,7 +75,8 @@ fn ins_training_step_matches_the_original() {
         .collect();
     let (ps, pv) = head.f32("proto");
     let stored_proto = Tensor::<4>::from_data(TensorData::new(pv, [ps[0], ps[1], ps[2], ps[3]]), &device);
-    let loss = ins_loss(&stored, stored_proto, &targets, &DynamicSoftLabelAssigner::default());
+    let keep = MaskLossOptions { keep_logits: true, ..Default::default() };
+    let loss = ins_loss_with(&stored, stored_proto, &targets, &DynamicSoftLabelAssigner::default(), keep);
     for (b, r) in loss.detection.assignments.iter().enumerate() {
         let theirs = npz.i64(&format!("assign{b}_gt_inds"));
         let differ: Vec<(usize, i64, i64)> =
@@ -83,7 +84,7 @@ fn ins_training_step_matches_the_original() {
         assert!(differ.is_empty(), "image {b}: assignment differs at (prior, ours, theirs) {differ:?}");
     }
     // Stride-4 logits and dice per positive (images in order, positives by prior index).
-    let dl = max_abs_diff(&to_vec(&loss.logits_s4), &npz.f32("mask_logits_s4").1);
+    let dl = max_abs_diff(&to_vec(loss.logits_s4.as_ref().unwrap()), &npz.f32("mask_logits_s4").1);
     let dd = max_abs_diff(&to_vec(&loss.dice), &npz.f32("mask_dice_elem").1);
     println!("stride-4 mask logits: max diff {dl:.2e}; dice per positive: max diff {dd:.2e}");
     assert!(dl <= 2e-3, "mask logits differ by {dl}");
@@ -106,8 +107,13 @@ fn ins_training_step_matches_the_original() {
     }
     assert_eq!(loss.terms().len(), 3);
 
-    // Gradients through our own network (its assignment is the original's too).
-    let loss = ins_loss(&outputs, proto, &targets, &DynamicSoftLabelAssigner::default());
+    // Gradients through our own network (its assignment is the original's too), with the mask
+    // term in chunks of 7 positives, so that several chunks per image and their summed
+    // gradients are what is compared (training's chunks hold all positives of this small step).
+    let chunked = MaskLossOptions { chunk: Some(7), ..Default::default() };
+    let loss = ins_loss_with(&outputs, proto, &targets, &DynamicSoftLabelAssigner::default(), chunked);
+    let positives = loss.dice.dims()[0];
+    assert!(positives > 2 * 7, "{positives} positives: too few for several chunks");
     for (b, r) in loss.detection.assignments.iter().enumerate() {
         assert_eq!(r.gt_inds, npz.i64(&format!("assign{b}_gt_inds")), "image {b}: assignment on our outputs");
     }
