@@ -16,6 +16,9 @@ pub enum Error {
     UnexpectedTensors { names: String },
     #[error("invalid model configuration: {0}")]
     Config(String),
+    /// A `--device` that cannot be used: unknown, not in this build, or absent here.
+    #[error("device {device}: {reason}")]
+    Device { device: String, reason: String },
     #[error("video {input}: {reason}")]
     Video { input: String, reason: String },
     #[error("download of {url} failed: {reason}")]

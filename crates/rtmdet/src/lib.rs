@@ -24,7 +24,8 @@
 //! # Ok::<(), rtmdet::Error>(())
 //! ```
 
-#![deny(unsafe_code)] // SIMD kernels, the only unsafe code, live in crate `rtmdet-kernels`.
+#![deny(unsafe_code)] // SIMD kernels live in crate `rtmdet-kernels`; the CUDA driver probe
+// (`engine/cuda_probe.rs`, feature `cuda`) is the one exception here.
 
 pub mod assign;
 pub mod classes;

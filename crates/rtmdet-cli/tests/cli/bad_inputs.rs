@@ -660,7 +660,7 @@ const CASES: &[Case] = &[
         setup: copy_demo,
         args: &["predict", "{d}/demo.jpg", "--weights", W, "--device", "tpu", "--no-draw"],
         code: 1,
-        message: "unknown device 'tpu'",
+        message: "device tpu: unknown device",
     },
     Case {
         name: "truncated video with an image",

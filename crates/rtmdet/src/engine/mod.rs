@@ -7,6 +7,8 @@
 
 pub mod burn;
 pub mod cpu;
+#[cfg(feature = "cuda")]
+mod cuda_probe;
 
 use ::burn::tensor::Device;
 
@@ -49,14 +51,18 @@ pub fn parse_device(name: &str) -> Result<Device> {
         Some((k, i)) => (k, Some(i)),
         None => (name.as_str(), None),
     };
+    let fail = |reason: String| Error::Device { device: name.clone(), reason };
     // Used by the GPU kinds a build has.
     #[cfg_attr(not(any(feature = "cuda", feature = "wgpu", feature = "vulkan")), allow(unused_variables))]
-    let number =
-        |i: &str| i.parse::<usize>().map_err(|_| Error::Config(format!("bad device '{name}': expected {kind}:N")));
+    let number = |i: &str| i.parse::<usize>().map_err(|_| fail(format!("expected {kind}:N")));
     match kind {
         "cpu" | "flex" if index.is_none() => Ok(Device::flex()),
         #[cfg(feature = "cuda")]
-        "cuda" => Ok(Device::cuda(index.map_or(Ok(0), number)?)),
+        "cuda" => {
+            let index = index.map_or(Ok(0), number)?;
+            cuda_probe::check(index).map_err(fail)?;
+            Ok(Device::cuda(index))
+        }
         #[cfg(feature = "wgpu")]
         "wgpu" => Ok(Device::wgpu(graphics_device(index, number)?)),
         #[cfg(feature = "vulkan")]
@@ -64,11 +70,9 @@ pub fn parse_device(name: &str) -> Result<Device> {
         // The kinds this build lacks (those it has matched above).
         #[allow(unreachable_patterns)]
         "cuda" | "wgpu" | "vulkan" => {
-            Err(Error::Config(format!("this build has no {kind} support; rebuild with `--features {kind}`")))
+            Err(fail(format!("this build has no {kind} support; rebuild with `--features {kind}`")))
         }
-        _ => Err(Error::Config(format!(
-            "unknown device '{name}' (expected cpu, cuda[:N], wgpu[:N|:cpu] or vulkan[:N|:cpu])"
-        ))),
+        _ => Err(fail("unknown device (expected cpu, cuda[:N], wgpu[:N|:cpu] or vulkan[:N|:cpu])".into())),
     }
 }
 
