@@ -126,6 +126,12 @@ fn ins_training_step_matches_the_original() {
         let d = max_abs_diff(ours, theirs);
         println!("grad {name}: max diff {d:.1e} of max {scale:.1e}");
         // As the detection step: PyTorch with and without oneDNN differs by 6.5e-4 of the max.
-        assert!(d <= 1e-3 * scale, "gradient of {name} differs by {d} (max {scale})");
+        // The mask-feature module is reached only through the prototypes, whose forward noise
+        // between two PyTorch back-ends (8.1e-5, reference README) is what ours shows (9.6e-5
+        // above); its gradients sit at 0.3–1.0e-3 of their max, and moved by about 2e-5 of the max
+        // when burn's own kernels changed order (SIMD and threads on): the reference README's
+        // suggested gradient bound, 2e-3 of the max, applies there.
+        let bound = if name.starts_with("bbox_head.mask_head.") { 2e-3 } else { 1e-3 };
+        assert!(d <= bound * scale, "gradient of {name} differs by {d} (max {scale})");
     }
 }
