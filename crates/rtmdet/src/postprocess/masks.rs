@@ -193,8 +193,7 @@ fn instance_mask(logits: &[f32], (h, w): (usize, usize), letterbox: Option<&Lett
     let thr_logit = super::logit(mask_thr);
     // Logit cells that may end up foreground, as a bounding box.
     let hot: Vec<usize> = (0..h * w).filter(|&q| logits[q] >= thr_logit - CERTAINLY_BELOW).collect();
-    let mut counts = Vec::new();
-    let (mut prev, mut run) = (false, 0u32);
+    let mut runs = Runs::default();
     if let (Some(i_lo), Some(i_hi)) = (hot.iter().map(|q| q / w).min(), hot.iter().map(|q| q / w).max()) {
         let (j_lo, j_hi) = (hot.iter().map(|q| q % w).min().unwrap_or(0), hot.iter().map(|q| q % w).max().unwrap_or(0));
         let rows_of = |t: &Tap, taps: &[Tap]| (taps[t.0].0, taps[t.1].1);
@@ -211,23 +210,50 @@ fn instance_mask(logits: &[f32], (h, w): (usize, usize), letterbox: Option<&Lett
             let (fy, fx) = (&first_ys[py_lo..py_hi], &first_xs[px_lo..px_hi]);
             resample(&resample(logits, w, (0, 0), fy, fx, false), px_hi - px_lo, (py_lo, px_lo), ys2, xs2, true)
         };
+        // Column by column (COCO's order); outside the window everything is background.
         let wh = y_hi - y_lo;
-        for x in 0..width {
-            for y in 0..height {
-                let inside = (x_lo..x_hi).contains(&x) && (y_lo..y_hi).contains(&y);
-                let v = inside && above(window[(x - x_lo) * wh + y - y_lo], mask_thr, thr_logit);
-                if v != prev {
-                    counts.push(run);
-                    (prev, run) = (v, 0);
-                }
-                run += 1;
+        runs.extend(false, x_lo * height);
+        for k in 0..x_hi - x_lo {
+            // (A window without rows still has its columns, all background.)
+            runs.extend(false, y_lo);
+            for &v in &window[k * wh..(k + 1) * wh] {
+                runs.extend(above(v, mask_thr, thr_logit), 1);
             }
+            runs.extend(false, height - y_hi);
         }
+        runs.extend(false, (width - x_hi) * height);
     } else {
-        run = (height * width) as u32;
+        runs.extend(false, height * width);
     }
-    counts.push(run);
-    Rle { height, width, counts }
+    Rle { height, width, counts: runs.finish() }
+}
+
+/// COCO run lengths being written: alternating background and foreground runs, the first
+/// one background (possibly empty).
+#[derive(Default)]
+struct Runs {
+    counts: Vec<u32>,
+    foreground: bool,
+    run: u32,
+}
+
+impl Runs {
+    /// `n` more pixels of value `v`.
+    fn extend(&mut self, v: bool, n: usize) {
+        if n == 0 {
+            return;
+        }
+        if v != self.foreground {
+            self.counts.push(self.run);
+            (self.foreground, self.run) = (v, 0);
+        }
+        self.run += n as u32;
+    }
+
+    fn finish(mut self) -> Vec<u32> {
+        self.counts.push(self.run);
+        self.counts
+    }
 }
 
 /// The whole RTMDet-Ins post-processing of image `b`: boxes as detection does (clamped to the
