@@ -291,3 +291,26 @@ pub fn postprocess(
         .collect();
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Runs;
+
+    /// COCO runs start with background (an empty run when the first pixel is foreground),
+    /// alternate, merge equal neighbours and ignore empty stretches.
+    #[test]
+    fn runs_alternate_from_background() {
+        let mut r = Runs::default();
+        r.extend(true, 2);
+        r.extend(false, 0);
+        r.extend(true, 1);
+        r.extend(false, 3);
+        r.extend(false, 2);
+        r.extend(true, 0);
+        assert_eq!(r.finish(), [0, 3, 5]);
+        let mut r = Runs::default();
+        r.extend(false, 4);
+        assert_eq!(r.finish(), [4]);
+        assert_eq!(Runs::default().finish(), [0]);
+    }
+}
