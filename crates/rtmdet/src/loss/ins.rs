@@ -280,16 +280,17 @@ pub fn ins_loss_with(
     let (mut kernel_grads, mut proto_grads) = (Vec::new(), vec![None; n]);
     let (mut dice, mut logits) = (Vec::new(), Vec::new());
     let (th, tw) = (ph * 2, pw * 2);
+    // Each positive's row in `kernels`.
+    let rows: Vec<i64> = positives.iter().map(|q| (q.image * p + q.prior) as i64).collect();
+    let rows_tensor = |r: &[i64]| Tensor::<1, Int>::from_data(TensorData::new(r.to_vec(), [r.len()]), &device);
     let mut first = 0;
     while first < k {
         let image = positives[first].image;
         let end = (first..k).find(|&i| positives[i].image != image).unwrap_or(k);
         let goals = subsampled_targets(&targets[image], (ph * PROTO_STRIDE, pw * PROTO_STRIDE));
-        for chunk in positives[first..end].chunks(per_chunk) {
+        for (chunk, chunk_rows) in positives[first..end].chunks(per_chunk).zip(rows[first..end].chunks(per_chunk)) {
             let c = chunk.len();
-            let rows: Vec<i64> = chunk.iter().map(|q| (q.image * p + q.prior) as i64).collect();
-            let rows = Tensor::<1, Int>::from_data(TensorData::new(rows, [c]), &device);
-            let leaf_kernels = fixed_kernels.clone().select(0, rows).require_grad();
+            let leaf_kernels = fixed_kernels.clone().select(0, rows_tensor(chunk_rows)).require_grad();
             let leaf_proto = fixed_proto.clone().narrow(0, image, 1).reshape([NUM_PROTOTYPES, ph, pw]).require_grad();
             let at: Vec<[f32; 3]> =
                 chunk.iter().map(|q| [priors[q.prior][0], priors[q.prior][1], priors[q.prior][2]]).collect();
@@ -319,12 +320,10 @@ pub fn ins_loss_with(
     let dice = Tensor::cat(dice, 0);
     let mask = dice.clone().sum().div_scalar(k as f32 + super::AVG_EPS).mul_scalar(DICE_WEIGHT);
     // Σ kernels·G_k + Σ prototypes·G_p: its gradient is the chunks' summed gradients.
-    let rows: Vec<i64> = positives.iter().map(|q| (q.image * p + q.prior) as i64).collect();
-    let rows = Tensor::<1, Int>::from_data(TensorData::new(rows, [k]), &device);
     let kernel_grads = Tensor::cat(kernel_grads, 0);
     let zero = || Tensor::<3>::zeros([NUM_PROTOTYPES, ph, pw], &device).without_autodiff();
     let proto_grads = Tensor::stack(proto_grads.into_iter().map(|g| g.unwrap_or_else(zero)).collect(), 0);
-    let carrier = (kernels.select(0, rows) * kernel_grads).sum() + (proto * proto_grads).sum();
+    let carrier = (kernels.select(0, rows_tensor(&rows)) * kernel_grads).sum() + (proto * proto_grads).sum();
     let total = detection.total.clone() + mask.clone() + (carrier.clone() - carrier.detach());
     let logits_s4 = opts.keep_logits.then(|| Tensor::cat(logits, 0));
     InsLoss { detection, mask, dice: dice.mul_scalar(DICE_WEIGHT), logits_s4, total }

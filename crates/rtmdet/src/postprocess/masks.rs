@@ -14,7 +14,7 @@ use super::{DetectParams, drop_empty, rescale, sigmoid, visit_candidates};
 use crate::model::HeadOutputs;
 use crate::preprocess::Letterbox;
 use crate::structures::Instances;
-use crate::structures::mask::Rle;
+use crate::structures::mask::{Rle, RunBuilder};
 
 use crate::model::head::{DYCONV_CHANNELS as DYCONV, MASK_FEAT_STRIDE as MASK_STRIDE, NUM_PROTOTYPES as PROTOS};
 use crate::priors::mask_relative_coords;
@@ -193,7 +193,7 @@ fn instance_mask(logits: &[f32], (h, w): (usize, usize), letterbox: Option<&Lett
     let thr_logit = super::logit(mask_thr);
     // Logit cells that may end up foreground, as a bounding box.
     let hot: Vec<usize> = (0..h * w).filter(|&q| logits[q] >= thr_logit - CERTAINLY_BELOW).collect();
-    let mut runs = Runs::default();
+    let mut runs = RunBuilder::new();
     if let (Some(i_lo), Some(i_hi)) = (hot.iter().map(|q| q / w).min(), hot.iter().map(|q| q / w).max()) {
         let (j_lo, j_hi) = (hot.iter().map(|q| q % w).min().unwrap_or(0), hot.iter().map(|q| q % w).max().unwrap_or(0));
         let rows_of = |t: &Tap, taps: &[Tap]| (taps[t.0].0, taps[t.1].1);
@@ -212,48 +212,20 @@ fn instance_mask(logits: &[f32], (h, w): (usize, usize), letterbox: Option<&Lett
         };
         // Column by column (COCO's order); outside the window everything is background.
         let wh = y_hi - y_lo;
-        runs.extend(false, x_lo * height);
+        runs.push(false, x_lo * height);
         for k in 0..x_hi - x_lo {
             // (A window without rows still has its columns, all background.)
-            runs.extend(false, y_lo);
+            runs.push(false, y_lo);
             for &v in &window[k * wh..(k + 1) * wh] {
-                runs.extend(above(v, mask_thr, thr_logit), 1);
+                runs.push(above(v, mask_thr, thr_logit), 1);
             }
-            runs.extend(false, height - y_hi);
+            runs.push(false, height - y_hi);
         }
-        runs.extend(false, (width - x_hi) * height);
+        runs.push(false, (width - x_hi) * height);
     } else {
-        runs.extend(false, height * width);
+        runs.push(false, height * width);
     }
-    Rle { height, width, counts: runs.finish() }
-}
-
-/// COCO run lengths being written: alternating background and foreground runs, the first
-/// one background (possibly empty).
-#[derive(Default)]
-struct Runs {
-    counts: Vec<u32>,
-    foreground: bool,
-    run: u32,
-}
-
-impl Runs {
-    /// `n` more pixels of value `v`.
-    fn extend(&mut self, v: bool, n: usize) {
-        if n == 0 {
-            return;
-        }
-        if v != self.foreground {
-            self.counts.push(self.run);
-            (self.foreground, self.run) = (v, 0);
-        }
-        self.run += n as u32;
-    }
-
-    fn finish(mut self) -> Vec<u32> {
-        self.counts.push(self.run);
-        self.counts
-    }
+    runs.finish(height, width)
 }
 
 /// The whole RTMDet-Ins post-processing of image `b`: boxes as detection does (clamped to the
@@ -290,27 +262,4 @@ pub fn postprocess(
         })
         .collect();
     out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::Runs;
-
-    /// COCO runs start with background (an empty run when the first pixel is foreground),
-    /// alternate, merge equal neighbours and ignore empty stretches.
-    #[test]
-    fn runs_alternate_from_background() {
-        let mut r = Runs::default();
-        r.extend(true, 2);
-        r.extend(false, 0);
-        r.extend(true, 1);
-        r.extend(false, 3);
-        r.extend(false, 2);
-        r.extend(true, 0);
-        assert_eq!(r.finish(), [0, 3, 5]);
-        let mut r = Runs::default();
-        r.extend(false, 4);
-        assert_eq!(r.finish(), [4]);
-        assert_eq!(Runs::default().finish(), [0]);
-    }
 }

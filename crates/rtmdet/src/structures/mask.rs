@@ -121,19 +121,21 @@ pub fn encode(mask: &Bitmap) -> Rle {
     Rle { height: h, width: w, counts }
 }
 
-/// Run lengths built incrementally over column-major pixels (first run = background).
-struct RunBuilder {
+/// Run lengths built incrementally over column-major pixels (first run = background, possibly
+/// empty; equal neighbours merge, empty stretches vanish).
+pub(crate) struct RunBuilder {
     counts: Vec<u32>,
     value: bool,
     run: u32,
 }
 
 impl RunBuilder {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         RunBuilder { counts: Vec::new(), value: false, run: 0 }
     }
 
-    fn push(&mut self, value: bool, n: usize) {
+    /// `n` more pixels of `value`.
+    pub(crate) fn push(&mut self, value: bool, n: usize) {
         if n == 0 {
             return;
         }
@@ -144,7 +146,7 @@ impl RunBuilder {
         self.run += n as u32;
     }
 
-    fn finish(mut self, height: usize, width: usize) -> Rle {
+    pub(crate) fn finish(mut self, height: usize, width: usize) -> Rle {
         self.counts.push(self.run);
         Rle { height, width, counts: self.counts }
     }
@@ -688,6 +690,20 @@ impl Segmentation {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// COCO runs start with background (an empty run when the first pixel is foreground),
+    /// alternate, merge equal neighbours and ignore empty stretches.
+    #[test]
+    fn runs_alternate_from_background() {
+        let counts = |pushes: &[(bool, usize)]| {
+            let mut r = RunBuilder::new();
+            pushes.iter().for_each(|&(v, n)| r.push(v, n));
+            r.finish(1, 1).counts
+        };
+        assert_eq!(counts(&[(true, 2), (false, 0), (true, 1), (false, 3), (false, 2), (true, 0)]), [0, 3, 5]);
+        assert_eq!(counts(&[(false, 4)]), [4]);
+        assert_eq!(counts(&[]), [0]);
+    }
 
     fn bitmap(h: usize, w: usize, rows: &[&str]) -> Bitmap {
         let data = rows.iter().flat_map(|r| r.bytes().map(|b| (b == b'1') as u8)).collect();
