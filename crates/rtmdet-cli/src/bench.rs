@@ -376,6 +376,11 @@ fn bench_train(args: BenchTrainArgs) -> Result<()> {
     let cfg = if task == Task::Segment { ModelConfig::ins(size) } else { ModelConfig::new(size) };
     args::check_memory(args.batch, args.imgsz, args::TRAIN_BYTES_PER_PIXEL, "a training step")?;
     let (b, s) = (args.batch, args.imgsz);
+    // Grid cells of at least 4 px, so that every object keeps a box after rounding.
+    let most = (s / 4) * (s / 4);
+    if args.objects > most {
+        anyhow::bail!("--objects {}: at most {most} objects fit on a {s}x{s} input", args.objects);
+    }
     // A fixed pseudo-random input.
     let input: Vec<f32> = (0..b * 3 * s * s).map(|i| ((i * 2654435761usize) % 1000) as f32 / 500.0 - 1.0).collect();
     let targets: Vec<Instances> = (0..b)

@@ -349,6 +349,13 @@ const CASES: &[Case] = &[
     },
     // A batch that cannot fit names the batch to try (the largest that fits, same estimate).
     Case {
+        name: "bench train more objects than fit",
+        setup: nothing,
+        args: &["bench", "train", "--imgsz", "64", "--objects", "1000000000"],
+        code: 1,
+        message: "at most 256 objects fit on a 64x64 input",
+    },
+    Case {
         name: "bench train batch too large",
         setup: nothing,
         args: &["bench", "train", "--batch", "4000000000"],
