@@ -12,6 +12,7 @@ pub mod activation;
 pub mod attention;
 pub mod conv;
 pub mod depthwise;
+pub mod dynamic;
 pub mod layout;
 pub mod peak;
 pub mod pool;
