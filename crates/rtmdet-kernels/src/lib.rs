@@ -11,6 +11,7 @@
 pub mod activation;
 pub mod attention;
 pub mod conv;
+pub mod conv_grad;
 pub mod depthwise;
 pub mod dynamic;
 pub mod layout;

@@ -1,0 +1,288 @@
+//! The weight gradient of a 2-D convolution (training's backward pass), NCHW f32:
+//! `dW[o][c][i][j] = Σ_n Σ_(y,x) dY[n][o][y][x] · X[n][c][y·s + i·d − p][x·s + j·d − p]`.
+//!
+//! burn's CPU backend derives it as a convolution whose kernel is the whole output gradient,
+//! which takes its generic path (the single most expensive part of a training step). Here a
+//! dense or grouped convolution is one matrix product per image and group, `dY [O, Ho·Wo] ×
+//! cols(X)ᵀ [Ho·Wo, C·k·k]` (the `gemm` crate, threaded), with the column matrix built by
+//! rows in parallel, or taken as `X` itself for a 1×1 stride-1 convolution; a depthwise
+//! convolution is a dot product per channel and tap.
+
+use rayon::prelude::*;
+
+/// A convolution's shapes and options.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConvShape {
+    pub batch: usize,
+    pub in_channels: usize,
+    /// Input `[h, w]`.
+    pub input: [usize; 2],
+    pub out_channels: usize,
+    pub kernel: [usize; 2],
+    pub stride: [usize; 2],
+    pub padding: [usize; 2],
+    pub dilation: [usize; 2],
+    pub groups: usize,
+}
+
+impl ConvShape {
+    /// Output `[h, w]`.
+    pub fn output(&self) -> [usize; 2] {
+        let along = |a: usize| {
+            let span = self.dilation[a] * (self.kernel[a] - 1) + 1;
+            (self.input[a] + 2 * self.padding[a]).saturating_sub(span) / self.stride[a] + 1
+        };
+        [along(0), along(1)]
+    }
+
+    /// The number of weights, `O · C/groups · kh · kw`.
+    pub fn weight_len(&self) -> usize {
+        self.out_channels * self.in_channels / self.groups * self.kernel[0] * self.kernel[1]
+    }
+
+    fn is_valid(&self) -> bool {
+        let positive = [self.kernel, self.stride, self.dilation].iter().all(|p| p[0] > 0 && p[1] > 0);
+        positive
+            && self.groups > 0
+            && self.in_channels.is_multiple_of(self.groups)
+            && self.out_channels.is_multiple_of(self.groups)
+            && (0..2).all(|a| self.input[a] + 2 * self.padding[a] > self.dilation[a] * (self.kernel[a] - 1))
+    }
+}
+
+/// `dW` `[O, C/groups, kh, kw]` from the input `x` `[N, C, H, W]` and the output gradient
+/// `grad` `[N, O, Ho, Wo]`. Panics when the slices do not have the shape's sizes.
+pub fn conv2d_weight_grad(shape: &ConvShape, x: &[f32], grad: &[f32]) -> Vec<f32> {
+    assert!(shape.is_valid(), "convolution shape {shape:?}");
+    let [ho, wo] = shape.output();
+    assert_eq!(x.len(), shape.batch * shape.in_channels * shape.input[0] * shape.input[1], "input size");
+    assert_eq!(grad.len(), shape.batch * shape.out_channels * ho * wo, "output gradient size");
+    let (cg, og) = (shape.in_channels / shape.groups, shape.out_channels / shape.groups);
+    if cg == 1 && og == 1 { depthwise(shape, x, grad) } else { by_matrix_products(shape, x, grad) }
+}
+
+/// Dense and grouped convolutions: per image and group, `dW_g += dY_g · cols(X_g)ᵀ`.
+fn by_matrix_products(shape: &ConvShape, x: &[f32], grad: &[f32]) -> Vec<f32> {
+    let [h, w] = shape.input;
+    let [ho, wo] = shape.output();
+    let (cg, og, taps) =
+        (shape.in_channels / shape.groups, shape.out_channels / shape.groups, shape.kernel[0] * shape.kernel[1]);
+    let (spatial, depth) = (ho * wo, cg * taps);
+    let mut dw = vec![0f32; shape.weight_len()];
+    // A 1×1 stride-1 unpadded convolution reads the input as it is: no column matrix.
+    let direct = taps == 1 && shape.stride == [1, 1] && shape.padding == [0, 0];
+    let mut cols = if direct { Vec::new() } else { vec![0f32; depth * spatial] };
+    for n in 0..shape.batch {
+        for g in 0..shape.groups {
+            let x_g = &x[(n * shape.in_channels + g * cg) * h * w..][..cg * h * w];
+            let rhs: &[f32] = if direct {
+                x_g
+            } else {
+                columns(shape, x_g, &mut cols);
+                &cols
+            };
+            let lhs = &grad[(n * shape.out_channels + g * og) * spatial..][..og * spatial];
+            let dst = &mut dw[g * og * depth..][..og * depth];
+            accumulate_product(lhs, rhs, dst, (og, depth, spatial), n > 0);
+        }
+    }
+    dw
+}
+
+/// `cols[(c, i, j)][(y, x)] = x_g[c][y·s + i·d − p][x·s + j·d − p]`, 0 outside the image; rows
+/// in parallel.
+fn columns(shape: &ConvShape, x_g: &[f32], cols: &mut [f32]) {
+    let ([h, w], [ho, wo]) = (shape.input, shape.output());
+    let [kh, kw] = shape.kernel;
+    cols.par_chunks_mut(ho * wo).enumerate().for_each(|(row, out)| {
+        let (c, i, j) = (row / (kh * kw), row / kw % kh, row % kw);
+        let plane = &x_g[c * h * w..(c + 1) * h * w];
+        for (y, out_row) in out.chunks_exact_mut(wo).enumerate() {
+            let yy = (y * shape.stride[0] + i * shape.dilation[0]) as isize - shape.padding[0] as isize;
+            if yy < 0 || yy >= h as isize {
+                out_row.fill(0.0);
+                continue;
+            }
+            let src = &plane[yy as usize * w..(yy as usize + 1) * w];
+            for (xo, v) in out_row.iter_mut().enumerate() {
+                let xx = (xo * shape.stride[1] + j * shape.dilation[1]) as isize - shape.padding[1] as isize;
+                *v = if xx < 0 || xx >= w as isize { 0.0 } else { src[xx as usize] };
+            }
+        }
+    });
+}
+
+/// `dst [m, k] (+)= lhs [m, s] · rhsᵀ` with `rhs` `[k, s]`, all row-major.
+fn accumulate_product(lhs: &[f32], rhs: &[f32], dst: &mut [f32], (m, k, s): (usize, usize, usize), add: bool) {
+    assert!(lhs.len() >= m * s && rhs.len() >= k * s && dst.len() >= m * k, "product sizes");
+    let threads = if m * k * s >= 1 << 21 { gemm::Parallelism::Rayon(0) } else { gemm::Parallelism::None };
+    // SAFETY: the pointers cover `m·s`, `k·s` and `m·k` floats (asserted above) with the strides
+    // given: lhs row-major (row stride s), rhsᵀ read as column stride s, dst row-major (row
+    // stride k); `dst` is exclusively borrowed and does not overlap the inputs.
+    unsafe {
+        gemm::gemm(
+            m,
+            k,
+            s,
+            dst.as_mut_ptr(),
+            1,
+            k as isize,
+            add,
+            lhs.as_ptr(),
+            1,
+            s as isize,
+            rhs.as_ptr(),
+            s as isize,
+            1,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            threads,
+        );
+    }
+}
+
+/// Depthwise convolutions: per channel and tap, a dot product over images and output pixels;
+/// channels in parallel.
+fn depthwise(shape: &ConvShape, x: &[f32], grad: &[f32]) -> Vec<f32> {
+    let ([h, w], [ho, wo]) = (shape.input, shape.output());
+    let [kh, kw] = shape.kernel;
+    let c_all = shape.in_channels;
+    let mut dw = vec![0f32; c_all * kh * kw];
+    dw.par_chunks_mut(kh * kw).enumerate().for_each(|(c, taps)| {
+        for (t, out) in taps.iter_mut().enumerate() {
+            let (i, j) = (t / kw, t % kw);
+            // Output columns whose tap lands inside the image: `xo·s + j·d − p ∈ [0, w)`.
+            let shift = (j * shape.dilation[1]) as isize - shape.padding[1] as isize;
+            let s = shape.stride[1] as isize;
+            let x_lo = ((-shift).max(0) + s - 1) / s;
+            let x_hi = (((w as isize - shift) + s - 1) / s).clamp(0, wo as isize);
+            let (x_lo, x_hi) = (x_lo as usize, (x_hi as usize).max(x_lo as usize));
+            let mut acc = 0f64;
+            for n in 0..shape.batch {
+                let plane = &x[(n * c_all + c) * h * w..][..h * w];
+                let g_plane = &grad[(n * c_all + c) * ho * wo..][..ho * wo];
+                for y in 0..ho {
+                    let yy = (y * shape.stride[0] + i * shape.dilation[0]) as isize - shape.padding[0] as isize;
+                    if yy < 0 || yy >= h as isize || x_lo >= x_hi {
+                        continue;
+                    }
+                    let g_row = &g_plane[y * wo + x_lo..y * wo + x_hi];
+                    let start = (x_lo as isize * s + shift) as usize;
+                    let src = &plane[yy as usize * w..(yy as usize + 1) * w];
+                    acc += strided_dot(g_row, &src[start..], shape.stride[1]) as f64;
+                }
+            }
+            *out = acc as f32;
+        }
+    });
+    dw
+}
+
+/// `Σ_k a[k] · b[k·stride]` with eight partial sums (vectorisable for stride 1).
+fn strided_dot(a: &[f32], b: &[f32], stride: usize) -> f32 {
+    let mut part = [0f32; 8];
+    if stride == 1 {
+        let (ac, bc) = (a.chunks_exact(8), b[..a.len()].chunks_exact(8));
+        let (ar, br) = (ac.remainder(), bc.remainder());
+        for (x, y) in ac.zip(bc) {
+            for k in 0..8 {
+                part[k] += x[k] * y[k];
+            }
+        }
+        return part.iter().sum::<f32>() + ar.iter().zip(br).map(|(x, y)| x * y).sum::<f32>();
+    }
+    for (k, v) in a.iter().enumerate() {
+        part[k % 8] += v * b[k * stride];
+    }
+    part.iter().sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The definition, summed in f64.
+    fn reference(shape: &ConvShape, x: &[f32], grad: &[f32]) -> Vec<f32> {
+        let ([h, w], [ho, wo]) = (shape.input, shape.output());
+        let [kh, kw] = shape.kernel;
+        let (cg, og) = (shape.in_channels / shape.groups, shape.out_channels / shape.groups);
+        let mut dw = vec![0f32; shape.weight_len()];
+        for o in 0..shape.out_channels {
+            let g = o / og;
+            for c in 0..cg {
+                for i in 0..kh {
+                    for j in 0..kw {
+                        let mut acc = 0f64;
+                        for n in 0..shape.batch {
+                            for y in 0..ho {
+                                for xo in 0..wo {
+                                    let yy = (y * shape.stride[0] + i * shape.dilation[0]) as isize
+                                        - shape.padding[0] as isize;
+                                    let xx = (xo * shape.stride[1] + j * shape.dilation[1]) as isize
+                                        - shape.padding[1] as isize;
+                                    if yy < 0 || xx < 0 || yy >= h as isize || xx >= w as isize {
+                                        continue;
+                                    }
+                                    let xv =
+                                        x[((n * shape.in_channels + g * cg + c) * h + yy as usize) * w + xx as usize];
+                                    acc += (grad[((n * shape.out_channels + o) * ho + y) * wo + xo] * xv) as f64;
+                                }
+                            }
+                        }
+                        dw[((o * cg + c) * kh + i) * kw + j] = acc as f32;
+                    }
+                }
+            }
+        }
+        dw
+    }
+
+    fn values(n: usize, seed: u32) -> Vec<f32> {
+        let mut state = seed;
+        (0..n)
+            .map(|_| {
+                state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                (state >> 8) as f32 / (1u32 << 24) as f32 * 2.0 - 1.0
+            })
+            .collect()
+    }
+
+    #[test]
+    fn weight_gradients_match_the_definition() {
+        let conv = |c, o, k, s, p, groups| ConvShape {
+            batch: 2,
+            in_channels: c,
+            input: [11, 13],
+            out_channels: o,
+            kernel: [k, k],
+            stride: [s, s],
+            padding: [p, p],
+            dilation: [1, 1],
+            groups,
+        };
+        // RTMDet's kinds: 3×3 (stride 1 and 2), 1×1, depthwise 5×5 and 3×3 stride 2, grouped,
+        // a dilated one, and a stem-like 3-channel input.
+        let shapes = [
+            conv(5, 7, 3, 1, 1, 1),
+            conv(5, 7, 3, 2, 1, 1),
+            conv(6, 4, 1, 1, 0, 1),
+            conv(6, 6, 5, 1, 2, 6),
+            conv(6, 6, 3, 2, 1, 6),
+            conv(6, 4, 3, 1, 1, 2),
+            ConvShape { dilation: [2, 2], padding: [2, 2], ..conv(3, 4, 3, 1, 1, 1) },
+            conv(3, 8, 3, 2, 1, 1),
+        ];
+        for (k, shape) in shapes.iter().enumerate() {
+            let [ho, wo] = shape.output();
+            let x = values(shape.batch * shape.in_channels * 11 * 13, 7 + k as u32);
+            let grad = values(shape.batch * shape.out_channels * ho * wo, 99 + k as u32);
+            let (got, want) = (conv2d_weight_grad(shape, &x, &grad), reference(shape, &x, &grad));
+            // f32 sums of at most 2·143 products of values in [-1, 1]: a few 1e-5 at most.
+            let worst = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+            assert!(worst <= 1e-4, "shape {k} {shape:?}: differs by {worst}");
+        }
+    }
+}
