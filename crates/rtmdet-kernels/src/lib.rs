@@ -10,6 +10,7 @@
 
 pub mod activation;
 pub mod attention;
+pub mod bn_silu;
 pub mod conv;
 pub mod conv_grad;
 pub mod depthwise;

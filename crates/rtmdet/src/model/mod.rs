@@ -6,7 +6,6 @@
 
 pub mod backbone;
 pub mod blocks;
-pub mod conv_op;
 pub mod fold;
 pub mod graph;
 pub mod head;
@@ -14,13 +13,14 @@ pub mod neck;
 pub mod norm;
 pub mod outputs;
 pub mod params;
+pub mod train_ops;
 
 use std::sync::Arc;
 
 use burn::module::{Module, Param};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{Initializer, PaddingConfig2d};
-use burn::tensor::activation::{hard_sigmoid, silu};
+use burn::tensor::activation::hard_sigmoid;
 use burn::tensor::module::{interpolate, max_pool2d};
 use burn::tensor::ops::{ConvOptions, InterpolateMode, InterpolateOptions, MaxPoolOptions};
 use burn::tensor::{Device, Tensor};
@@ -98,7 +98,7 @@ impl RtmDet {
         &self.graph
     }
 
-    /// Conv parameter `i` on `x`; bias-free ones through [`conv_op`] (our weight gradient on
+    /// Conv parameter `i` on `x`; bias-free ones through [`train_ops`] (our weight gradient on
     /// the CPU).
     fn conv(&self, i: usize, x: Tensor<4>) -> Tensor<4> {
         let conv = &self.convs[i];
@@ -107,7 +107,7 @@ impl RtmDet {
         }
         let p = &self.graph.convs[i];
         let options = ConvOptions::new([p.stride; 2], [p.k / 2; 2], [1, 1], p.groups);
-        conv_op::conv2d_no_bias(x, conv.weight.val(), options)
+        train_ops::conv2d_no_bias(x, conv.weight.val(), options)
     }
 
     /// Runs the graph on `x` `[N, 3, H, W]` and returns the values of `wanted` nodes.
@@ -124,7 +124,7 @@ impl RtmDet {
             let arg = |k: usize| values[node.inputs[k]].clone().expect("inputs are computed before their readers");
             let y = match &node.op {
                 graph::Op::Input => input.take().expect("one input node"),
-                graph::Op::ConvModule { conv, norm } => silu(self.norms[*norm].forward(self.conv(*conv, arg(0)))),
+                graph::Op::ConvModule { conv, norm } => self.norms[*norm].forward_silu(self.conv(*conv, arg(0))),
                 graph::Op::Conv { conv } => self.conv(*conv, arg(0)),
                 graph::Op::Add => arg(0) + arg(1),
                 graph::Op::Concat => Tensor::cat((0..node.inputs.len()).map(arg).collect(), 1),

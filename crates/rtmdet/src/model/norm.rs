@@ -7,8 +7,9 @@
 //! to move the normalised activations of low-variance channels visibly.
 
 use burn::module::{Module, Param, RunningState};
+use burn::tensor::activation::silu;
 use burn::tensor::module::batch_norm;
-use burn::tensor::{Device, Tensor};
+use burn::tensor::{DType, Device, Tensor};
 
 #[derive(Module, Debug)]
 pub struct BatchNorm2d {
@@ -48,18 +49,35 @@ impl BatchNorm2d {
         }
     }
 
+    /// `silu(self.forward(x))`; in training on the CPU one fused operation with its own
+    /// backward ([`super::train_ops::bn_silu_train`]).
+    pub fn forward_silu(&self, x: Tensor<4>) -> Tensor<4> {
+        let fused = x.device().is_autodiff() && x.device() == Device::flex() && x.dtype() == DType::F32;
+        if !fused {
+            return silu(self.forward(x));
+        }
+        let [n, _, h, w] = x.dims();
+        let (y, mean, var) = super::train_ops::bn_silu_train(x, self.gamma.val(), self.beta.val(), self.epsilon);
+        self.update_running(mean, var, n * h * w);
+        y
+    }
+
+    /// The running statistics' update with a batch's mean and biased variance over `count`
+    /// values (PyTorch's: the unbiased variance goes in).
+    fn update_running(&self, mean: Tensor<1>, var: Tensor<1>, count: usize) {
+        let count = count as f64;
+        let unbiased = var.mul_scalar(count / (count - 1.0).max(1.0));
+        let m = self.momentum;
+        self.running_mean.update(self.running_mean.value_sync().mul_scalar(1.0 - m) + mean.mul_scalar(m));
+        self.running_var.update(self.running_var.value_sync().mul_scalar(1.0 - m) + unbiased.mul_scalar(m));
+    }
+
     fn forward_train(&self, x: Tensor<4>) -> Tensor<4> {
         let [n, c, h, w] = x.dims();
         let mean = x.clone().mean_dim(3).mean_dim(2).mean_dim(0); // [1, C, 1, 1]
         let centered = x - mean.clone();
         let var = centered.clone().square().mean_dim(3).mean_dim(2).mean_dim(0); // biased
-        let count = (n * h * w) as f64;
-        let unbiased = var.clone().detach().mul_scalar(count / (count - 1.0).max(1.0)).reshape([c]);
-        let m = self.momentum;
-        self.running_mean.update(
-            self.running_mean.value_sync().mul_scalar(1.0 - m) + mean.clone().detach().reshape([c]).mul_scalar(m),
-        );
-        self.running_var.update(self.running_var.value_sync().mul_scalar(1.0 - m) + unbiased.mul_scalar(m));
+        self.update_running(mean.clone().detach().reshape([c]), var.clone().detach().reshape([c]), n * h * w);
         let inv_std = (var + self.epsilon).sqrt().recip();
         centered * inv_std * self.gamma.val().reshape([1, c, 1, 1]) + self.beta.val().reshape([1, c, 1, 1])
     }
