@@ -1,12 +1,16 @@
-//! The weight gradient of a 2-D convolution (training's backward pass), NCHW f32:
-//! `dW[o][c][i][j] = Σ_n Σ_(y,x) dY[n][o][y][x] · X[n][c][y·s + i·d − p][x·s + j·d − p]`.
+//! The weight and input gradients of a 2-D convolution (training's backward pass), NCHW f32:
+//! `dW[o][c][i][j] = Σ_n Σ_(y,x) dY[n][o][y][x] · X[n][c][y·s + i·d − p][x·s + j·d − p]` and
+//! `dX[n][c][y·s + i·d − p][x·s + j·d − p] += Σ_o W[o][c][i][j] · dY[n][o][y][x]`.
 //!
 //! burn's CPU backend derives it as a convolution whose kernel is the whole output gradient,
 //! which takes its generic path (the single most expensive part of a training step). Here a
 //! dense or grouped convolution is one matrix product per image and group, `dY [O, Ho·Wo] ×
 //! cols(X)ᵀ [Ho·Wo, C·k·k]` (the `gemm` crate, threaded), with the column matrix built by
 //! rows in parallel, or taken as `X` itself for a 1×1 stride-1 convolution; a depthwise
-//! convolution is a dot product per channel and tap.
+//! convolution is a dot product per channel and tap. The input gradient is the transposed
+//! product, `Wᵀ [C·k·k, O] × dY [O, Ho·Wo]`, scattered back onto the image (col2im, channels
+//! in parallel), or written directly for a 1×1 stride-1 convolution; depthwise convolutions
+//! scatter each tap's row of gradients.
 
 use rayon::prelude::*;
 
@@ -144,6 +148,110 @@ fn accumulate_product(lhs: &[f32], rhs: &[f32], dst: &mut [f32], (m, k, s): (usi
     }
 }
 
+/// `dX` `[N, C, H, W]` from the weights `weight` `[O, C/groups, kh, kw]` and the output
+/// gradient `grad` `[N, O, Ho, Wo]`. Panics when the slices do not have the shape's sizes.
+pub fn conv2d_input_grad(shape: &ConvShape, weight: &[f32], grad: &[f32]) -> Vec<f32> {
+    assert!(shape.is_valid(), "convolution shape {shape:?}");
+    let ([h, w], [ho, wo]) = (shape.input, shape.output());
+    assert_eq!(weight.len(), shape.weight_len(), "weight size");
+    assert_eq!(grad.len(), shape.batch * shape.out_channels * ho * wo, "output gradient size");
+    let (cg, og, taps) =
+        (shape.in_channels / shape.groups, shape.out_channels / shape.groups, shape.kernel[0] * shape.kernel[1]);
+    let mut dx = vec![0f32; shape.batch * shape.in_channels * h * w];
+    if cg == 1 && og == 1 {
+        dx.par_chunks_mut(h * w).enumerate().for_each(|(plane, out)| {
+            let c = plane % shape.in_channels;
+            scatter_taps(shape, &weight[c * taps..(c + 1) * taps], &grad[plane * ho * wo..][..ho * wo], out);
+        });
+        return dx;
+    }
+    let (spatial, depth) = (ho * wo, cg * taps);
+    let direct = taps == 1 && shape.stride == [1, 1] && shape.padding == [0, 0];
+    let mut cols = if direct { Vec::new() } else { vec![0f32; depth * spatial] };
+    for n in 0..shape.batch {
+        for g in 0..shape.groups {
+            let w_g = &weight[g * og * depth..][..og * depth];
+            let g_g = &grad[(n * shape.out_channels + g * og) * spatial..][..og * spatial];
+            let dx_g = &mut dx[(n * shape.in_channels + g * cg) * h * w..][..cg * h * w];
+            if direct {
+                transposed_product(w_g, g_g, dx_g, (depth, spatial, og));
+                continue;
+            }
+            transposed_product(w_g, g_g, &mut cols, (depth, spatial, og));
+            dx_g.par_chunks_mut(h * w).enumerate().for_each(|(c, plane)| {
+                for (t, row) in cols[c * taps * spatial..(c + 1) * taps * spatial].chunks_exact(spatial).enumerate() {
+                    scatter_tap(shape, (t / shape.kernel[1], t % shape.kernel[1]), row, 1.0, plane);
+                }
+            });
+        }
+    }
+    dx
+}
+
+/// `dst [m, n] = lhsᵀ · rhs` with `lhs` `[k, m]` and `rhs` `[k, n]`, all row-major.
+fn transposed_product(lhs: &[f32], rhs: &[f32], dst: &mut [f32], (m, n, k): (usize, usize, usize)) {
+    assert!(lhs.len() >= k * m && rhs.len() >= k * n && dst.len() >= m * n, "product sizes");
+    let threads = if m * n * k >= 1 << 21 { gemm::Parallelism::Rayon(0) } else { gemm::Parallelism::None };
+    // SAFETY: the pointers cover `k·m`, `k·n` and `m·n` floats (asserted above) with the strides
+    // given: lhsᵀ read with row stride 1 and column stride m, rhs row-major (row stride n), dst
+    // row-major (row stride n); `dst` is exclusively borrowed and does not overlap the inputs.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            n as isize,
+            false,
+            lhs.as_ptr(),
+            m as isize,
+            1,
+            rhs.as_ptr(),
+            1,
+            n as isize,
+            0.0,
+            1.0,
+            false,
+            false,
+            false,
+            threads,
+        );
+    }
+}
+
+/// Every tap of one channel's `weights` times its output gradient `grad` `[Ho, Wo]`, added
+/// onto the input plane `out` `[H, W]` (depthwise).
+fn scatter_taps(shape: &ConvShape, weights: &[f32], grad: &[f32], out: &mut [f32]) {
+    for (t, &wt) in weights.iter().enumerate() {
+        scatter_tap(shape, (t / shape.kernel[1], t % shape.kernel[1]), grad, wt, out);
+    }
+}
+
+/// `out[y·s + i·d − p][x·s + j·d − p] += scale · values[y][x]` over the output pixels whose
+/// tap `(i, j)` lands inside the plane.
+fn scatter_tap(shape: &ConvShape, (i, j): (usize, usize), values: &[f32], scale: f32, out: &mut [f32]) {
+    let ([h, w], [ho, wo]) = (shape.input, shape.output());
+    let shift = (j * shape.dilation[1]) as isize - shape.padding[1] as isize;
+    let s = shape.stride[1] as isize;
+    let x_lo = (((-shift).max(0) + s - 1) / s) as usize;
+    let x_hi = ((((w as isize - shift) + s - 1) / s).clamp(0, wo as isize) as usize).max(x_lo);
+    for y in 0..ho {
+        let yy = (y * shape.stride[0] + i * shape.dilation[0]) as isize - shape.padding[0] as isize;
+        if yy < 0 || yy >= h as isize || x_lo >= x_hi {
+            continue;
+        }
+        let src = &values[y * wo + x_lo..y * wo + x_hi];
+        let row = &mut out[yy as usize * w..(yy as usize + 1) * w];
+        let start = (x_lo as isize * s + shift) as usize;
+        if s == 1 {
+            row[start..start + src.len()].iter_mut().zip(src).for_each(|(o, v)| *o += scale * v);
+        } else {
+            src.iter().enumerate().for_each(|(k, v)| row[start + k * s as usize] += scale * v);
+        }
+    }
+}
+
 /// Depthwise convolutions: per channel and tap, a dot product over images and output pixels;
 /// channels in parallel.
 fn depthwise(shape: &ConvShape, x: &[f32], grad: &[f32]) -> Vec<f32> {
@@ -240,6 +348,40 @@ mod tests {
         dw
     }
 
+    /// The definition of the input gradient, summed in f64.
+    fn input_reference(shape: &ConvShape, weight: &[f32], grad: &[f32]) -> Vec<f32> {
+        let ([h, w], [ho, wo]) = (shape.input, shape.output());
+        let [kh, kw] = shape.kernel;
+        let (cg, og) = (shape.in_channels / shape.groups, shape.out_channels / shape.groups);
+        let mut dx = vec![0f64; shape.batch * shape.in_channels * h * w];
+        for n in 0..shape.batch {
+            for o in 0..shape.out_channels {
+                let g = o / og;
+                for c in 0..cg {
+                    for i in 0..kh {
+                        for j in 0..kw {
+                            for y in 0..ho {
+                                for xo in 0..wo {
+                                    let yy = (y * shape.stride[0] + i * shape.dilation[0]) as isize
+                                        - shape.padding[0] as isize;
+                                    let xx = (xo * shape.stride[1] + j * shape.dilation[1]) as isize
+                                        - shape.padding[1] as isize;
+                                    if yy < 0 || xx < 0 || yy >= h as isize || xx >= w as isize {
+                                        continue;
+                                    }
+                                    let wv = weight[((o * cg + c) * kh + i) * kw + j] as f64;
+                                    dx[((n * shape.in_channels + g * cg + c) * h + yy as usize) * w + xx as usize] +=
+                                        wv * grad[((n * shape.out_channels + o) * ho + y) * wo + xo] as f64;
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        dx.into_iter().map(|v| v as f32).collect()
+    }
+
     fn values(n: usize, seed: u32) -> Vec<f32> {
         let mut state = seed;
         (0..n)
@@ -251,7 +393,7 @@ mod tests {
     }
 
     #[test]
-    fn weight_gradients_match_the_definition() {
+    fn gradients_match_the_definition() {
         let conv = |c, o, k, s, p, groups| ConvShape {
             batch: 2,
             in_channels: c,
@@ -282,7 +424,11 @@ mod tests {
             let (got, want) = (conv2d_weight_grad(shape, &x, &grad), reference(shape, &x, &grad));
             // f32 sums of at most 2·143 products of values in [-1, 1]: a few 1e-5 at most.
             let worst = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
-            assert!(worst <= 1e-4, "shape {k} {shape:?}: differs by {worst}");
+            assert!(worst <= 1e-4, "shape {k} {shape:?}: weight gradient differs by {worst}");
+            let weight = values(shape.weight_len(), 3 + k as u32);
+            let (got, want) = (conv2d_input_grad(shape, &weight, &grad), input_reference(shape, &weight, &grad));
+            let worst = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+            assert!(worst <= 1e-4, "shape {k} {shape:?}: input gradient differs by {worst}");
         }
     }
 }

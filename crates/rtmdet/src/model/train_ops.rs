@@ -2,10 +2,10 @@
 //! burn by its backend-extension mechanism: [`TrainOps`] is routed to the CPU backend and to
 //! its autodiff wrapper, whose backward nodes below call our gradients.
 //!
-//! * Bias-free convolutions (every conv followed by BatchNorm): burn's forward and input
-//!   gradient, our weight gradient (`rtmdet_kernels::conv_grad`). burn's CPU backend computes a
-//!   weight gradient as a convolution whose kernel is the whole output gradient, its slowest
-//!   path: 43 % of an rtmdet-tiny training step on one thread.
+//! * Bias-free convolutions (every conv followed by BatchNorm): burn's forward, our weight and
+//!   input gradients (`rtmdet_kernels::conv_grad`). burn's CPU backend computes a weight
+//!   gradient as a convolution whose kernel is the whole output gradient, its slowest path:
+//!   43 % of an rtmdet-tiny training step on one thread.
 //! * `SiLU(BatchNorm(x))` with batch statistics (every ConvModule in training):
 //!   `rtmdet_kernels::bn_silu`, a few passes per plane forward and backward instead of burn's
 //!   chain of elementwise operations, each with its autodiff node and scalar `exp`.
@@ -25,7 +25,7 @@ use burn_autodiff::{Autodiff, NodeId};
 use burn_flex::FlexTensor;
 use rtmdet_kernels::Isa;
 use rtmdet_kernels::bn_silu::{Planes, bn_silu_backward, bn_silu_forward};
-use rtmdet_kernels::conv_grad::{ConvShape, conv2d_weight_grad};
+use rtmdet_kernels::conv_grad::{ConvShape, conv2d_input_grad, conv2d_weight_grad};
 
 /// Training operations with a backward of their own.
 #[backend_extension(Flex, Autodiff)]
@@ -54,6 +54,16 @@ pub trait TrainOps: Backend {
 
     /// `conv2d(x, weight)` without a bias.
     fn conv2d_own_grad(x: FloatTensor<Self>, weight: FloatTensor<Self>, options: ConvOptions<2>) -> FloatTensor<Self>;
+
+    /// The gradient of `conv2d(x, weight)` with respect to `x`, given the output gradient.
+    fn conv2d_input_grad(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        output_grad: FloatTensor<Self>,
+        options: ConvOptions<2>,
+    ) -> FloatTensor<Self> {
+        Self::conv2d_x_backward(x, weight, output_grad, options)
+    }
 
     /// The gradient of `conv2d(x, weight)` with respect to `weight`, given the output gradient.
     fn conv2d_weight_grad(
@@ -124,35 +134,50 @@ impl TrainOps for Flex {
         Flex::conv2d(x, weight, None, options)
     }
 
+    fn conv2d_input_grad(
+        x: FlexTensor,
+        weight: FlexTensor,
+        output_grad: FlexTensor,
+        options: ConvOptions<2>,
+    ) -> FlexTensor {
+        let Some(shape) = conv_shape(&x, &weight, &output_grad, &options) else {
+            return Flex::conv2d_x_backward(x, weight, output_grad, options);
+        };
+        let dims = x.layout().shape().to_vec();
+        flex(conv2d_input_grad(&shape, &values(&weight), &values(&output_grad)), dims)
+    }
+
     fn conv2d_weight_grad(
         x: FlexTensor,
         weight: FlexTensor,
         output_grad: FlexTensor,
         options: ConvOptions<2>,
     ) -> FlexTensor {
-        let (xd, wd) = (x.layout().shape().to_vec(), weight.layout().shape().to_vec());
-        let f32s = [&x, &weight, &output_grad].iter().all(|t| t.dtype() == DType::F32);
-        let symmetric = options.padding.iter().all(|(before, after)| before == after);
-        if !f32s || !symmetric || xd.len() != 4 || wd.len() != 4 {
+        let Some(shape) = conv_shape(&x, &weight, &output_grad, &options) else {
             return Flex::conv2d_weight_backward(x, weight, output_grad, options);
-        }
-        let shape = ConvShape {
-            batch: xd[0],
-            in_channels: xd[1],
-            input: [xd[2], xd[3]],
-            out_channels: wd[0],
-            kernel: [wd[2], wd[3]],
-            stride: options.stride,
-            padding: options.padding.map(|(before, _)| before),
-            dilation: options.dilation,
-            groups: options.groups,
         };
-        let (x, grad) = (x.to_contiguous(), output_grad.to_contiguous());
-        let (Some(xs), Some(gs)) = (x.as_slice::<f32>(), grad.as_slice::<f32>()) else {
-            unreachable!("contiguous f32 tensors have a slice");
-        };
-        FlexTensor::from_data(TensorData::new(conv2d_weight_grad(&shape, xs, gs), wd))
+        let dims = weight.layout().shape().to_vec();
+        flex(conv2d_weight_grad(&shape, &values(&x), &values(&output_grad)), dims)
     }
+}
+
+/// The shapes of a 2-D f32 convolution with symmetric padding, or `None` for anything else
+/// (left to burn).
+fn conv_shape(x: &FlexTensor, weight: &FlexTensor, grad: &FlexTensor, options: &ConvOptions<2>) -> Option<ConvShape> {
+    let (xd, wd) = (x.layout().shape(), weight.layout().shape());
+    let f32s = [x, weight, grad].iter().all(|t| t.dtype() == DType::F32);
+    let symmetric = options.padding.iter().all(|(before, after)| before == after);
+    (f32s && symmetric && xd.num_dims() == 4 && wd.num_dims() == 4).then(|| ConvShape {
+        batch: xd[0],
+        in_channels: xd[1],
+        input: [xd[2], xd[3]],
+        out_channels: wd[0],
+        kernel: [wd[2], wd[3]],
+        stride: options.stride,
+        padding: options.padding.map(|(before, _)| before),
+        dilation: options.dilation,
+        groups: options.groups,
+    })
 }
 
 impl<B: Backend + TrainOps, C: CheckpointStrategy> TrainOps for Autodiff<B, C> {
@@ -224,7 +249,7 @@ impl<B: Backend + TrainOps, C: CheckpointStrategy> TrainOps for Autodiff<B, C> {
                 let x = checkpointer.retrieve_node_output::<B::FloatTensorPrimitive>(x_state);
                 let weight = checkpointer.retrieve_node_output::<B::FloatTensorPrimitive>(weight_state);
                 if let Some(node) = node_x {
-                    let dx = B::conv2d_x_backward(x.clone(), weight.clone(), grad.clone(), options.clone());
+                    let dx = B::conv2d_input_grad(x.clone(), weight.clone(), grad.clone(), options.clone());
                     grads.register::<B>(node.id, dx);
                 }
                 if let Some(node) = node_weight {
