@@ -87,7 +87,8 @@ fn by_matrix_products(shape: &ConvShape, x: &[f32], grad: &[f32]) -> Vec<f32> {
             };
             let lhs = &grad[(n * shape.out_channels + g * og) * spatial..][..og * spatial];
             let dst = &mut dw[g * og * depth..][..og * depth];
-            accumulate_product(lhs, rhs, dst, (og, depth, spatial), n > 0);
+            // dW_g [og, depth] += dY_g [og, spatial] · cols [depth, spatial]ᵀ
+            product(View::rows(lhs, og, spatial), View::rows(rhs, depth, spatial).t(), dst, n > 0);
         }
     }
     dw
@@ -116,28 +117,57 @@ fn columns(shape: &ConvShape, x_g: &[f32], cols: &mut [f32]) {
     });
 }
 
-/// `dst [m, k] (+)= lhs [m, s] · rhsᵀ` with `rhs` `[k, s]`, all row-major.
-fn accumulate_product(lhs: &[f32], rhs: &[f32], dst: &mut [f32], (m, k, s): (usize, usize, usize), add: bool) {
-    assert!(lhs.len() >= m * s && rhs.len() >= k * s && dst.len() >= m * k, "product sizes");
-    let threads = if m * k * s >= 1 << 21 { gemm::Parallelism::Rayon(0) } else { gemm::Parallelism::None };
-    // SAFETY: the pointers cover `m·s`, `k·s` and `m·k` floats (asserted above) with the strides
-    // given: lhs row-major (row stride s), rhsᵀ read as column stride s, dst row-major (row
-    // stride k); `dst` is exclusively borrowed and does not overlap the inputs.
+/// A matrix read in place: element `(r, c)` at `data[r·row_stride + c·col_stride]`.
+#[derive(Clone, Copy)]
+struct View<'a> {
+    data: &'a [f32],
+    rows: usize,
+    cols: usize,
+    row_stride: usize,
+    col_stride: usize,
+}
+
+impl<'a> View<'a> {
+    /// `data` as a row-major `[rows, cols]` matrix.
+    fn rows(data: &'a [f32], rows: usize, cols: usize) -> Self {
+        View { data, rows, cols, row_stride: cols, col_stride: 1 }
+    }
+
+    /// The transpose, still in place.
+    fn t(self) -> Self {
+        View { rows: self.cols, cols: self.rows, row_stride: self.col_stride, col_stride: self.row_stride, ..self }
+    }
+
+    /// Whether every element lies inside `data`.
+    fn in_bounds(&self) -> bool {
+        self.rows == 0
+            || self.cols == 0
+            || (self.rows - 1) * self.row_stride + (self.cols - 1) * self.col_stride < self.data.len()
+    }
+}
+
+/// `dst (+)= lhs · rhs`, `dst` row-major `[lhs.rows, rhs.cols]`; threaded when large.
+fn product(lhs: View, rhs: View, dst: &mut [f32], add: bool) {
+    let (m, n, k) = (lhs.rows, rhs.cols, lhs.cols);
+    assert!(rhs.rows == k && lhs.in_bounds() && rhs.in_bounds() && dst.len() >= m * n, "product sizes");
+    let threads = if m * n * k >= 1 << 21 { gemm::Parallelism::Rayon(0) } else { gemm::Parallelism::None };
+    // SAFETY: every element the strides reach lies inside the operands (asserted above); `dst`
+    // holds the `m·n` row-major results, is exclusively borrowed and does not overlap them.
     unsafe {
         gemm::gemm(
             m,
+            n,
             k,
-            s,
             dst.as_mut_ptr(),
             1,
-            k as isize,
+            n as isize,
             add,
-            lhs.as_ptr(),
-            1,
-            s as isize,
-            rhs.as_ptr(),
-            s as isize,
-            1,
+            lhs.data.as_ptr(),
+            lhs.col_stride as isize,
+            lhs.row_stride as isize,
+            rhs.data.as_ptr(),
+            rhs.col_stride as isize,
+            rhs.row_stride as isize,
             1.0,
             1.0,
             false,
@@ -173,11 +203,13 @@ pub fn conv2d_input_grad(shape: &ConvShape, weight: &[f32], grad: &[f32]) -> Vec
             let w_g = &weight[g * og * depth..][..og * depth];
             let g_g = &grad[(n * shape.out_channels + g * og) * spatial..][..og * spatial];
             let dx_g = &mut dx[(n * shape.in_channels + g * cg) * h * w..][..cg * h * w];
+            // cols [depth, spatial] = W_g [og, depth]ᵀ · dY_g [og, spatial]
+            let (w_t, g_v) = (View::rows(w_g, og, depth).t(), View::rows(g_g, og, spatial));
             if direct {
-                transposed_product(w_g, g_g, dx_g, (depth, spatial, og));
+                product(w_t, g_v, dx_g, false);
                 continue;
             }
-            transposed_product(w_g, g_g, &mut cols, (depth, spatial, og));
+            product(w_t, g_v, &mut cols, false);
             dx_g.par_chunks_mut(h * w).enumerate().for_each(|(c, plane)| {
                 for (t, row) in cols[c * taps * spatial..(c + 1) * taps * spatial].chunks_exact(spatial).enumerate() {
                     scatter_tap(shape, (t / shape.kernel[1], t % shape.kernel[1]), row, 1.0, plane);
@@ -186,38 +218,6 @@ pub fn conv2d_input_grad(shape: &ConvShape, weight: &[f32], grad: &[f32]) -> Vec
         }
     }
     dx
-}
-
-/// `dst [m, n] = lhsᵀ · rhs` with `lhs` `[k, m]` and `rhs` `[k, n]`, all row-major.
-fn transposed_product(lhs: &[f32], rhs: &[f32], dst: &mut [f32], (m, n, k): (usize, usize, usize)) {
-    assert!(lhs.len() >= k * m && rhs.len() >= k * n && dst.len() >= m * n, "product sizes");
-    let threads = if m * n * k >= 1 << 21 { gemm::Parallelism::Rayon(0) } else { gemm::Parallelism::None };
-    // SAFETY: the pointers cover `k·m`, `k·n` and `m·n` floats (asserted above) with the strides
-    // given: lhsᵀ read with row stride 1 and column stride m, rhs row-major (row stride n), dst
-    // row-major (row stride n); `dst` is exclusively borrowed and does not overlap the inputs.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            dst.as_mut_ptr(),
-            1,
-            n as isize,
-            false,
-            lhs.as_ptr(),
-            m as isize,
-            1,
-            rhs.as_ptr(),
-            1,
-            n as isize,
-            0.0,
-            1.0,
-            false,
-            false,
-            false,
-            threads,
-        );
-    }
 }
 
 /// Every tap of one channel's `weights` times its output gradient `grad` `[Ho, Wo]`, added
@@ -312,73 +312,43 @@ fn strided_dot(a: &[f32], b: &[f32], stride: usize) -> f32 {
 mod tests {
     use super::*;
 
-    /// The definition, summed in f64.
-    fn reference(shape: &ConvShape, x: &[f32], grad: &[f32]) -> Vec<f32> {
+    /// Every product of the convolution's definition: `f(x index, weight index, output index)`
+    /// for each output pixel and tap that lands inside the image.
+    fn each_term(shape: &ConvShape, mut f: impl FnMut(usize, usize, usize)) {
         let ([h, w], [ho, wo]) = (shape.input, shape.output());
         let [kh, kw] = shape.kernel;
         let (cg, og) = (shape.in_channels / shape.groups, shape.out_channels / shape.groups);
-        let mut dw = vec![0f32; shape.weight_len()];
-        for o in 0..shape.out_channels {
-            let g = o / og;
-            for c in 0..cg {
-                for i in 0..kh {
-                    for j in 0..kw {
-                        let mut acc = 0f64;
-                        for n in 0..shape.batch {
-                            for y in 0..ho {
-                                for xo in 0..wo {
-                                    let yy = (y * shape.stride[0] + i * shape.dilation[0]) as isize
-                                        - shape.padding[0] as isize;
-                                    let xx = (xo * shape.stride[1] + j * shape.dilation[1]) as isize
-                                        - shape.padding[1] as isize;
-                                    if yy < 0 || xx < 0 || yy >= h as isize || xx >= w as isize {
-                                        continue;
-                                    }
-                                    let xv =
-                                        x[((n * shape.in_channels + g * cg + c) * h + yy as usize) * w + xx as usize];
-                                    acc += (grad[((n * shape.out_channels + o) * ho + y) * wo + xo] * xv) as f64;
-                                }
-                            }
-                        }
-                        dw[((o * cg + c) * kh + i) * kw + j] = acc as f32;
-                    }
-                }
+        for (n, o, c, i, j, y, xo) in (0..shape.batch).flat_map(|n| {
+            (0..shape.out_channels).flat_map(move |o| {
+                (0..cg).flat_map(move |c| {
+                    (0..kh).flat_map(move |i| {
+                        (0..kw)
+                            .flat_map(move |j| (0..ho).flat_map(move |y| (0..wo).map(move |xo| (n, o, c, i, j, y, xo))))
+                    })
+                })
+            })
+        }) {
+            let yy = (y * shape.stride[0] + i * shape.dilation[0]) as isize - shape.padding[0] as isize;
+            let xx = (xo * shape.stride[1] + j * shape.dilation[1]) as isize - shape.padding[1] as isize;
+            if yy < 0 || xx < 0 || yy >= h as isize || xx >= w as isize {
+                continue;
             }
+            let x_at = ((n * shape.in_channels + o / og * cg + c) * h + yy as usize) * w + xx as usize;
+            f(x_at, ((o * cg + c) * kh + i) * kw + j, ((n * shape.out_channels + o) * ho + y) * wo + xo);
         }
-        dw
     }
 
-    /// The definition of the input gradient, summed in f64.
+    /// The weight gradient by definition, summed in f64.
+    fn reference(shape: &ConvShape, x: &[f32], grad: &[f32]) -> Vec<f32> {
+        let mut dw = vec![0f64; shape.weight_len()];
+        each_term(shape, |xi, wi, gi| dw[wi] += x[xi] as f64 * grad[gi] as f64);
+        dw.into_iter().map(|v| v as f32).collect()
+    }
+
+    /// The input gradient by definition, summed in f64.
     fn input_reference(shape: &ConvShape, weight: &[f32], grad: &[f32]) -> Vec<f32> {
-        let ([h, w], [ho, wo]) = (shape.input, shape.output());
-        let [kh, kw] = shape.kernel;
-        let (cg, og) = (shape.in_channels / shape.groups, shape.out_channels / shape.groups);
-        let mut dx = vec![0f64; shape.batch * shape.in_channels * h * w];
-        for n in 0..shape.batch {
-            for o in 0..shape.out_channels {
-                let g = o / og;
-                for c in 0..cg {
-                    for i in 0..kh {
-                        for j in 0..kw {
-                            for y in 0..ho {
-                                for xo in 0..wo {
-                                    let yy = (y * shape.stride[0] + i * shape.dilation[0]) as isize
-                                        - shape.padding[0] as isize;
-                                    let xx = (xo * shape.stride[1] + j * shape.dilation[1]) as isize
-                                        - shape.padding[1] as isize;
-                                    if yy < 0 || xx < 0 || yy >= h as isize || xx >= w as isize {
-                                        continue;
-                                    }
-                                    let wv = weight[((o * cg + c) * kh + i) * kw + j] as f64;
-                                    dx[((n * shape.in_channels + g * cg + c) * h + yy as usize) * w + xx as usize] +=
-                                        wv * grad[((n * shape.out_channels + o) * ho + y) * wo + xo] as f64;
-                                }
-                            }
-                        }
-                    }
-                }
-            }
-        }
+        let mut dx = vec![0f64; shape.batch * shape.in_channels * shape.input[0] * shape.input[1]];
+        each_term(shape, |xi, wi, gi| dx[xi] += weight[wi] as f64 * grad[gi] as f64);
         dx.into_iter().map(|v| v as f32).collect()
     }
 

@@ -134,30 +134,32 @@ impl TrainOps for Flex {
         Flex::conv2d(x, weight, None, options)
     }
 
-    fn conv2d_input_grad(
-        x: FlexTensor,
-        weight: FlexTensor,
-        output_grad: FlexTensor,
-        options: ConvOptions<2>,
-    ) -> FlexTensor {
-        let Some(shape) = conv_shape(&x, &weight, &output_grad, &options) else {
-            return Flex::conv2d_x_backward(x, weight, output_grad, options);
+    fn conv2d_input_grad(x: FlexTensor, weight: FlexTensor, grad: FlexTensor, options: ConvOptions<2>) -> FlexTensor {
+        let ours = |shape: &ConvShape, x: &FlexTensor, weight: &FlexTensor, grad: &FlexTensor| {
+            flex(conv2d_input_grad(shape, &values(weight), &values(grad)), x.layout().shape().to_vec())
         };
-        let dims = x.layout().shape().to_vec();
-        flex(conv2d_input_grad(&shape, &values(&weight), &values(&output_grad)), dims)
+        conv_grad_with([x, weight, grad], options, ours, Flex::conv2d_x_backward)
     }
 
-    fn conv2d_weight_grad(
-        x: FlexTensor,
-        weight: FlexTensor,
-        output_grad: FlexTensor,
-        options: ConvOptions<2>,
-    ) -> FlexTensor {
-        let Some(shape) = conv_shape(&x, &weight, &output_grad, &options) else {
-            return Flex::conv2d_weight_backward(x, weight, output_grad, options);
+    fn conv2d_weight_grad(x: FlexTensor, weight: FlexTensor, grad: FlexTensor, options: ConvOptions<2>) -> FlexTensor {
+        let ours = |shape: &ConvShape, x: &FlexTensor, weight: &FlexTensor, grad: &FlexTensor| {
+            flex(conv2d_weight_grad(shape, &values(x), &values(grad)), weight.layout().shape().to_vec())
         };
-        let dims = weight.layout().shape().to_vec();
-        flex(conv2d_weight_grad(&shape, &values(&x), &values(&output_grad)), dims)
+        conv_grad_with([x, weight, grad], options, ours, Flex::conv2d_weight_backward)
+    }
+}
+
+/// A convolution gradient by `ours` when [`conv_shape`] covers the convolution, else by
+/// burn's `fallback`.
+fn conv_grad_with(
+    [x, weight, grad]: [FlexTensor; 3],
+    options: ConvOptions<2>,
+    ours: impl FnOnce(&ConvShape, &FlexTensor, &FlexTensor, &FlexTensor) -> FlexTensor,
+    fallback: fn(FlexTensor, FlexTensor, FlexTensor, ConvOptions<2>) -> FlexTensor,
+) -> FlexTensor {
+    match conv_shape(&x, &weight, &grad, &options) {
+        Some(shape) => ours(&shape, &x, &weight, &grad),
+        None => fallback(x, weight, grad, options),
     }
 }
 
