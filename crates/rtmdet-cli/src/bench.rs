@@ -51,6 +51,9 @@ pub struct BenchTrainArgs {
     /// Timed steps per thread count (after one warm-up step).
     #[arg(long, default_value_t = 3, value_parser = args::positive, allow_negative_numbers = true)]
     pub iters: usize,
+    /// Device, as for `train`: cpu, or with a GPU build cuda[:N], wgpu[:N|:cpu], vulkan[...].
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
 }
 
 /// `rtmdet bench [OPTIONS]` (inference), `rtmdet bench train [OPTIONS]` or `rtmdet bench data [OPTIONS]`.
@@ -374,6 +377,7 @@ pub fn peak_rss_mib() -> f64 {
 fn bench_train(args: BenchTrainArgs) -> Result<()> {
     let (task, size) = rtmdet::config::parse_model(&args.model)?;
     let cfg = if task == Task::Segment { ModelConfig::ins(size) } else { ModelConfig::new(size) };
+    let device = rtmdet::engine::parse_device(&args.device)?;
     args::check_memory(args.batch, args.imgsz, args::TRAIN_BYTES_PER_PIXEL, "a training step")?;
     let (b, s) = (args.batch, args.imgsz);
     // Grid cells of at least 4 px, so that every object keeps a box after rounding.
@@ -386,17 +390,23 @@ fn bench_train(args: BenchTrainArgs) -> Result<()> {
     let targets: Vec<Instances> = (0..b)
         .map(|i| grid_targets(args.objects, s, i, cfg.num_classes, task == Task::Segment))
         .collect::<Result<_>>()?;
-    println!("training step of {}, batch {b}, {s}x{s}, {} objects per image", model_name(&cfg), args.objects);
     println!(
-        "{:>8} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10}",
-        "threads", "step (s)", "forward", "loss", "backward", "optim+ema", "peak MiB"
+        "training step of {}, batch {b}, {s}x{s}, {} objects per image, on {}",
+        model_name(&cfg),
+        args.objects,
+        args.device.trim().to_ascii_lowercase()
+    );
+    println!(
+        "{:>8} {:>10} {:>8} {:>10} {:>10} {:>10} {:>10} {:>10}",
+        "threads", "step (s)", "img/s", "forward", "loss", "backward", "optim+ema", "peak MiB"
     );
     for &t in &args.threads {
         let pool = rayon::ThreadPoolBuilder::new().num_threads(t).build()?;
-        let m = pool.install(|| time_training_steps(&cfg, &input, &targets, s, args.iters))?;
+        let m = pool.install(|| time_training_steps(&cfg, &input, &targets, s, args.iters, &device))?;
         println!(
-            "{t:>8} {:>10.3} {:>10.3} {:>10.3} {:>10.3} {:>10.3} {:>10.0}",
+            "{t:>8} {:>10.3} {:>8.2} {:>10.3} {:>10.3} {:>10.3} {:>10.3} {:>10.0}",
             m.step_s,
+            b as f64 / m.step_s,
             m.forward_s,
             m.loss_s,
             m.backward_s,

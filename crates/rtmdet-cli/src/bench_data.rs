@@ -171,7 +171,8 @@ fn model_speed(
     steps: usize,
 ) -> Result<ModelSpeed> {
     let batch = model_batch(items, stage1, batch)?;
-    let step = time_training_steps(cfg, &batch.input, &batch.targets, imgsz, steps)?;
+    let step =
+        time_training_steps(cfg, &batch.input, &batch.targets, imgsz, steps, &rtmdet::burn::tensor::Device::flex())?;
     Ok(ModelSpeed {
         name: model_name(cfg),
         threads: rayon::current_num_threads(),

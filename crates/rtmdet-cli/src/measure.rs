@@ -53,16 +53,17 @@ impl StepSummary {
 
 /// `iters` optimisation steps (after one warm-up step, which allocates) of a freshly
 /// initialised `cfg` model on one batch (`input` NCHW at `imgsz`, one target set per image),
-/// on the current rayon pool: the measurement of `bench train` and of the model in
-/// `bench data`.
+/// on the current rayon pool and `device`: the measurement of `bench train` and of the model
+/// in `bench data`.
 pub fn time_training_steps(
     cfg: &ModelConfig,
     input: &[f32],
     targets: &[Instances],
     imgsz: usize,
     iters: usize,
+    device: &rtmdet::burn::tensor::Device,
 ) -> Result<StepSummary> {
-    let device = rtmdet::burn::tensor::Device::flex().autodiff();
+    let device = device.clone().autodiff();
     let dims = [targets.len(), 3, imgsz, imgsz];
     let mut model = RtmDet::new(cfg, &device)?;
     let (mut opt, mut ema) = (AdamW::default(), ExpMomentumEma::default());

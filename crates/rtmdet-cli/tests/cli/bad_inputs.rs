@@ -663,6 +663,13 @@ const CASES: &[Case] = &[
         message: "rebuild with `--features wgpu`",
     },
     Case {
+        name: "bench train on a GPU device in a CPU build",
+        setup: nothing,
+        args: &["bench", "train", "--device", "cuda"],
+        code: 1,
+        message: "rebuild with `--features cuda`",
+    },
+    Case {
         name: "unknown device",
         setup: copy_demo,
         args: &["predict", "{d}/demo.jpg", "--weights", W, "--device", "tpu", "--no-draw"],

@@ -153,9 +153,11 @@ fn bench_train_runs_an_ins_step_on_a_crowded_batch() {
     ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let out = String::from_utf8_lossy(&o.stdout);
-    assert!(out.contains("rtmdet-ins-tiny, batch 1, 128x128, 30 objects per image"), "{out}");
-    assert!(out.contains("peak MiB"), "{out}");
+    assert!(out.contains("rtmdet-ins-tiny, batch 1, 128x128, 30 objects per image, on cpu"), "{out}");
+    assert!(out.contains("img/s") && out.contains("peak MiB"), "{out}");
     let row: Vec<f64> = out.lines().last().unwrap().split_whitespace().map(|v| v.parse().unwrap()).collect();
-    assert_eq!(row.len(), 7, "{out}");
-    assert!(row[1..].iter().all(|v| v.is_finite() && *v >= 0.0) && row[6] > 0.0, "{out}");
+    assert_eq!(row.len(), 8, "{out}");
+    assert!(row[1..].iter().all(|v| v.is_finite() && *v >= 0.0) && row[7] > 0.0, "{out}");
+    // images/s is the batch over the step time.
+    assert!((row[2] - 1.0 / row[1]).abs() <= 0.01 * row[2] + 0.005, "{out}");
 }
