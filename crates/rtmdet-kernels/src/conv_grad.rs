@@ -44,6 +44,24 @@ impl ConvShape {
         self.out_channels * self.in_channels / self.groups * self.kernel[0] * self.kernel[1]
     }
 
+    /// The output columns `x_lo..x_hi` whose kernel column `j` lands inside the image
+    /// (`xo·s + j·d − p ∈ [0, w)`), and the input column the first of them reads.
+    fn tap_columns(&self, j: usize) -> (usize, usize, usize) {
+        let (w, wo) = (self.input[1] as isize, self.output()[1] as isize);
+        let shift = (j * self.dilation[1]) as isize - self.padding[1] as isize;
+        let s = self.stride[1] as isize;
+        let x_lo = (((-shift).max(0) + s - 1) / s).min(wo);
+        let x_hi = ((w - shift + s - 1) / s).clamp(0, wo).max(x_lo);
+        // (No column inside: nothing is read, and 0 keeps the caller's slices in range.)
+        (x_lo as usize, x_hi as usize, if x_hi > x_lo { (x_lo * s + shift) as usize } else { 0 })
+    }
+
+    /// The input row that kernel row `i` reads for output row `y`, if inside the image.
+    fn tap_row(&self, i: usize, y: usize) -> Option<usize> {
+        let yy = (y * self.stride[0] + i * self.dilation[0]).checked_sub(self.padding[0])?;
+        (yy < self.input[0]).then_some(yy)
+    }
+
     fn is_valid(&self) -> bool {
         let positive = [self.kernel, self.stride, self.dilation].iter().all(|p| p[0] > 0 && p[1] > 0);
         positive
@@ -102,16 +120,20 @@ fn columns(shape: &ConvShape, x_g: &[f32], cols: &mut [f32]) {
     cols.par_chunks_mut(ho * wo).enumerate().for_each(|(row, out)| {
         let (c, i, j) = (row / (kh * kw), row / kw % kh, row % kw);
         let plane = &x_g[c * h * w..(c + 1) * h * w];
+        let (x_lo, x_hi, start) = shape.tap_columns(j);
         for (y, out_row) in out.chunks_exact_mut(wo).enumerate() {
-            let yy = (y * shape.stride[0] + i * shape.dilation[0]) as isize - shape.padding[0] as isize;
-            if yy < 0 || yy >= h as isize {
+            let Some(yy) = shape.tap_row(i, y) else {
                 out_row.fill(0.0);
                 continue;
-            }
-            let src = &plane[yy as usize * w..(yy as usize + 1) * w];
-            for (xo, v) in out_row.iter_mut().enumerate() {
-                let xx = (xo * shape.stride[1] + j * shape.dilation[1]) as isize - shape.padding[1] as isize;
-                *v = if xx < 0 || xx >= w as isize { 0.0 } else { src[xx as usize] };
+            };
+            let src = &plane[yy * w..(yy + 1) * w];
+            out_row[..x_lo].fill(0.0);
+            out_row[x_hi..].fill(0.0);
+            let inside = &mut out_row[x_lo..x_hi];
+            if shape.stride[1] == 1 {
+                inside.copy_from_slice(&src[start..start + inside.len()]);
+            } else {
+                inside.iter_mut().enumerate().for_each(|(k, v)| *v = src[start + k * shape.stride[1]]);
             }
         }
     });
@@ -231,23 +253,16 @@ fn scatter_taps(shape: &ConvShape, weights: &[f32], grad: &[f32], out: &mut [f32
 /// `out[y·s + i·d − p][x·s + j·d − p] += scale · values[y][x]` over the output pixels whose
 /// tap `(i, j)` lands inside the plane.
 fn scatter_tap(shape: &ConvShape, (i, j): (usize, usize), values: &[f32], scale: f32, out: &mut [f32]) {
-    let ([h, w], [ho, wo]) = (shape.input, shape.output());
-    let shift = (j * shape.dilation[1]) as isize - shape.padding[1] as isize;
-    let s = shape.stride[1] as isize;
-    let x_lo = (((-shift).max(0) + s - 1) / s) as usize;
-    let x_hi = ((((w as isize - shift) + s - 1) / s).clamp(0, wo as isize) as usize).max(x_lo);
-    for y in 0..ho {
-        let yy = (y * shape.stride[0] + i * shape.dilation[0]) as isize - shape.padding[0] as isize;
-        if yy < 0 || yy >= h as isize || x_lo >= x_hi {
-            continue;
-        }
+    let (w, wo) = (shape.input[1], shape.output()[1]);
+    let (x_lo, x_hi, start) = shape.tap_columns(j);
+    for y in 0..shape.output()[0] {
+        let Some(yy) = shape.tap_row(i, y) else { continue };
         let src = &values[y * wo + x_lo..y * wo + x_hi];
-        let row = &mut out[yy as usize * w..(yy as usize + 1) * w];
-        let start = (x_lo as isize * s + shift) as usize;
-        if s == 1 {
+        let row = &mut out[yy * w..(yy + 1) * w];
+        if shape.stride[1] == 1 {
             row[start..start + src.len()].iter_mut().zip(src).for_each(|(o, v)| *o += scale * v);
         } else {
-            src.iter().enumerate().for_each(|(k, v)| row[start + k * s as usize] += scale * v);
+            src.iter().enumerate().for_each(|(k, v)| row[start + k * shape.stride[1]] += scale * v);
         }
     }
 }
@@ -261,26 +276,15 @@ fn depthwise(shape: &ConvShape, x: &[f32], grad: &[f32]) -> Vec<f32> {
     let mut dw = vec![0f32; c_all * kh * kw];
     dw.par_chunks_mut(kh * kw).enumerate().for_each(|(c, taps)| {
         for (t, out) in taps.iter_mut().enumerate() {
-            let (i, j) = (t / kw, t % kw);
-            // Output columns whose tap lands inside the image: `xo·s + j·d − p ∈ [0, w)`.
-            let shift = (j * shape.dilation[1]) as isize - shape.padding[1] as isize;
-            let s = shape.stride[1] as isize;
-            let x_lo = ((-shift).max(0) + s - 1) / s;
-            let x_hi = (((w as isize - shift) + s - 1) / s).clamp(0, wo as isize);
-            let (x_lo, x_hi) = (x_lo as usize, (x_hi as usize).max(x_lo as usize));
+            let (i, (x_lo, x_hi, start)) = (t / kw, shape.tap_columns(t % kw));
             let mut acc = 0f64;
             for n in 0..shape.batch {
                 let plane = &x[(n * c_all + c) * h * w..][..h * w];
                 let g_plane = &grad[(n * c_all + c) * ho * wo..][..ho * wo];
                 for y in 0..ho {
-                    let yy = (y * shape.stride[0] + i * shape.dilation[0]) as isize - shape.padding[0] as isize;
-                    if yy < 0 || yy >= h as isize || x_lo >= x_hi {
-                        continue;
-                    }
+                    let Some(yy) = shape.tap_row(i, y) else { continue };
                     let g_row = &g_plane[y * wo + x_lo..y * wo + x_hi];
-                    let start = (x_lo as isize * s + shift) as usize;
-                    let src = &plane[yy as usize * w..(yy as usize + 1) * w];
-                    acc += strided_dot(g_row, &src[start..], shape.stride[1]) as f64;
+                    acc += strided_dot(g_row, &plane[yy * w + start..(yy + 1) * w], shape.stride[1]) as f64;
                 }
             }
             *out = acc as f32;
@@ -386,10 +390,15 @@ mod tests {
             conv(6, 4, 3, 1, 1, 2),
             ConvShape { dilation: [2, 2], padding: [2, 2], ..conv(3, 4, 3, 1, 1, 1) },
             conv(3, 8, 3, 2, 1, 1),
+            // Maps smaller than the kernel (a stride-32 map at a small --imgsz): taps that
+            // land nowhere.
+            ConvShape { input: [2, 1], ..conv(4, 4, 5, 1, 2, 4) },
+            ConvShape { input: [1, 1], ..conv(3, 5, 5, 1, 2, 1) },
+            ConvShape { input: [2, 1], ..conv(3, 5, 3, 2, 1, 1) },
         ];
         for (k, shape) in shapes.iter().enumerate() {
             let [ho, wo] = shape.output();
-            let x = values(shape.batch * shape.in_channels * 11 * 13, 7 + k as u32);
+            let x = values(shape.batch * shape.in_channels * shape.input[0] * shape.input[1], 7 + k as u32);
             let grad = values(shape.batch * shape.out_channels * ho * wo, 99 + k as u32);
             let (got, want) = (conv2d_weight_grad(shape, &x, &grad), reference(shape, &x, &grad));
             // f32 sums of at most 2·143 products of values in [-1, 1]: a few 1e-5 at most.
