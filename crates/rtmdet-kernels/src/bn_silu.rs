@@ -24,6 +24,11 @@ impl Planes {
     fn len(&self) -> usize {
         self.batch * self.channels * self.pixels
     }
+
+    /// The length of one plane as a chunk size (at least 1, which `chunks` requires).
+    fn chunk(&self) -> usize {
+        self.pixels.max(1)
+    }
 }
 
 /// The forward pass's output and the batch statistics (per channel; the variance biased).
@@ -42,12 +47,7 @@ pub struct BnSiluBackward {
     pub dbeta: Vec<f32>,
 }
 
-/// `1/√(σ² + ε)` of every channel.
-fn inv_std(var: &[f32], eps: f32) -> Vec<f32> {
-    var.iter().map(|v| 1.0 / (v + eps).sqrt()).collect()
-}
-
-/// Per-channel sums of per-plane values `f(plane index)`, in f64.
+/// Per-channel sums of per-plane values (planes in NCHW order), in f64.
 fn channel_sums(p: Planes, per_plane: &[f64]) -> Vec<f64> {
     let mut out = vec![0f64; p.channels];
     for (k, v) in per_plane.iter().enumerate() {
@@ -60,19 +60,18 @@ pub fn bn_silu_forward(isa: Isa, x: &[f32], p: Planes, gamma: &[f32], beta: &[f3
     assert_eq!(x.len(), p.len(), "input size");
     assert!(gamma.len() == p.channels && beta.len() == p.channels, "affine size");
     let m = (p.batch * p.pixels).max(1) as f64;
-    let sums: Vec<f64> = x.par_chunks(p.pixels.max(1)).map(|plane| plane_sum(isa, plane, 0.0, false)).collect();
+    let sums: Vec<f64> = x.par_chunks(p.chunk()).map(|plane| plane_sum(isa, plane, 0.0, false)).collect();
     let mean: Vec<f32> = channel_sums(p, &sums).iter().map(|s| (s / m) as f32).collect();
     let sq: Vec<f64> = x
-        .par_chunks(p.pixels.max(1))
+        .par_chunks(p.chunk())
         .enumerate()
         .map(|(k, plane)| plane_sum(isa, plane, mean[k % p.channels], true))
         .collect();
     let var: Vec<f32> = channel_sums(p, &sq).iter().map(|s| (s / m) as f32).collect();
-    let inv = inv_std(&var, eps);
+    let affine = Affine::per_channel(&mean, &var, eps, gamma, beta);
     let mut y = vec![0f32; x.len()];
-    y.par_chunks_mut(p.pixels.max(1)).zip(x.par_chunks(p.pixels.max(1))).enumerate().for_each(|(k, (out, plane))| {
-        let c = k % p.channels;
-        plane_forward(isa, plane, out, Affine { mean: mean[c], inv_std: inv[c], gamma: gamma[c], beta: beta[c] });
+    y.par_chunks_mut(p.chunk()).zip(x.par_chunks(p.chunk())).enumerate().for_each(|(k, (out, plane))| {
+        plane_forward(isa, plane, out, affine[k % p.channels]);
     });
     BnSiluForward { y, mean, var }
 }
@@ -91,27 +90,26 @@ pub fn bn_silu_backward(
     assert!(x.len() == p.len() && dy.len() == p.len(), "input and gradient size");
     assert!([gamma, beta, mean, var].iter().all(|v| v.len() == p.channels), "per-channel size");
     let m = (p.batch * p.pixels).max(1) as f64;
-    let inv = inv_std(var, eps);
-    let affine = |c: usize| Affine { mean: mean[c], inv_std: inv[c], gamma: gamma[c], beta: beta[c] };
+    let affine = Affine::per_channel(mean, var, eps, gamma, beta);
     // Pass 1: dz into `dx`, with each plane's Σ dz and Σ dz·x̂.
     let mut dx = vec![0f32; x.len()];
     let plane_sums: Vec<[f64; 2]> = dx
-        .par_chunks_mut(p.pixels.max(1))
-        .zip(x.par_chunks(p.pixels.max(1)).zip(dy.par_chunks(p.pixels.max(1))))
+        .par_chunks_mut(p.chunk())
+        .zip(x.par_chunks(p.chunk()).zip(dy.par_chunks(p.chunk())))
         .enumerate()
         .map(|(k, (dz, (plane, g)))| {
             let mut sums = [0f64; 2];
-            plane_dz(isa, plane, g, dz, affine(k % p.channels), &mut sums);
+            plane_dz(isa, plane, g, dz, affine[k % p.channels], &mut sums);
             sums
         })
         .collect();
     let dbeta = channel_sums(p, &plane_sums.iter().map(|s| s[0]).collect::<Vec<_>>());
     let dgamma = channel_sums(p, &plane_sums.iter().map(|s| s[1]).collect::<Vec<_>>());
     // Pass 2: dx from dz in place.
-    dx.par_chunks_mut(p.pixels.max(1)).zip(x.par_chunks(p.pixels.max(1))).enumerate().for_each(|(k, (d, plane))| {
+    dx.par_chunks_mut(p.chunk()).zip(x.par_chunks(p.chunk())).enumerate().for_each(|(k, (d, plane))| {
         let c = k % p.channels;
         let (mean_dz, mean_dzx) = ((dbeta[c] / m) as f32, (dgamma[c] / m) as f32);
-        plane_dx(isa, plane, d, affine(c), mean_dz, mean_dzx);
+        plane_dx(isa, plane, d, affine[c], mean_dz, mean_dzx);
     });
     BnSiluBackward {
         dx,
@@ -124,9 +122,19 @@ pub fn bn_silu_backward(
 #[derive(Clone, Copy, Debug)]
 struct Affine {
     mean: f32,
+    /// `1/√(σ² + ε)`
     inv_std: f32,
     gamma: f32,
     beta: f32,
+}
+
+impl Affine {
+    /// Every channel's, from the batch statistics and the affine parameters.
+    fn per_channel(mean: &[f32], var: &[f32], eps: f32, gamma: &[f32], beta: &[f32]) -> Vec<Affine> {
+        (0..mean.len())
+            .map(|c| Affine { mean: mean[c], inv_std: 1.0 / (var[c] + eps).sqrt(), gamma: gamma[c], beta: beta[c] })
+            .collect()
+    }
 }
 
 /// `Σ (v − center)²` with `squares`, else `Σ (v − center)`, over one plane.
@@ -148,7 +156,9 @@ fn sum_generic<S: Simd>(plane: &[f32], center: f32, squares: bool, out: &mut f64
     let whole = plane.len() - plane.len() % S::LANES;
     *out = 0.0;
     for block in (0..whole).step_by(BLOCK * S::LANES) {
-        // SAFETY: loads read `S::LANES` floats from `k < whole`, inside the plane.
+        // SAFETY: each load reads `plane[k..k + S::LANES]` with `k` a step of `S::LANES` below
+        // `whole`, so `k + S::LANES <= whole <= plane.len()`; `dispatch!` runs this only on a
+        // CPU with `S`'s instruction set.
         unsafe {
             let mut acc = S::splat(0.0);
             for k in (block..whole.min(block + BLOCK * S::LANES)).step_by(S::LANES) {
@@ -167,8 +177,10 @@ fn sum_generic<S: Simd>(plane: &[f32], center: f32, squares: bool, out: &mut f64
 /// The f64 sum of a vector's lanes.
 #[inline(always)]
 fn lanes_sum<S: Simd>(v: S::V) -> f64 {
+    const { assert!(S::LANES <= 16, "a vector wider than 16 floats") };
     let mut buf = [0f32; 16];
-    // SAFETY: `buf` holds 16 floats, at least `S::LANES`.
+    // SAFETY: the store writes `S::LANES` floats, at most 16 (AVX-512's width), into `buf`;
+    // the caller runs on `S`'s instruction set.
     unsafe { S::store(buf.as_mut_ptr(), v) };
     buf[..S::LANES].iter().map(|&x| x as f64).sum()
 }
@@ -177,13 +189,15 @@ dispatch!(fn plane_forward => forward_generic(plane: &[f32], out: &mut [f32], a:
 
 #[inline(always)]
 fn forward_generic<S: Simd>(plane: &[f32], out: &mut [f32], a: Affine) {
+    assert_eq!(plane.len(), out.len(), "plane sizes");
     let whole = plane.len() - plane.len() % S::LANES;
     for k in (0..whole).step_by(S::LANES) {
-        // SAFETY: `k + S::LANES <= whole <= len` of both slices (same length).
+        // SAFETY: `k + S::LANES <= whole <= len` of both slices (equal, asserted above); the
+        // code runs on `S`'s instruction set (`dispatch!`).
         unsafe { S::store(out.as_mut_ptr().add(k), forward_lane::<S>(S::load(plane.as_ptr().add(k)), a)) };
     }
     for k in whole..plane.len() {
-        // SAFETY: scalar lanes on any CPU.
+        // SAFETY: `Scalar`'s operations are plain Rust on values, valid on any CPU.
         out[k] = unsafe { forward_lane::<Scalar>(plane[k], a) };
     }
 }
@@ -191,14 +205,14 @@ fn forward_generic<S: Simd>(plane: &[f32], out: &mut [f32], a: Affine) {
 /// `y = z·sigmoid(z)` of `z = γ·x̂ + β`.
 #[inline(always)]
 unsafe fn forward_lane<S: Simd>(x: S::V, a: Affine) -> S::V {
-    // SAFETY: register arithmetic on the caller's instruction set.
+    // SAFETY: arithmetic on registers, no memory; the caller runs on `S`'s instruction set.
     unsafe { S::silu(normalised::<S>(x, a).1) }
 }
 
 /// `(x̂, z)` of a vector: `x̂ = (x − μ)·inv_std`, `z = γ·x̂ + β`.
 #[inline(always)]
 unsafe fn normalised<S: Simd>(x: S::V, a: Affine) -> (S::V, S::V) {
-    // SAFETY: register arithmetic on the caller's instruction set.
+    // SAFETY: arithmetic on registers, no memory; the caller runs on `S`'s instruction set.
     unsafe {
         let xhat = S::mul(S::add(x, S::splat(-a.mean)), S::splat(a.inv_std));
         (xhat, S::add(S::mul(xhat, S::splat(a.gamma)), S::splat(a.beta)))
@@ -208,7 +222,7 @@ unsafe fn normalised<S: Simd>(x: S::V, a: Affine) -> (S::V, S::V) {
 /// `dy · s · (1 + z·(1 − s))` with `s = sigmoid(z)`, and `x̂`.
 #[inline(always)]
 unsafe fn dz_lane<S: Simd>(x: S::V, dy: S::V, a: Affine) -> (S::V, S::V) {
-    // SAFETY: register arithmetic on the caller's instruction set.
+    // SAFETY: arithmetic on registers, no memory; the caller runs on `S`'s instruction set.
     unsafe {
         let (xhat, z) = normalised::<S>(x, a);
         let e = S::exp(S::min(S::mul(z, S::splat(-1.0)), S::splat(80.0)));
@@ -222,9 +236,11 @@ dispatch!(fn plane_dz => dz_generic(plane: &[f32], dy: &[f32], dz: &mut [f32], a
 
 #[inline(always)]
 fn dz_generic<S: Simd>(plane: &[f32], dy: &[f32], dz: &mut [f32], a: Affine, sums: &mut [f64; 2]) {
+    assert!(dy.len() == plane.len() && dz.len() == plane.len(), "plane sizes");
     let whole = plane.len() - plane.len() % S::LANES;
-    // SAFETY: vector loads and stores at `k + S::LANES <= whole`, inside the three equal-length
-    // slices; scalar lanes on any CPU.
+    // SAFETY: vector loads and stores cover `k..k + S::LANES` with `k + S::LANES <= whole`,
+    // inside the three slices (equal lengths, asserted above); the code runs on `S`'s
+    // instruction set (`dispatch!`), and `Scalar`'s lanes on any CPU.
     unsafe {
         *sums = [0.0; 2];
         for block in (0..whole).step_by(BLOCK * S::LANES) {
@@ -252,7 +268,7 @@ dispatch!(fn plane_dx => dx_generic(plane: &[f32], d: &mut [f32], a: Affine, mea
 /// `γ·inv_std · (dz − mean(dz) − x̂·mean(dz·x̂))`.
 #[inline(always)]
 unsafe fn dx_lane<S: Simd>(x: S::V, dz: S::V, a: Affine, mean_dz: f32, mean_dzx: f32) -> S::V {
-    // SAFETY: register arithmetic on the caller's instruction set.
+    // SAFETY: arithmetic on registers, no memory; the caller runs on `S`'s instruction set.
     unsafe {
         let xhat = normalised::<S>(x, a).0;
         let centred = S::add(dz, S::splat(-mean_dz));
@@ -262,9 +278,11 @@ unsafe fn dx_lane<S: Simd>(x: S::V, dz: S::V, a: Affine, mean_dz: f32, mean_dzx:
 
 #[inline(always)]
 fn dx_generic<S: Simd>(plane: &[f32], d: &mut [f32], a: Affine, mean_dz: f32, mean_dzx: f32) {
+    assert_eq!(plane.len(), d.len(), "plane sizes");
     let whole = plane.len() - plane.len() % S::LANES;
-    // SAFETY: vector loads and stores at `k + S::LANES <= whole`, inside both equal-length
-    // slices; scalar lanes on any CPU.
+    // SAFETY: vector loads and stores cover `k..k + S::LANES` with `k + S::LANES <= whole`,
+    // inside both slices (equal lengths, asserted above); the code runs on `S`'s instruction
+    // set (`dispatch!`), and `Scalar`'s lanes on any CPU.
     unsafe {
         for k in (0..whole).step_by(S::LANES) {
             let p = d.as_mut_ptr().add(k);

@@ -39,6 +39,21 @@ impl ConvShape {
         [along(0), along(1)]
     }
 
+    /// Per group: input channels, output channels, and kernel taps.
+    fn per_group(&self) -> (usize, usize, usize) {
+        (self.in_channels / self.groups, self.out_channels / self.groups, self.kernel[0] * self.kernel[1])
+    }
+
+    /// One input and one output channel per group.
+    fn is_depthwise(&self) -> bool {
+        self.in_channels == self.groups && self.out_channels == self.groups
+    }
+
+    /// A 1×1 stride-1 unpadded convolution: its column matrix is the input itself.
+    fn reads_input_as_is(&self) -> bool {
+        self.kernel == [1, 1] && self.stride == [1, 1] && self.padding == [0, 0]
+    }
+
     /// The number of weights, `O · C/groups · kh · kw`.
     pub fn weight_len(&self) -> usize {
         self.out_channels * self.in_channels / self.groups * self.kernel[0] * self.kernel[1]
@@ -79,20 +94,17 @@ pub fn conv2d_weight_grad(shape: &ConvShape, x: &[f32], grad: &[f32]) -> Vec<f32
     let [ho, wo] = shape.output();
     assert_eq!(x.len(), shape.batch * shape.in_channels * shape.input[0] * shape.input[1], "input size");
     assert_eq!(grad.len(), shape.batch * shape.out_channels * ho * wo, "output gradient size");
-    let (cg, og) = (shape.in_channels / shape.groups, shape.out_channels / shape.groups);
-    if cg == 1 && og == 1 { depthwise(shape, x, grad) } else { by_matrix_products(shape, x, grad) }
+    if shape.is_depthwise() { depthwise(shape, x, grad) } else { by_matrix_products(shape, x, grad) }
 }
 
 /// Dense and grouped convolutions: per image and group, `dW_g += dY_g · cols(X_g)ᵀ`.
 fn by_matrix_products(shape: &ConvShape, x: &[f32], grad: &[f32]) -> Vec<f32> {
     let [h, w] = shape.input;
     let [ho, wo] = shape.output();
-    let (cg, og, taps) =
-        (shape.in_channels / shape.groups, shape.out_channels / shape.groups, shape.kernel[0] * shape.kernel[1]);
+    let (cg, og, taps) = shape.per_group();
     let (spatial, depth) = (ho * wo, cg * taps);
     let mut dw = vec![0f32; shape.weight_len()];
-    // A 1×1 stride-1 unpadded convolution reads the input as it is: no column matrix.
-    let direct = taps == 1 && shape.stride == [1, 1] && shape.padding == [0, 0];
+    let direct = shape.reads_input_as_is();
     let mut cols = if direct { Vec::new() } else { vec![0f32; depth * spatial] };
     for n in 0..shape.batch {
         for g in 0..shape.groups {
@@ -173,8 +185,10 @@ fn product(lhs: View, rhs: View, dst: &mut [f32], add: bool) {
     let (m, n, k) = (lhs.rows, rhs.cols, lhs.cols);
     assert!(rhs.rows == k && lhs.in_bounds() && rhs.in_bounds() && dst.len() >= m * n, "product sizes");
     let threads = if m * n * k >= 1 << 21 { gemm::Parallelism::Rayon(0) } else { gemm::Parallelism::None };
-    // SAFETY: every element the strides reach lies inside the operands (asserted above); `dst`
-    // holds the `m·n` row-major results, is exclusively borrowed and does not overlap them.
+    // SAFETY: gemm reads `lhs` at `r·row_stride + c·col_stride` for `r < m, c < k`, `rhs` likewise
+    // for `k × n`, all inside their slices (`in_bounds`, asserted above), and reads (when
+    // `add`) and writes `dst[r·n + c]` for `r < m, c < n`, inside `dst` (asserted); `dst` is a
+    // `&mut` borrow, so it overlaps neither input.
     unsafe {
         gemm::gemm(
             m,
@@ -207,10 +221,9 @@ pub fn conv2d_input_grad(shape: &ConvShape, weight: &[f32], grad: &[f32]) -> Vec
     let ([h, w], [ho, wo]) = (shape.input, shape.output());
     assert_eq!(weight.len(), shape.weight_len(), "weight size");
     assert_eq!(grad.len(), shape.batch * shape.out_channels * ho * wo, "output gradient size");
-    let (cg, og, taps) =
-        (shape.in_channels / shape.groups, shape.out_channels / shape.groups, shape.kernel[0] * shape.kernel[1]);
+    let (cg, og, taps) = shape.per_group();
     let mut dx = vec![0f32; shape.batch * shape.in_channels * h * w];
-    if cg == 1 && og == 1 {
+    if shape.is_depthwise() {
         dx.par_chunks_mut(h * w).enumerate().for_each(|(plane, out)| {
             let c = plane % shape.in_channels;
             scatter_taps(shape, &weight[c * taps..(c + 1) * taps], &grad[plane * ho * wo..][..ho * wo], out);
@@ -218,7 +231,7 @@ pub fn conv2d_input_grad(shape: &ConvShape, weight: &[f32], grad: &[f32]) -> Vec
         return dx;
     }
     let (spatial, depth) = (ho * wo, cg * taps);
-    let direct = taps == 1 && shape.stride == [1, 1] && shape.padding == [0, 0];
+    let direct = shape.reads_input_as_is();
     let mut cols = if direct { Vec::new() } else { vec![0f32; depth * spatial] };
     for n in 0..shape.batch {
         for g in 0..shape.groups {

@@ -40,7 +40,8 @@ pub fn dynamic_mask_logits(isa: crate::Isa, inputs: &[&[f32]], convs: &DynamicCo
     let whole = hw - hw % lanes;
     pixels(isa, inputs, convs, 0, whole, out);
     for p in whole..hw {
-        // SAFETY: `p < hw`, which every plane and `out` hold (asserted above).
+        // SAFETY: `Scalar` reads and writes the one float at `p < hw`, which every plane and
+        // `out` hold (asserted above), with plain Rust valid on any CPU.
         unsafe { chain::<Scalar>(inputs, convs, p, out) };
     }
 }
@@ -52,8 +53,11 @@ dispatch!(fn pixels => pixels_generic(inputs: &[&[f32]], convs: &DynamicConvs, f
 
 #[inline(always)]
 fn pixels_generic<S: Simd>(inputs: &[&[f32]], convs: &DynamicConvs, from: usize, to: usize, out: &mut [f32]) {
+    assert!((to - from).is_multiple_of(S::LANES), "whole vectors only");
+    assert!(to <= out.len() && inputs.iter().all(|p| to <= p.len()), "pixels outside the planes");
     for p in (from..to).step_by(S::LANES) {
-        // SAFETY: the caller passes `to` a multiple of the lanes within every plane and `out`.
+        // SAFETY: `p + S::LANES <= to`, within `out` and every plane (asserted above), and
+        // `dispatch!` runs this only on a CPU with `S`'s instruction set.
         unsafe { chain::<S>(inputs, convs, p, out) };
     }
 }
@@ -85,7 +89,9 @@ unsafe fn chain<S: Simd>(inputs: &[&[f32]], convs: &DynamicConvs, p: usize, out:
 /// `relu(W·x + b)` for `HIDDEN` outputs.
 #[inline(always)]
 unsafe fn layer<S: Simd>(x: &[S::V], w: &[f32], b: &[f32]) -> [S::V; HIDDEN] {
-    // SAFETY: plain register arithmetic on the caller's instruction set.
+    // SAFETY: arithmetic on registers, no memory; weight indices `o·x.len() + i` stay below
+    // `HIDDEN·x.len()`, the sizes `dynamic_mask_logits` checked; the caller runs on `S`'s
+    // instruction set.
     unsafe {
         let mut h = [S::splat(0.0); HIDDEN];
         for (o, out) in h.iter_mut().enumerate() {

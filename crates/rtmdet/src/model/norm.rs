@@ -9,7 +9,7 @@
 use burn::module::{Module, Param, RunningState};
 use burn::tensor::activation::silu;
 use burn::tensor::module::batch_norm;
-use burn::tensor::{DType, Device, Tensor};
+use burn::tensor::{Device, Tensor};
 
 #[derive(Module, Debug)]
 pub struct BatchNorm2d {
@@ -52,14 +52,14 @@ impl BatchNorm2d {
     /// `silu(self.forward(x))`; in training on the CPU one fused operation with its own
     /// backward ([`super::train_ops::bn_silu_train`]).
     pub fn forward_silu(&self, x: Tensor<4>) -> Tensor<4> {
-        let fused = x.device().is_autodiff() && x.device() == Device::flex() && x.dtype() == DType::F32;
-        if !fused {
-            return silu(self.forward(x));
+        match super::train_ops::bn_silu_train(&x, self.gamma.val(), self.beta.val(), self.epsilon) {
+            Some((y, mean, var)) => {
+                let [n, _, h, w] = x.dims();
+                self.update_running(mean, var, n * h * w);
+                y
+            }
+            None => silu(self.forward(x)),
         }
-        let [n, _, h, w] = x.dims();
-        let (y, mean, var) = super::train_ops::bn_silu_train(x, self.gamma.val(), self.beta.val(), self.epsilon);
-        self.update_running(mean, var, n * h * w);
-        y
     }
 
     /// The running statistics' update with a batch's mean and biased variance over `count`

@@ -76,11 +76,12 @@ pub trait TrainOps: Backend {
     }
 }
 
-/// A contiguous f32 tensor's values (callers route f32 tensors only).
+/// An f32 tensor's values in row-major order: borrowed when contiguous, else copied once.
+/// (Only f32 tensors get here: [`covers`] and [`conv_shape`] check.)
 fn values(t: &FlexTensor) -> std::borrow::Cow<'_, [f32]> {
     match t.as_slice::<f32>() {
         Some(v) => std::borrow::Cow::Borrowed(v),
-        None => std::borrow::Cow::Owned(t.to_contiguous().as_slice::<f32>().expect("an f32 tensor").to_vec()),
+        None => std::borrow::Cow::Owned(t.clone().into_data().try_into_vec::<f32>().expect("an f32 tensor")),
     }
 }
 
@@ -273,17 +274,32 @@ impl<B: Backend + TrainOps, C: CheckpointStrategy> TrainOps for Autodiff<B, C> {
     }
 }
 
-/// `SiLU(BatchNorm(x))` with batch statistics on the CPU's autodiff backend in f32 (callers
-/// check), and the batch mean and biased variance `[C]`.
-pub fn bn_silu_train(x: Tensor<4>, gamma: Tensor<1>, beta: Tensor<1>, eps: f64) -> (Tensor<4>, Tensor<1>, Tensor<1>) {
-    let (y, mean, var) = Dispatch::bn_silu_train(x.into_dispatch(), gamma.into_dispatch(), beta.into_dispatch(), eps);
-    (Tensor::from_dispatch(y), Tensor::from_dispatch(mean), Tensor::from_dispatch(var))
+/// Whether [`TrainOps`] runs `x`: f32 on the CPU backend, with or without autodiff (the
+/// extension is implemented for the CPU backend only; other devices keep burn's operations).
+fn covers(x: &Tensor<4>) -> bool {
+    x.device() == Device::flex() && x.dtype() == DType::F32
 }
 
-/// `conv2d(x, weight)` without a bias: through [`TrainOps`] on the CPU, burn's own
-/// convolution on other devices (the extension is implemented for the CPU backend only).
+/// `SiLU(BatchNorm(x))` with the batch's statistics, and the batch mean and biased variance
+/// `[C]`, where [`TrainOps`] runs `x` in training (autodiff); `None` elsewhere.
+pub fn bn_silu_train(
+    x: &Tensor<4>,
+    gamma: Tensor<1>,
+    beta: Tensor<1>,
+    eps: f64,
+) -> Option<(Tensor<4>, Tensor<1>, Tensor<1>)> {
+    if !(covers(x) && x.device().is_autodiff()) {
+        return None;
+    }
+    let (y, mean, var) =
+        Dispatch::bn_silu_train(x.clone().into_dispatch(), gamma.into_dispatch(), beta.into_dispatch(), eps);
+    Some((Tensor::from_dispatch(y), Tensor::from_dispatch(mean), Tensor::from_dispatch(var)))
+}
+
+/// `conv2d(x, weight)` without a bias: through [`TrainOps`] where it runs `x`, burn's own
+/// convolution elsewhere.
 pub fn conv2d_no_bias(x: Tensor<4>, weight: Tensor<4>, options: ConvOptions<2>) -> Tensor<4> {
-    if x.device() != Device::flex() {
+    if !covers(&x) {
         return burn::tensor::module::conv2d(x, weight, None, options);
     }
     Tensor::from_dispatch(Dispatch::conv2d_own_grad(x.into_dispatch(), weight.into_dispatch(), options))
