@@ -203,6 +203,9 @@ fn forward_generic<S: Simd>(plane: &[f32], out: &mut [f32], a: Affine) {
 }
 
 /// `y = z·sigmoid(z)` of `z = γ·x̂ + β`.
+///
+/// # Safety
+/// Only on a CPU with `S`'s instruction set (register arithmetic, no memory access).
 #[inline(always)]
 unsafe fn forward_lane<S: Simd>(x: S::V, a: Affine) -> S::V {
     // SAFETY: arithmetic on registers, no memory; the caller runs on `S`'s instruction set.
@@ -210,6 +213,9 @@ unsafe fn forward_lane<S: Simd>(x: S::V, a: Affine) -> S::V {
 }
 
 /// `(x̂, z)` of a vector: `x̂ = (x − μ)·inv_std`, `z = γ·x̂ + β`.
+///
+/// # Safety
+/// Only on a CPU with `S`'s instruction set (register arithmetic, no memory access).
 #[inline(always)]
 unsafe fn normalised<S: Simd>(x: S::V, a: Affine) -> (S::V, S::V) {
     // SAFETY: arithmetic on registers, no memory; the caller runs on `S`'s instruction set.
@@ -220,6 +226,9 @@ unsafe fn normalised<S: Simd>(x: S::V, a: Affine) -> (S::V, S::V) {
 }
 
 /// `dy · s · (1 + z·(1 − s))` with `s = sigmoid(z)`, and `x̂`.
+///
+/// # Safety
+/// Only on a CPU with `S`'s instruction set (register arithmetic, no memory access).
 #[inline(always)]
 unsafe fn dz_lane<S: Simd>(x: S::V, dy: S::V, a: Affine) -> (S::V, S::V) {
     // SAFETY: arithmetic on registers, no memory; the caller runs on `S`'s instruction set.
@@ -266,6 +275,9 @@ fn dz_generic<S: Simd>(plane: &[f32], dy: &[f32], dz: &mut [f32], a: Affine, sum
 dispatch!(fn plane_dx => dx_generic(plane: &[f32], d: &mut [f32], a: Affine, mean_dz: f32, mean_dzx: f32));
 
 /// `γ·inv_std · (dz − mean(dz) − x̂·mean(dz·x̂))`.
+///
+/// # Safety
+/// Only on a CPU with `S`'s instruction set (register arithmetic, no memory access).
 #[inline(always)]
 unsafe fn dx_lane<S: Simd>(x: S::V, dz: S::V, a: Affine, mean_dz: f32, mean_dzx: f32) -> S::V {
     // SAFETY: arithmetic on registers, no memory; the caller runs on `S`'s instruction set.

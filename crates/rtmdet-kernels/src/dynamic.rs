@@ -87,6 +87,9 @@ unsafe fn chain<S: Simd>(inputs: &[&[f32]], convs: &DynamicConvs, p: usize, out:
 }
 
 /// `relu(W·x + b)` for `HIDDEN` outputs.
+///
+/// # Safety
+/// Only on a CPU with `S`'s instruction set (register arithmetic, no memory access).
 #[inline(always)]
 unsafe fn layer<S: Simd>(x: &[S::V], w: &[f32], b: &[f32]) -> [S::V; HIDDEN] {
     // SAFETY: arithmetic on registers, no memory; weight indices `o·x.len() + i` stay below
